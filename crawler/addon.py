@@ -1,0 +1,39 @@
+"""The Scrapy add-on that switches the compliance stack on.
+
+In this project it is enabled in ``crawler/settings.py``. In another Scrapy
+project, add ``ADDONS = {"crawler.addon.Compliance": 0}`` and set
+``COMPLIANCE_CONTACT``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
+DOWNLOADER_MIDDLEWARES = {
+    # Before everything else, so nothing is downloaded that robots.txt forbids
+    # and every request (robots.txt fetches included) carries our identity.
+    "crawler.middlewares.identity.IdentityMiddleware": 40,
+    "crawler.middlewares.robots.RobotsTxtMiddleware": 50,
+    # Replaced by ours (RFC 9309 semantics).
+    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+}
+ITEM_PIPELINES = {
+    "crawler.pipelines.store.StorePipeline": 900,
+}
+EXTENSIONS = {
+    "crawler.extensions.lifecycle.CrawlLifecycle": 0,
+}
+
+
+class Compliance:
+    def update_settings(self, settings: BaseSettings) -> None:
+        for name, components in (
+            ("DOWNLOADER_MIDDLEWARES", DOWNLOADER_MIDDLEWARES),
+            ("ITEM_PIPELINES", ITEM_PIPELINES),
+            ("EXTENSIONS", EXTENSIONS),
+        ):
+            settings[name].update(components, priority="addon")
+        settings.set("ROBOTSTXT_OBEY", False, priority="addon")

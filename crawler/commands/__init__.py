@@ -1,0 +1,1 @@
+"""Project commands (``scrapy <name>``); each file is one command."""

@@ -1,0 +1,32 @@
+"""``scrapy crawl``, checking the compliance settings before anything starts.
+
+Scrapy's own command would start the crawler and report a bad setting as a
+traceback from inside an extension. This one checks first and prints one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from scrapy.commands.crawl import Command as ScrapyCrawlCommand
+
+from crawler.config import Config, ConfigError
+from crawler.spiders.site import SiteSpider, StartUrlError, parse_start_urls
+
+if TYPE_CHECKING:
+    import argparse
+
+
+class Command(ScrapyCrawlCommand):
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        assert self.settings is not None
+        try:
+            Config.from_settings(self.settings)
+            if args and args[0] == SiteSpider.name:
+                parse_start_urls(opts.spargs.get("url"))
+        except (ConfigError, StartUrlError) as exc:
+            print(f"error: crawl refused to start: {exc}", file=sys.stderr)
+            self.exitcode = 2
+            return
+        super().run(args, opts)

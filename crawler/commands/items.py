@@ -1,0 +1,42 @@
+"""``scrapy items count|export``: what the store holds."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from scrapy.exceptions import UsageError
+
+from crawler.cli import CommandFailed, ComplianceCommand
+from crawler.compliance.store import write_jsonl
+
+if TYPE_CHECKING:
+    import argparse
+
+
+class Command(ComplianceCommand):
+    def syntax(self) -> str:
+        return "count [--domain D] | export -o FILE [--domain D]"
+
+    def short_desc(self) -> str:
+        return "Count or export the items in the compliance store"
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.add_argument("--domain", metavar="D", help="only items whose host is D or a subdomain of D")
+        parser.add_argument("-o", "--output", metavar="FILE", help="export: the JSON-lines file to write")
+
+    def execute(self, args: list[str], opts: argparse.Namespace) -> int:
+        if len(args) != 1 or args[0] not in ("count", "export"):
+            raise UsageError("expected 'count' or 'export'", print_help=True)
+        store = self.open_store()
+        if args[0] == "count":
+            print(store.count_items(opts.domain))
+            return 0
+        if not opts.output:
+            raise UsageError("export needs -o FILE", print_help=False)
+        try:
+            written = write_jsonl(store.iter_items(opts.domain), opts.output)
+        except OSError as exc:
+            raise CommandFailed(f"cannot write {opts.output}: {exc.strerror or exc}") from None
+        print(f"wrote {written} items to {opts.output}")
+        return 0

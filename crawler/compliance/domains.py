@@ -1,0 +1,62 @@
+"""Registered domains, computed offline.
+
+tldextract's default extractor downloads the Public Suffix List on first use,
+with no timeout: on a machine whose network black-holes, that stalls a crawl
+for minutes, and it makes results depend on whatever list was fetched. We
+always use the snapshot bundled with the pinned tldextract release, and never
+a cache directory, so results are reproducible and nothing goes out.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+import tldextract
+
+# RFC 6761 / RFC 2606 special-use names are not in the Public Suffix List, so
+# without these "shop.test" would have no registered domain at all, and every
+# such host would collapse into one empty domain.
+SPECIAL_USE_SUFFIXES: tuple[str, ...] = ("test", "example", "invalid", "localhost")
+
+_EXTRACT = tldextract.TLDExtract(
+    suffix_list_urls=(),  # never fetch: the bundled snapshot only
+    cache_dir=None,  # never read or write a cache that could hold a fetched list
+    fallback_to_snapshot=True,
+    extra_suffixes=SPECIAL_USE_SUFFIXES,
+)
+
+
+@lru_cache(maxsize=65536)
+def registered_domain(host: str) -> str:
+    """The registrable domain of ``host`` (``a.news.test`` -> ``news.test``).
+
+    IP literals, bare suffixes and other hosts without a registrable part fall
+    back to the host itself, so that two different IPs never share a domain.
+    """
+    host = host.strip().lower().rstrip(".")
+    if host.startswith("[") and host.endswith("]"):
+        return host
+    domain = _EXTRACT(host).top_domain_under_public_suffix
+    return domain or host
+
+
+def host_of(url: str) -> str:
+    """The lower-case host name of ``url`` (no port, no brackets for IPv6)."""
+    return (urlsplit(url).hostname or "").lower()
+
+
+def domain_of(url: str) -> str:
+    return registered_domain(host_of(url))
+
+
+def host_in_domain(host: str, domain: str) -> bool:
+    """True when ``host`` is ``domain`` or one of its subdomains."""
+    host = host.lower().rstrip(".")
+    domain = domain.lower().rstrip(".")
+    return host == domain or host.endswith("." + domain)
+
+
+def extractor_is_offline() -> bool:
+    """True when the shared extractor is configured never to fetch the list."""
+    return tuple(_EXTRACT.suffix_list_urls) == () and not _EXTRACT._cache.enabled

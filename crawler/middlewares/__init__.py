@@ -1,0 +1,1 @@
+"""Downloader and spider middlewares: thin Scrapy adapters over crawler.compliance."""

@@ -1,0 +1,191 @@
+"""robots.txt enforcement at download time, per RFC 9309.
+
+Replaces Scrapy's RobotsTxtMiddleware, which allows everything when
+robots.txt answers 5xx or times out, keeps a file for the whole crawl,
+shares one file between http and https, and ignores Crawl-delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import urljoin
+
+from scrapy import Request, signals
+from scrapy.exceptions import IgnoreRequest, StopDownload
+from scrapy.http.request import NO_CALLBACK
+
+from crawler.compliance.decision import Decision
+from crawler.compliance.robots import (
+    MAX_PARSE_BYTES,
+    MAX_REDIRECTS,
+    RobotsCache,
+    RobotsFile,
+    RobotsState,
+    classify_status,
+    origin_of,
+)
+from crawler.runtime import ComplianceRuntime
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+#: Meta key marking our own robots.txt requests (they are not checked against themselves).
+ROBOTS_FETCH = "compliance_robots_fetch"
+
+
+class RobotsTxtMiddleware:
+    DOWNLOAD_PRIORITY = 1000
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.runtime = ComplianceRuntime.of(crawler)
+        config = self.runtime.config
+        self.token = config.bot_name
+        self.max_crawl_delay = config.max_crawl_delay
+        self.cache = RobotsCache(
+            ttl=config.robots_ttl, max_entries=config.robots_cache_size, retry_delay=config.robots_retry_delay
+        )
+        self._inflight: dict[str, asyncio.Future[RobotsFile]] = {}
+        # Signal receivers are weak references: this bound method lives as
+        # long as the middleware does.
+        crawler.signals.connect(self._limit_robots_size, signal=signals.bytes_received)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> RobotsTxtMiddleware:
+        return cls(crawler)
+
+    async def process_request(self, request: Request) -> None:
+        if request.meta.get(ROBOTS_FETCH):
+            return
+        if not request.url.startswith(("http://", "https://")):
+            self._refuse(Decision.refuse("url.scheme", rule="only http and https URLs are crawled"), request)
+        origin, robots_url = origin_of(request.url)
+        entry = self.cache.get(origin, time.time()) or await self._robots_file(origin, robots_url)
+        decision = entry.decide(request.url, self.token)
+        if not decision.allowed:
+            self._refuse(decision, request)
+        delay = entry.crawl_delay(self.token)
+        if delay:
+            if delay > self.max_crawl_delay:
+                self._refuse(
+                    Decision.refuse(
+                        "robots.crawl-delay-too-long",
+                        rule=f"Crawl-delay {delay:g}s > COMPLIANCE_MAX_CRAWL_DELAY {self.max_crawl_delay:g}s",
+                        source=entry.robots_url,
+                        detail="the host asks for a pace this crawl will not keep; skipped rather than hammered",
+                    ),
+                    request,
+                )
+            self._pace(request, delay)
+        request.meta["compliance_robots"] = {"reason": decision.reason, "rule": decision.rule, "source": decision.source}
+
+    def _refuse(self, decision: Decision, request: Request) -> None:
+        decision = decision.at("download", request.url)
+        self.runtime.refuse(decision)
+        raise IgnoreRequest(str(decision))
+
+    def _pace(self, request: Request, delay: float) -> None:
+        """Never faster than the published delay, in Scrapy's own per-slot queue.
+
+        The slot may not exist yet, or may be garbage-collected after a quiet
+        minute and re-created with the default delay, so the delay is also
+        written into the per-slot settings new slots are built from. Jitter is
+        switched off: RANDOMIZE_DOWNLOAD_DELAY would otherwise go as low as
+        half the published delay.
+        """
+        downloader = self.crawler.engine.downloader
+        key = downloader.get_slot_key(request)
+        slot_settings = downloader.per_slot_settings.setdefault(key, {})
+        if slot_settings.get("delay", 0) < delay:
+            slot_settings["delay"] = delay
+            slot_settings["jitter"] = 0
+        slot = downloader.slots.get(key)
+        if slot is not None and (slot.delay < delay or slot.jitter):
+            slot.delay = max(slot.delay, delay)
+            slot.jitter = 0
+
+    async def _robots_file(self, origin: str, robots_url: str) -> RobotsFile:
+        """Fetch once per origin; concurrent requests wait for the same fetch."""
+        pending = self._inflight.get(origin)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[RobotsFile] = asyncio.get_running_loop().create_future()
+        self._inflight[origin] = future
+        try:
+            entry = await self._fetch(origin, robots_url)
+        except BaseException as exc:  # cancelled (engine stopping): fail closed for the waiters
+            entry = self.cache.store(origin, robots_url, RobotsState.UNREACHABLE, time.time(), detail=f"fetch aborted ({exc!r})")
+            raise
+        finally:
+            self._inflight.pop(origin, None)
+            if not future.done():
+                future.set_result(entry)
+        return entry
+
+    async def _fetch(self, origin: str, robots_url: str) -> RobotsFile:
+        stats = self.crawler.stats
+        url = robots_url
+        for hop in range(MAX_REDIRECTS + 1):
+            request = Request(
+                url,
+                priority=self.DOWNLOAD_PRIORITY,
+                callback=NO_CALLBACK,
+                dont_filter=True,
+                meta={
+                    ROBOTS_FETCH: True,
+                    "dont_obey_robotstxt": True,
+                    # Redirects and retries are ours to count (RFC 9309 2.3.1.2 / 2.3.1.4).
+                    "dont_redirect": True,
+                    "dont_retry": True,
+                    "handle_httpstatus_all": True,
+                    "dont_cache": True,
+                },
+            )
+            stats.inc_value("compliance/robots/request_count")
+            try:
+                response = await self.crawler.engine.download_async(request)
+            except IgnoreRequest as exc:
+                return self._store(origin, robots_url, RobotsState.UNREACHABLE, f"fetch of {url} refused ({exc})")
+            except Exception as exc:  # noqa: BLE001 - any network failure means unreachable
+                return self._store(origin, robots_url, RobotsState.UNREACHABLE, f"network error fetching {url}: {type(exc).__name__}: {exc}")
+            status = response.status
+            stats.inc_value(f"compliance/robots/response_status_count/{status}")
+            state = classify_status(status)
+            if state is None:
+                location = response.headers.get(b"Location")
+                if not location:
+                    return self._store(origin, robots_url, RobotsState.UNREACHABLE, f"HTTP {status} without Location at {url}")
+                url = urljoin(response.url, location.decode("latin-1"))
+                if not url.startswith(("http://", "https://")):
+                    return self._store(origin, robots_url, RobotsState.UNREACHABLE, f"HTTP {status} to non-HTTP URL {url}")
+                continue
+            if state is RobotsState.RULES and "dataloss" in response.flags:
+                return self._store(origin, robots_url, RobotsState.UNREACHABLE, f"incomplete body from {url}")
+            detail = f"HTTP {status}" + (f" after {hop} redirect(s) to {url}" if hop else "")
+            return self._store(origin, robots_url, state, detail, body=response.body, final_url=url)
+        return self._store(
+            origin, robots_url, RobotsState.UNREACHABLE, f"more than {MAX_REDIRECTS} redirects (RFC 9309 2.3.1.2)"
+        )
+
+    def _store(
+        self, origin: str, robots_url: str, state: RobotsState, detail: str, *, body: bytes = b"", final_url: str = ""
+    ) -> RobotsFile:
+        entry = self.cache.store(origin, robots_url, state, time.time(), detail=detail, body=body, final_url=final_url)
+        self.crawler.stats.inc_value(f"compliance/robots/{state.value}")
+        log = logger.warning if state is RobotsState.UNREACHABLE else logger.debug
+        log("robots.txt for %s: %s (%s)", origin, state.value, detail, extra={"spider": self.crawler.spider})
+        return entry
+
+    def _limit_robots_size(self, data: bytes, request: Request, spider: object = None) -> None:
+        """Stop reading a robots.txt past the parse limit (RFC 9309 2.5)."""
+        if not request.meta.get(ROBOTS_FETCH):
+            return
+        received = request.meta.get("compliance_robots_bytes", 0) + len(data)
+        request.meta["compliance_robots_bytes"] = received
+        if received > MAX_PARSE_BYTES + 1:
+            raise StopDownload(fail=False)

@@ -1,0 +1,1 @@
+"""Item pipelines: thin Scrapy adapters over crawler.compliance."""

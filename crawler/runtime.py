@@ -1,0 +1,98 @@
+"""The per-crawl compliance runtime shared by every Scrapy component.
+
+Settings are read once into :class:`~crawler.config.Config`; refusals are
+logged, counted and recorded in one place, so every gate reports the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
+
+from crawler.compliance.domains import host_of, registered_domain
+from crawler.compliance.store import Store, item_row, utcnow
+from crawler.config import Config
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+    from crawler.compliance.decision import Decision
+
+logger = logging.getLogger("crawler.compliance")
+
+_RUNTIMES: WeakKeyDictionary[Crawler, ComplianceRuntime] = WeakKeyDictionary()
+
+
+class ComplianceRuntime:
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.config = Config.from_settings(crawler.settings)
+        self._store: Store | None = None
+        self._items: list[dict[str, Any]] = []
+        self._refusals: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
+
+    @classmethod
+    def of(cls, crawler: Crawler) -> ComplianceRuntime:
+        runtime = _RUNTIMES.get(crawler)
+        if runtime is None:
+            runtime = _RUNTIMES[crawler] = cls(crawler)
+        return runtime
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.config.store_url)
+        return self._store
+
+    # -- refusals -----------------------------------------------------------
+
+    def refuse(self, decision: Decision) -> None:
+        """Log, count and record one refusal (each refusal is reported once)."""
+        logger.info("Refused %s", decision, extra={"spider": self.crawler.spider})
+        stats = self.crawler.stats
+        if stats is not None:
+            stats.inc_value(f"compliance/refused/{decision.reason}")
+            stats.inc_value("compliance/refused")
+        host = host_of(decision.url)
+        self._refusals.append(
+            {
+                "crawl_id": self.config.crawl_id,
+                "at": utcnow(),
+                "url": decision.url,
+                "host": host,
+                "domain": registered_domain(host),
+                "gate": decision.gate,
+                "reason": decision.reason,
+                "rule": decision.rule,
+                "source": decision.source,
+                "detail": decision.detail,
+            }
+        )
+        self._maybe_flush()
+
+    # -- items --------------------------------------------------------------
+
+    def add_item(self, fields: dict[str, Any]) -> None:
+        self._items.append(item_row(fields))
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        pending = len(self._items) + len(self._refusals)
+        if pending >= self.config.store_batch_size or (
+            time.monotonic() - self._last_flush >= self.config.store_flush_interval
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending batch in one transaction."""
+        item_rows, refusal_rows = self._items, self._refusals
+        self._items, self._refusals = [], []
+        self._last_flush = time.monotonic()
+        if item_rows or refusal_rows:
+            self.store.write(item_rows, refusal_rows)
+            if self.crawler.stats is not None:
+                self.crawler.stats.inc_value("compliance/store/items_written", len(item_rows))
+                self.crawler.stats.inc_value("compliance/store/batches")

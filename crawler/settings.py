@@ -1,0 +1,28 @@
+"""Scrapy settings of the compliance project.
+
+Every COMPLIANCE_* setting is documented once, in README.md ("Settings").
+"""
+
+BOT_NAME = "crawler"
+SPIDER_MODULES = ["crawler.spiders"]
+NEWSPIDER_MODULE = "crawler.spiders"
+COMMANDS_MODULE = "crawler.commands"
+
+ADDONS = {"crawler.addon.Compliance": 0}
+
+# robots.txt is enforced by crawler.middlewares.robots (RFC 9309 semantics).
+ROBOTSTXT_OBEY = False
+
+# The operator's contact, put in the User-Agent. Required: set it here or with
+# -s COMPLIANCE_CONTACT=... ; a crawl without it refuses to start.
+COMPLIANCE_CONTACT = ""
+
+# A polite default pace; robots.txt Crawl-delay and platform policies can
+# only make it slower.
+CONCURRENT_REQUESTS_PER_DOMAIN = 2
+DOWNLOAD_DELAY = 0.5
+
+DOWNLOAD_TIMEOUT = 30
+FEED_EXPORT_ENCODING = "utf-8"
+TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
+LOG_LEVEL = "INFO"

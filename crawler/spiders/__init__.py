@@ -1,0 +1,1 @@
+"""Spiders of the project. ``site`` is the generic compliant spider."""

@@ -1,0 +1,94 @@
+"""``scrapy crawl site -a url=U1[,U2...]``: the generic compliant spider."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import scrapy
+from scrapy.http import HtmlResponse, Response
+
+from crawler.compliance.domains import domain_of, host_of, registered_domain
+from crawler.compliance.store import utcnow
+from crawler.items import PageItem
+from crawler.runtime import ComplianceRuntime
+
+# Text inside these elements is not visible on the page.
+_VISIBLE_TEXT = (
+    "//body//text()[not(ancestor::script or ancestor::style or ancestor::noscript or ancestor::template)]"
+)
+
+
+class StartUrlError(ValueError):
+    pass
+
+
+def parse_start_urls(value: str | None) -> list[str]:
+    """``-a url=U1,U2`` as a list of absolute http(s) URLs, or a clear error."""
+    urls = [part.strip() for part in (value or "").split(",") if part.strip()]
+    if not urls:
+        raise StartUrlError("the site spider needs start URLs: scrapy crawl site -a url=https://example.org/[,URL...]")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise StartUrlError(f"-a url: {url!r} is not an absolute http(s) URL (e.g. https://example.org/)")
+    return urls
+
+
+def visible_text(response: HtmlResponse, limit: int) -> str:
+    """The page's visible text, whitespace collapsed, at most ``limit`` characters."""
+    pieces = response.xpath(_VISIBLE_TEXT).getall() or response.xpath("//text()").getall()
+    return " ".join(" ".join(pieces).split())[:limit]
+
+
+def page_links(response: HtmlResponse) -> Iterator[str]:
+    """Absolute http(s) URLs of the page's hyperlinks, without fragments.
+
+    Only ``<a href>`` and ``<area href>`` are links to follow: ``<img>``,
+    ``<link>``, ``srcset`` and CSS references are never requested.
+    """
+    base = response.url
+    for href in response.xpath("//a/@href | //area/@href").getall():
+        href = href.strip()
+        if not href or href.startswith(("#", "javascript:", "mailto:", "tel:", "data:")):
+            continue
+        parts = urlsplit(urljoin(base, href))
+        if parts.scheme in ("http", "https") and parts.hostname:
+            yield urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
+
+
+class SiteSpider(scrapy.Spider):
+    """Crawls from each start URL within that URL's registered domain."""
+
+    name = "site"
+
+    def __init__(self, url: str | None = None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.start_urls = parse_start_urls(url)
+        self.start_domains = frozenset(domain_of(u) for u in self.start_urls)
+        # Scrapy's offsite middlewares also stop redirects that leave these domains.
+        self.allowed_domains = sorted(self.start_domains)
+
+    async def start(self) -> AsyncIterator[Any]:
+        for url in self.start_urls:
+            yield scrapy.Request(url, callback=self.parse)
+
+    def parse(self, response: Response) -> Iterator[Any]:
+        if not isinstance(response, HtmlResponse):
+            return
+        config = ComplianceRuntime.of(self.crawler).config
+        host = host_of(response.url)
+        yield PageItem(
+            url=response.url,
+            host=host,
+            domain=registered_domain(host),
+            title=" ".join((response.xpath("//title/text()").get() or "").split()),
+            text=visible_text(response, config.item_text_max),
+            fetched_at=utcnow(),
+            crawl_id=config.crawl_id,
+            provenance={"status": response.status, "robots": response.meta.get("compliance_robots")},
+        )
+        for link in page_links(response):
+            if domain_of(link) in self.start_domains:
+                yield scrapy.Request(link, callback=self.parse)

@@ -1,0 +1,102 @@
+"""Run real crawls against the test web, in a subprocess, through the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crawler.compliance.store import Store
+from crawler.testing.web import TestWeb
+
+#: Settings every test crawl uses unless it overrides them: fast, quiet, offline.
+FAST_SETTINGS: dict[str, Any] = {
+    "DOWNLOAD_DELAY": 0,
+    "CONCURRENT_REQUESTS_PER_DOMAIN": 8,
+    "DOWNLOAD_TIMEOUT": 5,
+    "RETRY_ENABLED": False,
+    "TELNETCONSOLE_ENABLED": False,
+    "LOG_LEVEL": "INFO",
+    "COMPLIANCE_STORE_FLUSH_INTERVAL": 0.5,
+}
+
+
+def project_dir(start: Path | None = None) -> Path:
+    """The nearest directory at or above ``start`` that holds ``scrapy.cfg``."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "scrapy.cfg").is_file():
+            return candidate
+    raise FileNotFoundError(f"no scrapy.cfg at or above {here}")
+
+
+@dataclass
+class CrawlRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    store_url: str
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def store(self) -> Store:
+        return Store(self.store_url)
+
+    def check(self) -> CrawlRun:
+        if self.returncode != 0:
+            raise AssertionError(f"crawl exited {self.returncode}: {' '.join(self.args)}\n{self.stderr[-4000:]}")
+        return self
+
+
+def scrapy_command(
+    args: Sequence[str],
+    *,
+    web: TestWeb | None = None,
+    settings: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 180,
+) -> subprocess.CompletedProcess[str]:
+    """``scrapy ARGS -s K=V ...`` in a subprocess, proxied through ``web``."""
+    command = [sys.executable, "-m", "scrapy", *args]
+    for name, value in (settings or {}).items():
+        command += ["-s", f"{name}={value}"]
+    full_env = dict(os.environ)
+    if web is not None:
+        full_env.update(web.env())
+    full_env.update(env or {})
+    return subprocess.run(
+        command,
+        cwd=cwd or project_dir(),
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_site_crawl(
+    web: TestWeb,
+    urls: Sequence[str],
+    store_url: str,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    contact: str | None = None,
+    timeout: float = 180,
+) -> CrawlRun:
+    """``scrapy crawl site -a url=...`` against the test web; returns what happened."""
+    from crawler.testing.sites import TEST_CONTACT
+
+    merged: dict[str, Any] = {**FAST_SETTINGS, "COMPLIANCE_STORE": store_url}
+    if contact is not False:
+        merged["COMPLIANCE_CONTACT"] = contact or TEST_CONTACT
+    merged.update(settings or {})
+    args = ["crawl", "site", "-a", "url=" + ",".join(urls)]
+    done = scrapy_command(args, web=web, settings=merged, env=env, timeout=timeout)
+    return CrawlRun(done.returncode, done.stdout, done.stderr, store_url, args)

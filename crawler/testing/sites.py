@@ -1,0 +1,167 @@
+"""The scripted hosts of the test web: each one a robots.txt edge case.
+
+Every host name ends in ``.test`` (RFC 6761: never resolves), and the test
+web answers for all of them on 127.0.0.1. Later features add their hosts here,
+so the project's tests, the demo and users' tests share one hostile web.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from crawler.testing.web import Site, StaticSite, WebResponse, redirect
+
+#: The contact used by tests and the demo. Its local part "ops" is also the
+#: name of a robots.txt group on shop.test: a crawler that hands Protego its
+#: whole User-Agent header (which contains this contact) would wrongly match it.
+TEST_CONTACT = "mailto:ops@crawler-tests.example"
+
+
+def robots(text: str, status: int = 200) -> WebResponse:
+    return WebResponse(status=status, headers=[("Content-Type", "text/plain; charset=utf-8")], body=text)
+
+
+def page(title: str, links: Iterable[str] = (), text: str = "") -> str:
+    anchors = "".join(f'<li><a href="{href}">{href}</a></li>' for href in links)
+    return (
+        f"<!doctype html><html><head><title>{title}</title>"
+        "<style>body{font-family:sans-serif}</style><script>var hidden = 'script text';</script></head>"
+        f"<body><h1>{title}</h1><p>{text or 'Some visible text about ' + title + '.'}</p>"
+        f"<ul>{anchors}</ul></body></html>"
+    )
+
+
+def _pages(host_paths: dict[str, list[str]]) -> dict[str, str]:
+    return {path: page(f"{path}", links) for path, links in host_paths.items()}
+
+
+def robots_sites() -> dict[str, Site]:
+    """Hosts that exercise RFC 9309: groups, fetch outcomes, limits, delays."""
+    shop_pages = _pages(
+        {
+            "/": [
+                "/about", "/products/1", "/private/secret", "/private/ok", "/members/list",
+                "/report.pdf", "http://blog.shop.test/", "http://other.test/", "#top", "mailto:x@y.test",
+            ],
+            "/about": ["/", "/products/2"],
+            "/products/1": ["/products/2"],
+            "/products/2": ["/products/1", "/about"],
+            "/private/ok": ["/"],
+            "/private/secret": [],
+            "/members/list": [],
+        }
+    )  # fmt: skip
+    shop_pages_any: dict[str, object] = dict(shop_pages)
+    shop_pages_any["/robots.txt"] = robots(
+        "# shop.test robots.txt\n"
+        "User-agent: *\n"
+        "Disallow: /private/\n"
+        "Allow: /private/ok\n"
+        "Disallow: /members/\n"
+        "\n"
+        "User-agent: OtherBot\n"
+        "Disallow: /\n"
+        "\n"
+        "User-agent: ops\n"
+        "Allow: /\n"
+    )
+    shop_pages_any["/report.pdf"] = WebResponse(headers=[("Content-Type", "application/pdf")], body=b"%PDF-1.4 not html")
+
+    def simple(extra: dict[str, object], paths: Iterable[str] = ("/a", "/b")) -> StaticSite:
+        pages: dict[str, object] = {"/": page("home", paths)}
+        pages.update({p: page(p, ["/"]) for p in paths})
+        pages.update(extra)
+        return StaticSite(pages)  # type: ignore[arg-type]
+
+    big_robots = (
+        "User-agent: *\nDisallow: /early/\n"
+        + "# padding to push the next rule past the 500 KiB parse limit\n" * 9000
+        + "Disallow: /late/\n"
+    )
+    assert len(big_robots.encode()) > 500 * 1024
+
+    return {
+        "shop.test": StaticSite(shop_pages_any),  # type: ignore[arg-type]
+        "blog.shop.test": simple({}, ("/post",)),
+        "other.test": simple({}),
+        # 5xx: RFC 9309 2.3.1.4 says disallow everything.
+        "down.test": simple({"/robots.txt": robots("server error", status=503)}),
+        # A robots.txt that never answers (the crawl sets a short DOWNLOAD_TIMEOUT).
+        "hang.test": simple({"/robots.txt": WebResponse(hang=True)}),
+        # A connection closed without any response.
+        "drop.test": simple({"/robots.txt": WebResponse(drop=True)}),
+        # 4xx: RFC 9309 2.3.1.3 says anything may be fetched.
+        "open.test": simple({}),
+        # 429 is a 4xx, but means "slow down": treated as unreachable.
+        "busy.test": simple({"/robots.txt": robots("slow down", status=429)}),
+        # Redirected to another host: the rules found there apply to moved.test.
+        "moved.test": simple({"/robots.txt": redirect("http://rules.test/moved-robots.txt")}, ("/secret/x", "/public")),
+        "rules.test": StaticSite({"/moved-robots.txt": robots("User-agent: *\nDisallow: /secret/\n")}),
+        # Exactly five hops is still followed (RFC 9309 2.3.1.2)...
+        "five.test": simple(
+            {
+                "/robots.txt": redirect("/r1"),
+                **{f"/r{i}": redirect(f"/r{i + 1}") for i in range(1, 5)},
+                "/r5": robots("User-agent: *\nDisallow: /no/\n"),
+            },
+            ("/no/x", "/yes"),
+        ),
+        # ...six hops is not: unreachable, disallow all.
+        "loop.test": simple(
+            {
+                "/robots.txt": redirect("/r1"),
+                **{f"/r{i}": redirect(f"/r{i + 1}") for i in range(1, 6)},
+                "/r6": robots("User-agent: *\nAllow: /\n"),
+            }
+        ),
+        # Crawl-delay paces the host.
+        "slow.test": simple({"/robots.txt": robots("User-agent: *\nCrawl-delay: 0.6\n")}, ("/p1", "/p2", "/p3", "/p4")),
+        # A Crawl-delay beyond COMPLIANCE_MAX_CRAWL_DELAY: skipped, not hammered.
+        "glacial.test": simple({"/robots.txt": robots("User-agent: *\nCrawl-delay: 3600\n")}),
+        # Request-rate 1/1s paces like Crawl-delay: 1.
+        "rate.test": simple({"/robots.txt": robots("User-agent: *\nRequest-rate: 2/1s\n")}, ("/p1", "/p2", "/p3")),
+        # Rules past the first 500 KiB are not parsed (RFC 9309 2.5).
+        "big.test": simple({"/robots.txt": robots(big_robots)}, ("/early/x", "/late/x")),
+        # http and https have separate robots.txt files (RFC 9309 2.3).
+        "http://dual.test": simple(
+            {"/robots.txt": robots("User-agent: *\nDisallow: /http-secret/\n")}, ("/http-secret/x", "/https-secret/x")
+        ),
+        "https://dual.test": simple(
+            {"/robots.txt": robots("User-agent: *\nDisallow: /https-secret/\n")}, ("/http-secret/x", "/https-secret/x")
+        ),
+        # Registered-domain scoping: a.news.test belongs to news.test.
+        "news.test": simple({}, ("/story", "http://a.news.test/", "http://elsewhere.test/")),
+        "a.news.test": simple({}, ("/local",)),
+        "elsewhere.test": simple({}),
+    }
+
+
+def ttl_site(pages: int = 8) -> StaticSite:
+    """A paced chain of pages (each links only to the next), so requests reach
+    the downloader one after another and the crawl outlasts a short TTL."""
+    content: dict[str, object] = {"/robots.txt": robots("User-agent: *\nCrawl-delay: 0.4\n")}
+    content["/"] = page("home", ["/p1"])
+    content.update({f"/p{i}": page(f"/p{i}", [f"/p{i + 1}"] if i < pages else []) for i in range(1, pages + 1)})
+    return StaticSite(content)  # type: ignore[arg-type]
+
+
+def linked_site(pages: int, fanout: int = 10) -> StaticSite:
+    """``pages`` HTML pages, each linking to the next ``fanout`` (for benchmarks)."""
+
+    def body(i: int) -> str:
+        links = [f"/page/{(i + k) % pages}" for k in range(1, fanout + 1)]
+        return page(f"Page {i}", links, text=("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 20))
+
+    content: dict[str, object] = {f"/page/{i}": body(i) for i in range(pages)}
+    content["/"] = body(0)
+    content["/robots.txt"] = robots("User-agent: *\nDisallow: /nowhere/\n")
+    return StaticSite(content)  # type: ignore[arg-type]
+
+
+def bench_sites() -> dict[str, Site]:
+    return {"bench.test": linked_site(5000)}
+
+
+def demo_sites() -> dict[str, Site]:
+    sites = robots_sites()
+    return {k: v for k, v in sites.items() if k in {"shop.test", "blog.shop.test", "down.test", "moved.test", "rules.test", "slow.test"}}
