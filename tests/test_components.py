@@ -1,0 +1,108 @@
+"""Component tests: Scrapy adapters built with scrapy.utils.test.get_crawler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from scrapy.utils.test import get_crawler
+
+from crawler.addon import Compliance
+from crawler.config import Config, ConfigError
+from crawler.items import PageItem
+from crawler.pipelines.store import StorePipeline
+from crawler.runtime import ComplianceRuntime
+from crawler.spiders.site import SiteSpider, StartUrlError, parse_start_urls
+from crawler.testing.sites import TEST_CONTACT
+
+
+def _crawler(tmp_path: Path, **settings: object):  # type: ignore[no-untyped-def]
+    base = {"COMPLIANCE_CONTACT": TEST_CONTACT, "COMPLIANCE_STORE": f"sqlite:///{tmp_path / 's.sqlite3'}"}
+    base.update(settings)
+    crawler = get_crawler(SiteSpider, settings_dict=base)
+    crawler.spider = SiteSpider(url="http://news.test/")
+    return crawler
+
+
+def _item(i: int) -> PageItem:
+    from crawler.compliance.store import utcnow
+
+    return PageItem(f"http://news.test/{i}", "news.test", "news.test", "t", "x", utcnow(), "")
+
+
+def test_pipeline_writes_in_batches_and_flushes_at_close(tmp_path: Path) -> None:
+    """Items are written a batch at a time; only the unflushed tail is pending before close."""
+    crawler = _crawler(tmp_path, COMPLIANCE_STORE_BATCH_SIZE=3, COMPLIANCE_STORE_FLUSH_INTERVAL=3600)
+    pipeline = StorePipeline.from_crawler(crawler)
+    store = ComplianceRuntime.of(crawler).store
+    for i in range(7):
+        pipeline.process_item(_item(i))
+    assert store.count_items() == 6  # two batches of three; one item pending
+    pipeline.close_spider()
+    assert store.count_items() == 7
+    crawl_ids = {item["crawl_id"] for item in store.iter_items()}
+    assert crawl_ids == {ComplianceRuntime.of(crawler).config.crawl_id}
+
+
+def test_pipeline_accepts_any_item_type(tmp_path: Path) -> None:
+    """A plain dict item is stored with host and domain derived from its URL."""
+    crawler = _crawler(tmp_path, COMPLIANCE_STORE_BATCH_SIZE=1)
+    StorePipeline.from_crawler(crawler).process_item({"url": "https://a.news.test/x", "title": "T", "extra": [1, 2]})
+    (record,) = ComplianceRuntime.of(crawler).store.iter_items()
+    assert (record["host"], record["domain"], record["extra"]) == ("a.news.test", "news.test", [1, 2])
+
+
+def test_config_reads_settings_once_and_validates(tmp_path: Path) -> None:
+    """Config is frozen, builds the User-Agent, and names the bad setting."""
+    config = Config.from_settings(_crawler(tmp_path).settings)
+    assert config.user_agent.startswith("EthicalCrawler/") and config.user_agent.endswith(f"(+{TEST_CONTACT})")
+    with pytest.raises(AttributeError):
+        config.contact = "x"  # type: ignore[misc]
+    for name, value, message in [
+        ("COMPLIANCE_ROBOTS_TTL", 90000, "COMPLIANCE_ROBOTS_TTL: must be at most"),
+        ("COMPLIANCE_ROBOTS_CACHE_SIZE", "many", "COMPLIANCE_ROBOTS_CACHE_SIZE: expected a int"),
+        ("COMPLIANCE_BOT_NAME", "My Bot", "COMPLIANCE_BOT_NAME"),
+        ("COMPLIANCE_CRAWL_ID", "a b", "COMPLIANCE_CRAWL_ID"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            Config.from_settings(_crawler(tmp_path, **{name: value}).settings)
+
+
+def test_addon_enables_the_stack(tmp_path: Path) -> None:
+    """The add-on installs our middlewares, disables Scrapy's robots middleware and ROBOTSTXT_OBEY."""
+    from scrapy.settings import Settings
+
+    settings = Settings()
+    settings.set("ROBOTSTXT_OBEY", True, priority="default")  # e.g. Scrapy's project template
+    Compliance().update_settings(settings)
+    mws = settings.getdict("DOWNLOADER_MIDDLEWARES")
+    assert mws["crawler.middlewares.robots.RobotsTxtMiddleware"] == 50
+    assert mws["scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware"] is None
+    assert settings.getbool("ROBOTSTXT_OBEY") is False
+
+
+def test_spider_start_urls() -> None:
+    """-a url takes a comma list of absolute http(s) URLs and scopes by registered domain."""
+    spider = SiteSpider(url="http://a.news.test/x, https://shop.test/")
+    assert spider.start_urls == ["http://a.news.test/x", "https://shop.test/"]
+    assert spider.allowed_domains == ["news.test", "shop.test"]
+    for bad in ("", "shop.test", "ftp://shop.test/", "http:///x"):
+        with pytest.raises(StartUrlError):
+            parse_start_urls(bad)
+
+
+def test_visible_text_and_links() -> None:
+    """Item text omits scripts and styles and is bounded; only <a>/<area> links are followed."""
+    from scrapy.http import HtmlResponse
+
+    from crawler.spiders.site import page_links, visible_text
+
+    body = (
+        b"<html><head><title> T </title><style>.x{}</style></head><body><script>secret()</script>"
+        b"<p>Hello   <b>world</b></p><img src='/i.png'><link href='/s.css'><a href='/a#frag'>a</a>"
+        b"<area href='https://x.test/b'><a href='javascript:void(0)'>j</a><a href='mailto:a@b'>m</a></body></html>"
+    )
+    response = HtmlResponse("http://h.test/dir/", body=body)
+    assert visible_text(response, 1000) == "Hello world a j m"
+    assert visible_text(response, 5) == "Hello"
+    assert list(page_links(response)) == ["http://h.test/a", "https://x.test/b"]

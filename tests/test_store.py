@@ -1,0 +1,104 @@
+"""The store: SQLite file with WAL, several processes at once, batches, domain filters, CLI."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from crawler.compliance.store import Store, StoreError, item_row
+from crawler.testing.runner import scrapy_command
+
+
+def _row(url: str, host: str, domain: str, crawl: str = "c1") -> dict:
+    return item_row(
+        {"url": url, "host": host, "domain": domain, "title": "t", "text": "x", "crawl_id": crawl,
+         "fetched_at": datetime(2026, 11, 26, tzinfo=UTC), "provenance": {"robots": {"reason": "robots.allow"}}}
+    )  # fmt: skip
+
+
+def test_creates_folder_file_and_wal(tmp_path: Path) -> None:
+    """Opening a new SQLite store creates its folder and file, in WAL mode."""
+    path = tmp_path / "deep" / "var" / "s.sqlite3"
+    Store(f"sqlite:///{path}")
+    assert path.is_file()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_rejects_memory_and_garbage_urls() -> None:
+    """An in-memory or unparsable store URL is refused with the setting's name."""
+    with pytest.raises(StoreError, match="COMPLIANCE_STORE"):
+        Store("sqlite://")
+    with pytest.raises(StoreError, match="COMPLIANCE_STORE"):
+        Store("not a url")
+
+
+def test_domain_filter_matches_domain_and_subdomains(tmp_path: Path) -> None:
+    """--domain matches the registered domain and all its subdomains, nothing that merely ends alike."""
+    store = Store(f"sqlite:///{tmp_path / 's.sqlite3'}")
+    store.write(
+        [_row("http://news.test/", "news.test", "news.test"), _row("http://a.news.test/", "a.news.test", "news.test"),
+         _row("http://badnews.test/", "badnews.test", "badnews.test"), _row("http://x_y.test/", "x_y.test", "x_y.test")],
+        [],
+    )  # fmt: skip
+    assert store.count_items() == 4
+    assert store.count_items("news.test") == 2
+    assert store.count_items("a.news.test") == 1
+    assert store.count_items("x%y.test") == 0  # LIKE wildcards in the argument are literal
+    exported = list(store.iter_items("news.test"))
+    assert exported[0]["provenance"] == {"robots": {"reason": "robots.allow"}}
+    assert exported[0]["fetched_at"] == "2026-11-26T00:00:00+00:00"
+
+
+def _writer(url: str, worker: int, count: int) -> None:
+    store = Store(url)
+    for i in range(count):
+        store.write([_row(f"http://w{worker}.test/{i}", f"w{worker}.test", f"w{worker}.test", f"c{worker}")], [])
+
+
+def test_several_processes_write_at_once(tmp_path: Path) -> None:
+    """Four processes creating and writing one new store at once lose nothing and never fail."""
+    url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(url, w, 50)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    store = Store(url)
+    assert store.count_items() == 200
+    assert all(store.count_items(f"w{w}.test") == 50 for w in range(4))
+
+
+def test_items_commands(tmp_path: Path) -> None:
+    """`scrapy items count` prints the integer last; `items export` writes every field as JSON lines."""
+    url = f"sqlite:///{tmp_path / 's.sqlite3'}"
+    Store(url).write([_row("http://news.test/", "news.test", "news.test"), _row("http://b.news.test/", "b.news.test", "news.test"),
+                      _row("http://o.test/", "o.test", "o.test")], [])  # fmt: skip
+    settings = {"COMPLIANCE_STORE": url}
+    done = scrapy_command(["items", "count"], settings=settings)
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "3"
+    done = scrapy_command(["items", "count", "--domain", "news.test"], settings=settings)
+    assert done.stdout.strip().splitlines()[-1] == "2"
+    out = tmp_path / "out" / "items.jsonl"
+    done = scrapy_command(["items", "export", "-o", str(out), "--domain", "news.test"], settings=settings)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["url"] for r in records] == ["http://news.test/", "http://b.news.test/"]
+    assert set(records[0]) >= {"url", "host", "domain", "title", "text", "fetched_at", "crawl_id", "provenance"}
+
+
+def test_items_command_errors_are_one_line(tmp_path: Path) -> None:
+    """A bad store URL or an unwritable export path is one error line, exit 1, no traceback."""
+    done = scrapy_command(["items", "count"], settings={"COMPLIANCE_STORE": "nonsense"})
+    assert done.returncode == 1 and done.stderr.startswith("error: COMPLIANCE_STORE") and "Traceback" not in done.stderr
+    url = f"sqlite:///{tmp_path / 's.sqlite3'}"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    done = scrapy_command(["items", "export", "-o", str(blocker / "x.jsonl")], settings={"COMPLIANCE_STORE": url})
+    assert done.returncode == 1 and "error: cannot write" in done.stderr and "Traceback" not in done.stderr
