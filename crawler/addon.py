@@ -16,11 +16,19 @@ DOWNLOADER_MIDDLEWARES = {
     # Before everything else, so nothing is downloaded that robots.txt forbids
     # and every request (robots.txt fetches included) carries our identity.
     "crawler.middlewares.identity.IdentityMiddleware": 40,
+    # Image URLs are refused before robots.txt is even consulted, and image
+    # responses are cut off on their headers or first bytes.
+    "crawler.middlewares.images.ImageDownloadGate": 45,
     "crawler.middlewares.robots.RobotsTxtMiddleware": 50,
     # Replaced by ours (RFC 9309 semantics).
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
 }
+SPIDER_MIDDLEWARES = {
+    # Before scheduling: an image URL from any spider never enters the queue.
+    "crawler.middlewares.images.ImageRequestGate": 50,
+}
 ITEM_PIPELINES = {
+    "crawler.pipelines.images.ImageScrubPipeline": 100,
     "crawler.pipelines.store.StorePipeline": 900,
 }
 EXTENSIONS = {
@@ -32,6 +40,7 @@ class Compliance:
     def update_settings(self, settings: BaseSettings) -> None:
         for name, components in (
             ("DOWNLOADER_MIDDLEWARES", DOWNLOADER_MIDDLEWARES),
+            ("SPIDER_MIDDLEWARES", SPIDER_MIDDLEWARES),
             ("ITEM_PIPELINES", ITEM_PIPELINES),
             ("EXTENSIONS", EXTENSIONS),
         ):

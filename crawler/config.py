@@ -91,6 +91,7 @@ class Config:
                 "would fetch every robots.txt a second time and allow all on errors. "
                 "Fix: 1. remove ROBOTSTXT_OBEY from your settings, or 2. set ROBOTSTXT_OBEY = False."
             )
+        _refuse_media_pipelines(settings)
         return cls(
             contact=contact,
             bot_name=bot_name,
@@ -105,6 +106,29 @@ class Config:
             store_flush_interval=number("COMPLIANCE_STORE_FLUSH_INTERVAL", float, 0),
             item_text_max=int(number("COMPLIANCE_ITEM_TEXT_MAX", int, 0)),
         )
+
+
+def _refuse_media_pipelines(settings: BaseSettings) -> None:
+    """Scrapy's ImagesPipeline, FilesPipeline and any MediaPipeline download
+    files named by items: exactly what this framework exists to prevent."""
+    from scrapy.pipelines.media import MediaPipeline
+    from scrapy.utils.misc import load_object
+
+    pipelines = settings.getwithbase("ITEM_PIPELINES") if hasattr(settings, "getwithbase") else {}
+    for path, order in dict(pipelines).items():
+        if order is None:
+            continue
+        try:
+            component = load_object(path) if isinstance(path, str) else path
+        except (ImportError, NameError, ValueError):
+            continue  # Scrapy reports an unloadable component itself
+        if isinstance(component, type) and issubclass(component, MediaPipeline):
+            name = path if isinstance(path, str) else f"{component.__module__}.{component.__qualname__}"
+            raise ConfigError(
+                f"ITEM_PIPELINES enables {name}, a media pipeline that downloads images or files named by items. "
+                "This framework never collects images (facial images are biometric data, GDPR Art. 9(1)). "
+                f"Fix: remove {name!r} from ITEM_PIPELINES (or set it to None), and drop IMAGES_STORE/FILES_STORE."
+            )
 
 
 def new_crawl_id() -> str:

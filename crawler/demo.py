@@ -17,7 +17,7 @@ from crawler.testing.runner import project_dir, run_site_crawl
 from crawler.testing.sites import demo_sites
 from crawler.testing.web import TestWeb
 
-START_URLS = ["http://shop.test/", "http://down.test/", "http://moved.test/", "http://slow.test/"]
+START_URLS = ["http://shop.test/", "http://down.test/", "http://moved.test/", "http://slow.test/", "http://images.test/"]
 
 
 def _rule(text: str, width: int = 78) -> str:
@@ -63,10 +63,19 @@ def main() -> int:
     print(_rule("Example refusals: the rule and where it lives"))
     shown: Counter[str] = Counter()
     for refusal in store.refusals():
-        if shown[refusal["reason"]] >= 2:
+        if shown[refusal["reason"]] >= 2 or refusal["reason"].startswith("image."):
             continue
         shown[refusal["reason"]] += 1
         print(f"  {refusal['url']}\n    {refusal['reason']} at {refusal['gate']}: {refusal['rule']}\n    source: {refusal['source']}")
+    print(_rule("Images refused, by gate (never requested, cut off, or scrubbed)"))
+    for refusal in store.refusals():
+        if refusal["reason"].startswith("image."):
+            path = refusal["url"].removeprefix("http://images.test")
+            print(f"  {refusal['gate']:<9} {refusal['reason']:<19} {path:<24} {refusal['rule']}"
+                  + (f" ({refusal['detail']})" if refusal["detail"] else ""))
+    huge = [e for e in log if e.host == "images.test" and e.path == "/huge"]
+    if huge:
+        print(f"  the 20 MiB disguised image at /huge: the server sent {huge[0].bytes_sent} byte(s) before the crawler hung up")
     print(f"\nDone in {time.monotonic() - started:.1f}s. Store: {store_path.relative_to(root)}")
     return 0
 

@@ -36,6 +36,12 @@ def web() -> Iterator[TestWeb]:
 
 
 @pytest.fixture
+def guard_env() -> dict[str, str]:
+    """Environment for a crawl subprocess: the network guard on its path."""
+    return dict(GUARD_ENV)
+
+
+@pytest.fixture
 def store_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'store.sqlite3'}"
 

@@ -162,6 +162,77 @@ def bench_sites() -> dict[str, Site]:
     return {"bench.test": linked_site(5000)}
 
 
+
+
+# -- images in disguise ---------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89" + b"\x00" * 64
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + b"\x11" * 64
+GIF = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+SVG = b'<?xml version="1.0" encoding="UTF-8"?>\n<!-- a face -->\n<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"><circle r="1"/></svg>\n'
+HUGE_IMAGE_BYTES = 20 * 1024 * 1024
+INLINE_PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+def _huge_jpeg() -> Iterable[bytes]:
+    yield JPEG
+    block = b"\x42" * 65536
+    remaining = HUGE_IMAGE_BYTES - len(JPEG)
+    while remaining > 0:
+        yield block[:remaining]
+        remaining -= len(block)
+
+
+def image_sites() -> dict[str, Site]:
+    """``images.test``: images under every disguise, beside plain text pages."""
+    disguised = [
+        "/photo.jpg", "/PHOTO.PNG?size=large", "/photo-as-page.html", "/raw", "/download", "/animation",
+        "/vector.svg", "/vector", "/vector-as-text", "/to-image", "/attachment", "/huge", "/about",
+    ]  # fmt: skip
+    index = (
+        "<!doctype html><html><head><title>Gallery</title>"
+        '<meta property="og:image" content="/og.jpg"><meta name="twitter:image" content="/tw.jpg">'
+        '<link rel="icon" href="/favicon.ico"><link rel="apple-touch-icon" href="/touch.png">'
+        "<style>body{background:url('/bg.webp')}</style></head><body><h1>Gallery</h1>"
+        '<img src="/img/face.jpg" srcset="/img/face-2x.jpg 2x, /img/face-3x.avif 3x" alt="a face">'
+        '<picture><source srcset="/img/face.heic" type="image/heic"><img src="/img/face.png"></picture>'
+        f'<p>Text about the gallery. An inline copy: <img src="{INLINE_PNG}"> and a link in text: '
+        f"https://images.test/img/inline-face.jpg. Data in text: {INLINE_PNG} end.</p><ul>"
+        + "".join(f'<li><a href="{p}">{p}</a></li>' for p in disguised)
+        + "</ul></body></html>"
+    )
+
+    def octet(body: bytes, **extra: object) -> WebResponse:
+        return WebResponse(headers=[("Content-Type", "application/octet-stream")], body=body, **extra)  # type: ignore[arg-type]
+
+    pages: dict[str, object] = {
+        "/robots.txt": robots("User-agent: *\nAllow: /\n"),
+        "/": index,
+        "/about": page("About the gallery", ["/"], text="Plain words, no pictures."),
+        "/photo.jpg": WebResponse(headers=[("Content-Type", "image/jpeg")], body=JPEG),
+        "/PHOTO.PNG": WebResponse(headers=[("Content-Type", "image/png")], body=PNG),
+        "/photo-as-page.html": WebResponse(headers=[("Content-Type", "text/html")], body=JPEG),
+        "/raw": WebResponse(headers=[("Content-Type", "image/png")], body=PNG),
+        "/download": octet(PNG),
+        "/animation": WebResponse(headers=[("Content-Type", "text/plain")], body=GIF),
+        "/vector.svg": WebResponse(headers=[("Content-Type", "image/svg+xml")], body=SVG),
+        "/vector": WebResponse(headers=[("Content-Type", "image/svg+xml")], body=SVG),
+        "/vector-as-text": WebResponse(headers=[("Content-Type", "text/html")], body=SVG),
+        "/to-image": redirect("/redirected/face.jpeg"),
+        "/redirected/face.jpeg": WebResponse(headers=[("Content-Type", "image/jpeg")], body=JPEG),
+        "/attachment": WebResponse(
+            headers=[("Content-Type", "application/octet-stream"), ("Content-Disposition", 'attachment; filename="face.png"')],
+            body=PNG,
+        ),
+        # 20 MiB of JPEG without an image extension or type, sent in slow pieces.
+        "/huge": octet(b"", body_factory=_huge_jpeg, content_length=HUGE_IMAGE_BYTES, chunk_size=65536, chunk_delay=0.01),
+    }
+    return {"images.test": StaticSite(pages)}  # type: ignore[arg-type]
+
+
 def demo_sites() -> dict[str, Site]:
-    sites = robots_sites()
-    return {k: v for k, v in sites.items() if k in {"shop.test", "blog.shop.test", "down.test", "moved.test", "rules.test", "slow.test"}}
+    """The demo web: robots.txt cases and images in disguise."""
+    keep = {"shop.test", "blog.shop.test", "down.test", "moved.test", "rules.test", "slow.test"}
+    sites = {k: v for k, v in robots_sites().items() if k in keep}
+    sites.update(image_sites())
+    return sites

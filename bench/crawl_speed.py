@@ -1,0 +1,545 @@
+"""Crawl speed of the compliance stack against stock Scrapy, on one local site.
+
+    .venv/bin/python bench/crawl_speed.py [--pages 5000] [--pairs 2] [--json FILE]
+
+(``make bench`` runs it with the defaults; see bench/README.md.)
+
+What it does:
+
+1. Serves ``bench.test``, ``--pages`` HTML pages each linking to the next ten
+   (``crawler.testing.sites.linked_site``; 5,000 pages is the project's
+   ``bench_sites()``), from the test web (``python -m crawler.testing.web``)
+   in a separate process on 127.0.0.1. The crawls reach it as their HTTP
+   proxy, so no name is resolved and nothing leaves 127.0.0.1 (the crawls
+   also load tests/netguard/sitecustomize.py when it exists, which refuses
+   any other address).
+2. Crawls the whole site from ``http://bench.test/page/0``, alternately:
+
+   * ``stock``: ``scrapy runspider bench/stock_spider.py``, run outside the
+     project (no scrapy.cfg, so none of the project's settings, add-on or
+     components), with ``ROBOTSTXT_OBEY=True`` and a JSON-lines feed; the
+     spider does the site spider's per-page work with its own helpers;
+   * ``compliance``: ``scrapy crawl site`` from the project directory, with
+     the whole compliance stack and a fresh SQLite store;
+
+   both with the same concurrency and logging settings (``COMMON_SETTINGS``).
+3. Reads each crawl's own stats dump and reports
+   ``response_received_count / elapsed_time_seconds`` (spider open to
+   spider close, so interpreter start-up is not counted), the median of
+   each kind and the ratio compliance/stock against the target of 0.90.
+
+Each crawl must fetch exactly ``--pages`` pages plus robots.txt, all 200,
+scrape one item per page (checked in the feed / the store) and finish
+without errors; otherwise the benchmark stops and exits 1. The ratio never
+changes the exit status: this is a measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import select
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = BENCH_DIR.parent
+STOCK_SPIDER = BENCH_DIR / "stock_spider.py"
+NETGUARD_DIR = PROJECT_DIR / "tests" / "netguard"
+
+HOST = "bench.test"
+START_URL = f"http://{HOST}/page/0"
+CONTACT = "mailto:bench@example.invalid"
+TARGET_RATIO = 0.90
+#: How the server process learns the number of pages (load_sites takes no arguments).
+PAGES_ENV = "CRAWL_SPEED_PAGES"
+
+#: Given to both crawls with -s, so they differ only in the compliance stack.
+COMMON_SETTINGS: dict[str, Any] = {
+    "CONCURRENT_REQUESTS": 16,
+    "CONCURRENT_REQUESTS_PER_DOMAIN": 16,
+    "DOWNLOAD_DELAY": 0,
+    "DOWNLOAD_TIMEOUT": 30,
+    "AUTOTHROTTLE_ENABLED": False,
+    "HTTPCACHE_ENABLED": False,
+    "TELNETCONSOLE_ENABLED": False,
+    # Scrapy 2.19's localhost debugging endpoint, the telnet console's sibling.
+    "REMOTE_CONTROL_ENABLED": False,
+    "LOG_LEVEL": "INFO",
+    "STATS_DUMP": True,
+    "TWISTED_REACTOR": "twisted.internet.asyncioreactor.AsyncioSelectorReactor",
+    "FEED_EXPORT_ENCODING": "utf-8",
+}
+STOCK_SETTINGS: dict[str, Any] = {"ROBOTSTXT_OBEY": True}
+KINDS = ("stock", "compliance")
+
+
+def sites() -> dict[str, Any]:
+    """The benchmark site, for ``python -m crawler.testing.web --sites crawl_speed:sites``."""
+    from crawler.testing.sites import linked_site
+
+    return {HOST: linked_site(int(os.environ.get(PAGES_ENV, "5000")))}
+
+
+# --------------------------------------------------------------------------
+# The test web in its own process
+# --------------------------------------------------------------------------
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not measure (a crawl failed, the server died...)."""
+
+
+class Server:
+    """``python -m crawler.testing.web`` serving :func:`sites` on 127.0.0.1."""
+
+    def __init__(self, pages: int, workdir: Path) -> None:
+        self.pages = pages
+        self.workdir = workdir
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+        self._stderr = workdir / "server.stderr"
+
+    def start(self, timeout: float = 60.0) -> None:
+        env = dict(os.environ)
+        env[PAGES_ENV] = str(self.pages)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_DIR), env.get("PYTHONPATH", "")]))
+        with open(self._stderr, "w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "crawler.testing.web", "--port", "0", "--sites", "crawl_speed:sites"],
+                cwd=PROJECT_DIR,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if ready:
+                line = self.proc.stdout.readline()
+                if line.startswith("READY "):
+                    self.port = int(line.split()[1])
+                    return
+                if not line:  # EOF: the server exited
+                    break
+            elif self.proc.poll() is not None:
+                break
+        raise BenchError(f"the test web did not start within {timeout:g}s: {self.tail()}")
+
+    def check_alive(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            raise BenchError(f"the test web process has exited: {self.tail()}")
+
+    def cpu_seconds(self) -> float | None:
+        """User+system CPU time the server has used so far (Linux only)."""
+        if self.proc is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def tail(self) -> str:
+        try:
+            text = self._stderr.read_text(errors="replace").strip()
+        except OSError:
+            text = ""
+        return text[-2000:] or "(no output)"
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+# --------------------------------------------------------------------------
+# One crawl
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    index: int
+    pair: int
+    kind: str
+    responses: int = 0
+    elapsed_s: float = 0.0
+    pages_per_s: float = 0.0
+    items: int = 0
+    wall_s: float = 0.0
+    crawler_cpu_s: float = 0.0
+    server_cpu_s: float | None = None
+    log: str = ""
+    #: The project's components the crawl enabled (none for stock).
+    components: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+_STATS_ENTRY = re.compile(r"'([^'\n]+)':\s*('(?:[^'\\\n]|\\.)*'|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")
+_ENABLED_LIST = re.compile(r"INFO: Enabled (addons|extensions|downloader middlewares|spider middlewares|item pipelines):\n(\[.*?\])", re.S)
+_COMPONENT = re.compile(r"'([\w.]+)'|<([\w.]+) object")
+
+
+def parse_stats(log: str) -> dict[str, Any]:
+    """The numbers and strings of the last "Dumping Scrapy stats" block of a log."""
+    marker = log.rfind("Dumping Scrapy stats:")
+    if marker == -1:
+        return {}
+    block = log[marker:]
+    end = block.find("\n}")
+    block = block[: end + 2] if end != -1 else block
+    return {key: ast.literal_eval(value) for key, value in _STATS_ENTRY.findall(block)}
+
+
+def enabled_components(log: str) -> set[str]:
+    """Every component named in the "Enabled ...:" lists of a log."""
+    names: set[str] = set()
+    for _, listing in _ENABLED_LIST.findall(log):
+        # Classes are listed as 'pkg.mod.Class'; add-ons as <pkg.mod.Class object at 0x...>.
+        names.update(quoted or instance for quoted, instance in _COMPONENT.findall(listing))
+    return names
+
+
+def crawl_env(proxy: str) -> dict[str, str]:
+    """The environment of a crawl: everything through the test web, no project hints."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRAPY_")}
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        env[name] = proxy
+    env["no_proxy"] = env["NO_PROXY"] = ""
+    if (NETGUARD_DIR / "sitecustomize.py").is_file():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD_DIR), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def crawl_command(kind: str, rundir: Path, settings: dict[str, Any], profile: Path | None) -> tuple[list[str], Path]:
+    """The command line and working directory of one crawl."""
+    command = [sys.executable, "-m", "scrapy"]
+    if kind == "stock":
+        command += ["runspider", str(STOCK_SPIDER), "-O", str(rundir / "items.jsonl")]
+        merged = {**settings, **STOCK_SETTINGS}
+        # Outside the project: Scrapy must not find scrapy.cfg (and so the add-on).
+        cwd = rundir
+    else:
+        command += ["crawl", "site"]
+        merged = {**settings, "COMPLIANCE_CONTACT": CONTACT, "COMPLIANCE_STORE": f"sqlite:///{rundir / 'bench.sqlite3'}"}
+        cwd = PROJECT_DIR
+    command += ["-a", f"url={START_URL}"]
+    for name, value in merged.items():
+        command += ["-s", f"{name}={value}"]
+    if profile is not None:
+        command += ["--profile", str(profile)]
+    return command, cwd
+
+
+def run_crawl(
+    run: Run, server: Server, workdir: Path, settings: dict[str, Any], pages: int, timeout: float, profile_dir: Path | None
+) -> Run:
+    rundir = workdir / f"{run.index:02d}-{run.kind}"
+    rundir.mkdir()
+    profile = profile_dir / f"{run.index:02d}-{run.kind}.prof" if profile_dir else None
+    command, cwd = crawl_command(run.kind, rundir, settings, profile)
+    log_path = rundir / "crawl.log"
+    server.check_alive()
+    server_cpu = server.cpu_seconds()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    with open(log_path, "w") as log_fp:
+        try:
+            done = subprocess.run(
+                command,
+                cwd=cwd,
+                env=crawl_env(f"http://127.0.0.1:{server.port}"),
+                stdin=subprocess.DEVNULL,
+                stdout=log_fp,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"run {run.index} ({run.kind}) did not finish within {timeout:g}s; log: {log_path}") from None
+    run.wall_s = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run.crawler_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if server_cpu is not None:
+        now = server.cpu_seconds()
+        run.server_cpu_s = None if now is None else now - server_cpu
+    run.log = str(log_path)
+    log = log_path.read_text(errors="replace")
+    if done.returncode != 0:
+        raise BenchError(f"run {run.index} ({run.kind}) exited {done.returncode}; log: {log_path}\n{log[-3000:]}")
+    run.stats = stats = parse_stats(log)
+    if not stats:
+        raise BenchError(f"run {run.index} ({run.kind}): no stats dump in the log {log_path}\n{log[-3000:]}")
+    check_run(run, log, rundir, pages)
+    run.responses = int(stats["response_received_count"])
+    run.elapsed_s = float(stats["elapsed_time_seconds"])
+    run.items = int(stats["item_scraped_count"])
+    run.pages_per_s = run.responses / run.elapsed_s
+    server.check_alive()
+    return run
+
+
+def check_run(run: Run, log: str, rundir: Path, pages: int) -> None:
+    """Raise BenchError unless the crawl fetched and scraped every page, cleanly."""
+    stats = run.stats
+    problems: list[str] = []
+    expected = {
+        "finish_reason": "finished",
+        # Every page plus robots.txt, all 200.
+        "response_received_count": pages + 1,
+        "downloader/response_status_count/200": pages + 1,
+        "item_scraped_count": pages,
+    }
+    if run.kind == "stock":
+        expected["robotstxt/request_count"] = 1
+    else:
+        expected["compliance/robots/request_count"] = 1
+        expected["compliance/store/items_written"] = pages
+    for key, want in expected.items():
+        if stats.get(key) != want:
+            problems.append(f"{key} is {stats.get(key)!r}, expected {want!r}")
+    for key in ("log_count/ERROR", "log_count/CRITICAL", "compliance/refused", "elapsed_time_seconds"):
+        if key == "elapsed_time_seconds":
+            if not stats.get(key):
+                problems.append("no elapsed_time_seconds")
+        elif stats.get(key):
+            problems.append(f"{key} is {stats[key]}")
+
+    components = enabled_components(log)
+    ours = sorted(name for name in components if name.startswith("crawler."))
+    run.components = ours
+    if run.kind == "stock":
+        if ours:
+            problems.append(f"the stock crawl ran project components {ours} (is there a scrapy.cfg above {rundir}?)")
+        if "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware" not in components:
+            problems.append("the stock crawl did not enable Scrapy's RobotsTxtMiddleware")
+        urls, empty = _feed_urls(rundir / "items.jsonl")
+        if len(urls) != pages or len(set(urls)) != pages or empty:
+            problems.append(f"the feed has {len(urls)} items, {len(set(urls))} distinct URLs, {empty} without text; expected {pages}")
+    else:
+        for needed in ("crawler.middlewares.robots.RobotsTxtMiddleware", "crawler.pipelines.store.StorePipeline"):
+            if needed not in components:
+                problems.append(f"the compliance crawl did not enable {needed}")
+        crawl_id = stats.get("compliance/crawl_id")
+        count, distinct, empty = _store_counts(rundir / "bench.sqlite3", str(crawl_id))
+        if count != pages or distinct != pages or empty:
+            problems.append(f"the store holds {count} items, {distinct} distinct URLs, {empty} without text for crawl {crawl_id}; expected {pages}")
+    if problems:
+        raise BenchError(f"run {run.index} ({run.kind}) did not crawl the site as expected (log: {run.log}):\n  - " + "\n  - ".join(problems))
+
+
+def _feed_urls(path: Path) -> tuple[list[str], int]:
+    urls: list[str] = []
+    empty = 0
+    try:
+        with open(path, encoding="utf-8") as fp:
+            for line in fp:
+                if line.strip():
+                    item = json.loads(line)
+                    urls.append(item.get("url", ""))
+                    empty += not item.get("text")
+    except (OSError, ValueError):
+        pass
+    return urls, empty
+
+
+def _store_counts(path: Path, crawl_id: str) -> tuple[int, int, int]:
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            count, distinct, empty = conn.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT url), SUM(text = '') FROM items WHERE crawl_id = ?", (crawl_id,)
+            ).fetchone()
+        return int(count), int(distinct), int(empty or 0)
+    except sqlite3.Error:
+        return -1, -1, -1
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+
+def print_run(run: Run) -> None:
+    server = "-" if run.server_cpu_s is None else f"{run.server_cpu_s:.1f}"
+    print(
+        f"{run.index:>3}  {run.pair:>4}  {run.kind:<10}  {run.responses:>9}  {run.elapsed_s:>9.2f}  "
+        f"{run.pages_per_s:>7.1f}  {run.crawler_cpu_s:>10.1f}  {server:>10}",
+        flush=True,
+    )
+
+
+def summarise(runs: list[Run]) -> dict[str, Any]:
+    medians = {kind: statistics.median(r.pages_per_s for r in runs if r.kind == kind) for kind in KINDS}
+    ratio = medians["compliance"] / medians["stock"]
+    pairs = sorted({r.pair for r in runs})
+    pair_ratios = []
+    for pair in pairs:
+        by_kind = {r.kind: r.pages_per_s for r in runs if r.pair == pair}
+        if len(by_kind) == 2:
+            pair_ratios.append(by_kind["compliance"] / by_kind["stock"])
+    return {"median_pages_per_s": medians, "ratio": ratio, "pair_ratios": pair_ratios, "meets_target": ratio >= TARGET_RATIO}
+
+
+def verdict_line(summary: dict[str, Any]) -> str:
+    ratio = summary["ratio"]
+    if summary["meets_target"]:
+        return f"verdict: MEETS TARGET - the compliance stack crawls at {ratio:.0%} of stock Scrapy's speed (target >= {TARGET_RATIO:.0%})"
+    return f"verdict: BELOW TARGET - the compliance stack crawls at {ratio:.0%} of stock Scrapy's speed (target >= {TARGET_RATIO:.0%})"
+
+
+def write_json(path: Path, args: argparse.Namespace, settings: dict[str, Any], runs: list[Run], summary: dict[str, Any] | None, error: str | None) -> None:
+    try:
+        from importlib.metadata import version
+
+        scrapy_version = version("scrapy")
+    except Exception:  # noqa: BLE001 - informative only
+        scrapy_version = "unknown"
+    payload = {
+        "benchmark": "crawl_speed",
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "scrapy": scrapy_version,
+        },
+        "site": {"host": HOST, "start_url": START_URL, "pages": args.pages, "links_per_page": 10},
+        "pairs": args.pairs,
+        "settings": {"common": settings, "stock": STOCK_SETTINGS},
+        "metric": "response_received_count / elapsed_time_seconds (from each crawl's stats)",
+        "target_ratio": TARGET_RATIO,
+        "runs": [{k: v for k, v in asdict(r).items() if k not in ("stats", "log")} for r in runs],
+        "summary": summary,
+        "error": error,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/crawl_speed.py",
+        description="Pages/second of `scrapy crawl site` (compliance stack) against a stock Scrapy spider, "
+        "on a local linked site, in alternating pairs.",
+    )
+    parser.add_argument("--pages", type=positive_int, default=5000, help="pages in the site, all crawled (default 5000)")
+    parser.add_argument("--pairs", type=positive_int, default=2, help="stock+compliance pairs to run (default 2)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE as JSON")
+    parser.add_argument("--concurrency", type=positive_int, default=16, help="CONCURRENT_REQUESTS and ..._PER_DOMAIN for both (default 16)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds one crawl may take before it counts as failed (default 600)")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="profile every crawl with cProfile into DIR/NN-KIND.prof (slows them: figures not comparable)")
+    parser.add_argument("--keep", action="store_true", help="keep the working directory (logs, feeds, stores)")
+    return parser.parse_args(argv)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop the server.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = {**COMMON_SETTINGS, "CONCURRENT_REQUESTS": args.concurrency, "CONCURRENT_REQUESTS_PER_DOMAIN": args.concurrency}
+    if args.profile:
+        args.profile = args.profile.resolve()
+        args.profile.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _terminate)
+    workdir = Path(tempfile.mkdtemp(prefix="crawl-speed-"))
+    server = Server(args.pages, workdir)
+    runs: list[Run] = []
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    keep = args.keep
+    try:
+        server.start()
+        print(
+            f"crawl_speed: {args.pages} linked pages on {HOST}, test web at 127.0.0.1:{server.port} (pid {server.proc.pid if server.proc else '?'}); "
+            f"{args.pairs} pair(s) stock/compliance; CONCURRENT_REQUESTS={args.concurrency}, "
+            f"CONCURRENT_REQUESTS_PER_DOMAIN={args.concurrency}, DOWNLOAD_DELAY=0; {os.cpu_count()} CPU(s)",
+            flush=True,
+        )
+        if args.profile:
+            print(f"note: profiling into {args.profile}; pages/s under cProfile are not comparable to normal runs", flush=True)
+        print(f"{'run':>3}  {'pair':>4}  {'kind':<10}  {'responses':>9}  {'elapsed s':>9}  {'pages/s':>7}  {'crawl CPU s':>10}  {'web CPU s':>10}", flush=True)
+        index = 0
+        for pair in range(1, args.pairs + 1):
+            for kind in KINDS:
+                index += 1
+                run = run_crawl(Run(index, pair, kind), server, workdir, settings, args.pages, args.timeout, args.profile)
+                runs.append(run)
+                print_run(run)
+        summary = summarise(runs)
+        medians = summary["median_pages_per_s"]
+        print(f"median pages/s: stock {medians['stock']:.1f}, compliance {medians['compliance']:.1f}")
+        print(
+            f"ratio compliance/stock: {summary['ratio']:.3f} (per pair: "
+            + ", ".join(f"{r:.3f}" for r in summary["pair_ratios"])
+            + ")"
+        )
+        print(verdict_line(summary))
+        print("(pages/s = response_received_count / elapsed_time_seconds; 'crawl CPU s' includes interpreter start-up)")
+        return 0
+    except BenchError as exc:
+        error = str(exc)
+        keep = True
+        print(f"crawl_speed: FAILED: {exc}", file=sys.stderr)
+        print(f"crawl_speed: logs kept in {workdir}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        error = "interrupted"
+        print("crawl_speed: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        server.stop()
+        if args.json:
+            write_json(args.json, args, settings, runs, summary, error)
+            print(f"figures written to {args.json}")
+        if keep:
+            if error is None:
+                print(f"working directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Images are never requested, never downloaded, never stored.
+
+Facial images processed to identify people are biometric data (GDPR Art.
+4(14), 9(1)); Clearview AI's product was built from scraped photos. This
+crawler collects no image in any form: not the files, not their bytes, not
+their URLs, not inline ``data:`` copies. Four gates, each a Decision:
+
+* ``image.url``          a URL whose path ends in an image extension;
+* ``image.content-type`` a response declared ``image/*`` or named as an image
+                         file by Content-Disposition (refused on headers);
+* ``image.magic``        a body whose first bytes are an image signature,
+                         whatever was declared;
+* ``image.item``         image data or image URLs scrubbed from an item.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from crawler.compliance.decision import ALLOW, Decision
+
+SOURCE = "crawler/compliance/images.py (GDPR Art. 9(1): no images are collected)"
+
+IMAGE_EXTENSIONS = frozenset(
+    """png apng jpg jpeg jpe jfif pjpeg pjp gif webp avif avifs heic heics heif heifs bmp dib
+    tif tiff ico cur svg svgz jxl jp2 j2k jpx jpm psd xcf raw cr2 cr3 nef arw dng orf rw2
+    xbm xpm pcx tga emf wmf qoi""".split()
+)
+
+#: Item fields that only ever hold images or downloaded files (Scrapy's media
+#: pipelines' conventions and common variants). Removed wholesale.
+IMAGE_FIELDS = frozenset(
+    {"images", "image_urls", "image", "image_url", "files", "file_urls", "photos", "photo", "photo_urls",
+     "thumbnail", "thumbnails", "thumbnail_url", "avatar", "avatar_url", "og_image", "screenshot"}
+)  # fmt: skip
+
+#: How many leading bytes the signature check needs (an ftyp box brand, an SVG root).
+SNIFF_BYTES = 1024
+
+
+def _extension(path: str) -> str:
+    segment = unquote(path).rstrip("/").rsplit("/", 1)[-1]
+    segment = segment.split(";", 1)[0]  # matrix parameters: /a.jpg;v=2
+    return segment.rsplit(".", 1)[-1].lower() if "." in segment else ""
+
+
+def url_decision(url: str) -> Decision:
+    """Refuse a URL whose path names an image file (any case, any query)."""
+    ext = _extension(urlsplit(url).path)
+    if ext in IMAGE_EXTENSIONS:
+        return Decision.refuse("image.url", rule=f"URL path ends in .{ext}", source=SOURCE)
+    return ALLOW
+
+
+_FILENAME_RE = re.compile(r"""filename\*?\s*=\s*(?:[\w-]+'[\w-]*')?"?([^";]+)"?""", re.IGNORECASE)
+
+
+def headers_decision(content_type: str | None, content_disposition: str | None) -> Decision:
+    """Refuse on the response headers, before any body byte is read."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media.startswith("image/"):
+        return Decision.refuse("image.content-type", rule=f"Content-Type: {media}", source=SOURCE)
+    for name in _FILENAME_RE.findall(content_disposition or ""):
+        ext = _extension(name.strip())
+        if ext in IMAGE_EXTENSIONS:
+            return Decision.refuse(
+                "image.content-type", rule=f"Content-Disposition names an image file ({name.strip()!r})", source=SOURCE
+            )
+    return ALLOW
+
+
+_FTYP_IMAGE_BRANDS = {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"jxl "}
+_BMP_HEADER_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
+_SVG_RE = re.compile(
+    rb"^(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*|<!doctype[^>]*>\s*)*<svg[\s>/:]",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def image_signature(head: bytes) -> str | None:
+    """The image format whose signature ``head`` starts with, or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return "TIFF"
+    if head[:4] in (b"\x00\x00\x01\x00", b"\x00\x00\x02\x00") and len(head) >= 6 and head[4:6] != b"\x00\x00":
+        return "ICO"
+    # "BM" alone is too weak (a text could start with it): check the header size field.
+    if head[:2] == b"BM" and len(head) >= 18 and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES:
+        return "BMP"
+    if head[4:8] == b"ftyp" and (head[8:12] in _FTYP_IMAGE_BRANDS or any(
+        head[i : i + 4] in _FTYP_IMAGE_BRANDS for i in range(16, min(len(head), int.from_bytes(head[:4], "big")), 4)
+    )):  # fmt: skip
+        return "AVIF/HEIF"
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")):
+        return "JPEG XL"
+    if head.startswith(b"\x00\x00\x00\x0cjP  \r\n\x87\n"):
+        return "JPEG 2000"
+    if head.startswith(b"8BPS"):
+        return "PSD"
+    if head.startswith(b"qoif"):
+        return "QOI"
+    if _SVG_RE.match(head[:SNIFF_BYTES]):
+        return "SVG"
+    return None
+
+
+def magic_decision(head: bytes) -> Decision:
+    kind = image_signature(head)
+    if kind:
+        return Decision.refuse("image.magic", rule=f"body starts with the {kind} signature", source=SOURCE)
+    return ALLOW
+
+
+_DATA_URI_RE = re.compile(r"data:image/[a-z0-9.+-]+(?:;[a-z0-9=.+-]+)*,[A-Za-z0-9+/=%._~:-]*", re.IGNORECASE)
+_URL_RE = re.compile(r"""(?:https?:)?//[^\s"'<>()]+|(?<![\w/])/[^\s"'<>()]+""", re.IGNORECASE)
+
+
+def _scrub_text(text: str) -> tuple[str, int]:
+    count = 0
+
+    def drop_data(_: re.Match[str]) -> str:
+        nonlocal count
+        count += 1
+        return "[image removed]"
+
+    text = _DATA_URI_RE.sub(drop_data, text)
+
+    def drop_image_url(match: re.Match[str]) -> str:
+        nonlocal count
+        candidate = match.group(0).rstrip(".,;")
+        if _extension(urlsplit(candidate if "//" in candidate else "http://x" + candidate).path) in IMAGE_EXTENSIONS:
+            count += 1
+            return "[image removed]" + match.group(0)[len(candidate) :]
+        return match.group(0)
+
+    return _URL_RE.sub(drop_image_url, text), count
+
+
+def _scrub_value(value: Any) -> tuple[Any, int]:
+    if isinstance(value, str):
+        return _scrub_text(value)
+    if isinstance(value, list | tuple):
+        total, out = 0, []
+        for element in value:
+            cleaned, n = _scrub_value(element)
+            total += n
+            out.append(cleaned)
+        return (type(value)(out) if isinstance(value, tuple) else out), total
+    if isinstance(value, Mapping):
+        cleaned_map, total = scrub_fields(value)
+        return cleaned_map, total
+    return value, 0
+
+
+def scrub_fields(fields: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """The fields without image fields, inline image data or image URLs; and how many were removed."""
+    out: dict[str, Any] = {}
+    removed = 0
+    for key, value in fields.items():
+        if str(key).lower() in IMAGE_FIELDS:
+            removed += 1
+            continue
+        out[key], n = _scrub_value(value)
+        removed += n
+    return out, removed
