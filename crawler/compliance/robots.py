@@ -29,6 +29,7 @@ from enum import Enum
 from urllib.parse import urlsplit
 
 from protego import Protego
+from protego._utils import _quote_path, _quote_pattern  # see RobotsRules._explain
 
 from crawler.compliance.decision import Decision
 
@@ -180,8 +181,6 @@ class RobotsRules:
         as ``_RuleSet.can_fetch`` does. Protego is pinned; the conformance
         tests check that this explanation always agrees with the verdict.
         """
-        from protego._utils import _quote_path, _quote_pattern
-
         if urlsplit(url).path == "/robots.txt":
             return {"rule": "/robots.txt is always allowed", "source": "RFC 9309 section 2.2.2"}
         rule_set = self._parser._get_matching_rule_set(token)
