@@ -85,6 +85,23 @@ def test_scrub_fields() -> None:
     assert removed == 7
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["see https://cdn.test/face.p%6Eg here", "see /a%2Fb%2Eavif here", "x data:IMAGE/png;base64,AAAA y",
+     "HTTPS://CDN.TEST/FACE.JPEG?x=1", "//cdn.test/a.gif;v=2"],
+)  # fmt: skip
+def test_scrub_finds_encoded_and_odd_cases(text: str) -> None:
+    """The fast pre-check never lets through what the full scan would remove."""
+    cleaned, removed = scrub_fields({"text": text})
+    assert removed == 1, cleaned
+
+
+def test_scrub_leaves_plain_text_alone() -> None:
+    """Text with dots, pages and look-alike suffixes is returned unchanged."""
+    text = "Version 1.png2 of file.jpg.html, see http://a.test/page.html and 3.14. Done."
+    assert scrub_fields({"text": text}) == ({"text": text}, 0)
+
+
 def test_media_pipelines_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A crawl with ImagesPipeline or FilesPipeline enabled refuses to start, saying why and how to fix it."""
     from scrapy.utils.test import get_crawler

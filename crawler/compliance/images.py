@@ -125,7 +125,29 @@ _DATA_URI_RE = re.compile(r"data:image/[a-z0-9.+-]+(?:;[a-z0-9=.+-]+)*,[A-Za-z0-
 _URL_RE = re.compile(r"""(?:https?:)?//[^\s"'<>()]+|(?<![\w/])/[^\s"'<>()]+""", re.IGNORECASE)
 
 
+_SUFFIX_RE = re.compile(r"(?:\.|%2e)([a-z0-9]{2,5})(?![a-z0-9])")
+
+
+def _may_hold_image(text: str) -> tuple[bool, bool]:
+    """(may hold an image URL, may hold a data:image URI), answered cheaply.
+
+    The URL pattern must be tried at every character (~0.1 us each, 10 ms
+    for a 100 KB page), while most texts hold no image extension at all.
+    A literal-led search for dotted suffixes on the lower-cased text rules
+    that out far faster; only texts that might hold one are fully scanned.
+    """
+    lowered = text.lower()
+    has_data = "data:image/" in lowered
+    if "%" in lowered:  # "face.p%6Eg" is face.png once decoded, as _extension() sees it
+        lowered = unquote(lowered).lower()
+    has_ext = not IMAGE_EXTENSIONS.isdisjoint(_SUFFIX_RE.findall(lowered))
+    return has_ext, has_data
+
+
 def _scrub_text(text: str) -> tuple[str, int]:
+    has_ext, has_data = _may_hold_image(text)
+    if not has_ext and not has_data:
+        return text, 0
     count = 0
 
     def drop_data(_: re.Match[str]) -> str:
@@ -133,7 +155,10 @@ def _scrub_text(text: str) -> tuple[str, int]:
         count += 1
         return "[image removed]"
 
-    text = _DATA_URI_RE.sub(drop_data, text)
+    if has_data:
+        text = _DATA_URI_RE.sub(drop_data, text)
+        if not has_ext:
+            return text, count
 
     def drop_image_url(match: re.Match[str]) -> str:
         nonlocal count
