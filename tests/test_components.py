@@ -106,3 +106,23 @@ def test_visible_text_and_links() -> None:
     assert visible_text(response, 1000) == "Hello world a j m"
     assert visible_text(response, 5) == "Hello"
     assert list(page_links(response)) == ["http://h.test/a", "https://x.test/b"]
+
+
+def test_item_fields_matches_itemadapter_asdict() -> None:
+    """item_fields gives the same dict as ItemAdapter.asdict, nested items included."""
+    from dataclasses import dataclass
+
+    from itemadapter import ItemAdapter
+
+    from crawler.compliance.store import utcnow
+    from crawler.itemfields import item_fields
+
+    @dataclass
+    class Inner:
+        name: str
+        tags: list
+
+    item = {"url": "http://a.test/", "when": utcnow(), "inner": Inner("n", ["a", {"k": Inner("m", [])}]), "n": 3}
+    assert item_fields(item) == ItemAdapter(item).asdict()
+    page = PageItem("http://a.test/", "a.test", "a.test", "t", "x", utcnow(), "c", {"robots": {"reason": "r"}})
+    assert item_fields(page) == ItemAdapter(page).asdict()

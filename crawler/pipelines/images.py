@@ -8,6 +8,7 @@ from itemadapter import ItemAdapter
 
 from crawler.compliance.decision import Decision
 from crawler.compliance.images import SOURCE, scrub_fields
+from crawler.itemfields import item_fields
 from crawler.runtime import ComplianceRuntime
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ class ImageScrubPipeline:
 
     def process_item(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
-        original = adapter.asdict()
+        original = item_fields(item)
         cleaned, removed = scrub_fields(original)
         if not removed:
             return item

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from itemadapter import ItemAdapter
-
 from crawler.compliance.domains import host_of, registered_domain
 from crawler.compliance.store import utcnow
+from crawler.itemfields import item_fields
 from crawler.runtime import ComplianceRuntime
 
 if TYPE_CHECKING:
@@ -32,7 +31,7 @@ class StorePipeline:
         return cls(crawler)
 
     def process_item(self, item: Any) -> Any:
-        fields = ItemAdapter(item).asdict()
+        fields = item_fields(item)
         url = str(fields.get("url") or "")
         fields.setdefault("host", host_of(url))
         fields.setdefault("domain", registered_domain(fields["host"]))
