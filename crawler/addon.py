@@ -23,16 +23,15 @@ DOWNLOADER_MIDDLEWARES = {
     # Replaced by ours (RFC 9309 semantics).
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
 }
-SPIDER_MIDDLEWARES = {
-    # Before scheduling: an image URL from any spider never enters the queue.
-    "crawler.middlewares.images.ImageRequestGate": 50,
-}
 ITEM_PIPELINES = {
     "crawler.pipelines.images.ImageScrubPipeline": 100,
     "crawler.pipelines.store.StorePipeline": 900,
 }
 EXTENSIONS = {
     "crawler.extensions.lifecycle.CrawlLifecycle": 0,
+    # Before scheduling: a refused request (an image URL, from any spider,
+    # start requests and redirect targets included) never enters the queue.
+    "crawler.extensions.scheduling.SchedulingGate": 0,
 }
 
 
@@ -40,7 +39,6 @@ class Compliance:
     def update_settings(self, settings: BaseSettings) -> None:
         for name, components in (
             ("DOWNLOADER_MIDDLEWARES", DOWNLOADER_MIDDLEWARES),
-            ("SPIDER_MIDDLEWARES", SPIDER_MIDDLEWARES),
             ("ITEM_PIPELINES", ITEM_PIPELINES),
             ("EXTENSIONS", EXTENSIONS),
         ):

@@ -173,3 +173,6 @@ def test_images_never_requested_downloaded_or_stored(image_web: TestWeb, store_u
     assert reasons["image.content-type"] == {"/raw", "/vector", "/attachment"}
     assert reasons["image.magic"] == {"/photo-as-page.html", "/download", "/animation", "/vector-as-text", "/huge"}
     assert reasons["image.item"] == {"/"}
+    gates = {r["url"].removeprefix("http://images.test"): r["gate"] for r in run.store.refusals() if r["reason"] == "image.url"}
+    # Start URLs, links and redirect targets all stop before the queue.
+    assert set(gates.values()) == {"schedule"}, gates

@@ -1,12 +1,10 @@
-"""The image gates, as Scrapy adapters over :mod:`crawler.compliance.images`.
+"""The image gates at download time, over :mod:`crawler.compliance.images`.
 
-1. :class:`ImageRequestGate` (spider middleware): image URLs from any spider,
-   start requests included, never reach the scheduler.
-2. :class:`ImageDownloadGate` (downloader middleware): the same URL check at
-   download time (redirect targets are scheduled without passing spider
-   middlewares), then the response headers and the first body bytes, aborting
-   the transfer before the body (``headers_received``) or after the first
-   chunk (``bytes_received``).
+(Image URLs are first refused before scheduling, by
+:class:`crawler.extensions.scheduling.SchedulingGate`.) :class:`ImageDownloadGate`
+checks the URL again when the request reaches the downloader, then the
+response headers and the first body bytes, aborting the transfer before the
+body (``headers_received``) or after the first chunk (``bytes_received``).
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy import Request, signals
 from scrapy.exceptions import IgnoreRequest, StopDownload
-from scrapy.spidermiddlewares.base import BaseSpiderMiddleware
 
 from crawler.compliance.images import SNIFF_BYTES, headers_decision, magic_decision, url_decision
 from crawler.runtime import ComplianceRuntime
@@ -30,19 +27,6 @@ if TYPE_CHECKING:
 _REFUSED = "compliance_image_refused"
 _HEAD = "compliance_image_head"
 _READ = "compliance_image_bytes"
-
-
-class ImageRequestGate(BaseSpiderMiddleware):
-    def __init__(self, crawler: Crawler) -> None:
-        super().__init__(crawler)
-        self.runtime = ComplianceRuntime.of(crawler)
-
-    def get_processed_request(self, request: Request, response: Response | None) -> Request | None:
-        decision = url_decision(request.url)
-        if decision.allowed:
-            return request
-        self.runtime.refuse(decision.at("schedule", request.url))
-        return None
 
 
 class ImageDownloadGate:

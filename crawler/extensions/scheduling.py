@@ -1,0 +1,41 @@
+"""The gate before scheduling: a refused request never enters the queue.
+
+Scrapy sends ``request_scheduled`` for every request about to be queued:
+start requests, every spider's output, and the targets of redirects (which
+skip spider middlewares). A receiver that raises IgnoreRequest drops the
+request there. This is cheaper than a spider middleware, whose extra layer
+over every spider output cost about 0.2 ms per page in the benchmark, and
+it also covers redirect targets.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+from scrapy.exceptions import IgnoreRequest
+
+from crawler.compliance.images import url_decision
+from crawler.runtime import ComplianceRuntime
+
+if TYPE_CHECKING:
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+
+
+class SchedulingGate:
+    def __init__(self, crawler: Crawler) -> None:
+        self.runtime = ComplianceRuntime.of(crawler)
+        # Receivers are weak references; this bound method lives with self.
+        crawler.signals.connect(self.request_scheduled, signal=signals.request_scheduled)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> SchedulingGate:
+        return cls(crawler)
+
+    def request_scheduled(self, request: Request, spider: Any = None) -> None:
+        decision = url_decision(request.url)
+        if not decision.allowed:
+            decision = decision.at("schedule", request.url)
+            self.runtime.refuse(decision)
+            raise IgnoreRequest(str(decision))
