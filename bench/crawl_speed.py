@@ -57,6 +57,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crawler.testing.runner import policy_dir_with_pace
+
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = BENCH_DIR.parent
 STOCK_SPIDER = BENCH_DIR / "stock_spider.py"
@@ -249,7 +251,17 @@ def crawl_command(kind: str, rundir: Path, settings: dict[str, Any], profile: Pa
         cwd = rundir
     else:
         command += ["crawl", "site"]
-        merged = {**settings, "COMPLIANCE_CONTACT": CONTACT, "COMPLIANCE_STORE": f"sqlite:///{rundir / 'bench.sqlite3'}"}
+        # The default policy's polite pace would throttle the crawl; give it
+        # the same concurrency and no delay, as stock gets.
+        policies = policy_dir_with_pace(
+            rundir / "policies", min_delay=0, max_concurrency=int(settings.get("CONCURRENT_REQUESTS_PER_DOMAIN", 16))
+        )
+        merged = {
+            **settings,
+            "COMPLIANCE_CONTACT": CONTACT,
+            "COMPLIANCE_STORE": f"sqlite:///{rundir / 'bench.sqlite3'}",
+            "COMPLIANCE_POLICY_DIR": str(policies),
+        }
         cwd = PROJECT_DIR
     command += ["-a", f"url={START_URL}"]
     for name, value in merged.items():

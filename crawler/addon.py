@@ -16,6 +16,9 @@ DOWNLOADER_MIDDLEWARES = {
     # Before everything else, so nothing is downloaded that robots.txt forbids
     # and every request (robots.txt fetches included) carries our identity.
     "crawler.middlewares.identity.IdentityMiddleware": 40,
+    # Platform terms again (a policy may have changed while the request
+    # waited) and the policy's pace for the host.
+    "crawler.middlewares.terms.TermsMiddleware": 42,
     # Image URLs are refused before robots.txt is even consulted, and image
     # responses are cut off on their headers or first bytes.
     "crawler.middlewares.images.ImageDownloadGate": 45,
@@ -32,6 +35,7 @@ EXTENSIONS = {
     # Before scheduling: a refused request (an image URL, from any spider,
     # start requests and redirect targets included) never enters the queue.
     "crawler.extensions.scheduling.SchedulingGate": 0,
+    "crawler.extensions.policywatch.PolicyWatcher": 0,
 }
 
 

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from crawler.compliance.domains import host_of, registered_domain
+from crawler.compliance.policy import PolicySet, load_policies
 from crawler.compliance.store import Store, item_row, utcnow
-from crawler.config import Config
+from crawler.config import Config, ConfigError
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -29,6 +30,7 @@ class ComplianceRuntime:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.config = Config.from_settings(crawler.settings)
+        self.policies: PolicySet = load_policies_or_fail(self.config.policy_dir)
         self._store: Store | None = None
         self._items: list[dict[str, Any]] = []
         self._refusals: list[dict[str, Any]] = []
@@ -46,6 +48,24 @@ class ComplianceRuntime:
         if self._store is None:
             self._store = Store(self.config.store_url)
         return self._store
+
+    def reload_policies(self) -> bool:
+        """Load the policy files again; keep the last valid set if they are broken."""
+        policies, errors = load_policies(self.config.policy_dir)
+        if policies is None:
+            logger.error(
+                "Policy files are invalid; the last valid policies (version %s) stay in force:\n%s",
+                self.policies.version, "\n".join(errors), extra={"spider": self.crawler.spider},
+            )
+            if self.crawler.stats is not None:
+                self.crawler.stats.inc_value("compliance/policies/reload_failed")
+            return False
+        if policies.version != self.policies.version:
+            self.policies = policies
+            logger.info("Policies reloaded: version %s", policies.version, extra={"spider": self.crawler.spider})
+            if self.crawler.stats is not None:
+                self.crawler.stats.inc_value("compliance/policies/reloaded")
+        return True
 
     # -- refusals -----------------------------------------------------------
 
@@ -96,3 +116,11 @@ class ComplianceRuntime:
             if self.crawler.stats is not None:
                 self.crawler.stats.inc_value("compliance/store/items_written", len(item_rows))
                 self.crawler.stats.inc_value("compliance/store/batches")
+
+
+def load_policies_or_fail(directory: str) -> PolicySet:
+    """The policies in ``directory``, or a ConfigError listing every problem."""
+    policies, errors = load_policies(directory)
+    if policies is None:
+        raise ConfigError("invalid policy files (COMPLIANCE_POLICY_DIR):\n" + "\n".join(errors))
+    return policies

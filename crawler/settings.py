@@ -17,10 +17,8 @@ ROBOTSTXT_OBEY = False
 # -s COMPLIANCE_CONTACT=... ; a crawl without it refuses to start.
 COMPLIANCE_CONTACT = ""
 
-# A polite default pace; robots.txt Crawl-delay and platform policies can
-# only make it slower.
-CONCURRENT_REQUESTS_PER_DOMAIN = 2
-DOWNLOAD_DELAY = 0.5
+# The pace per host comes from policies/default.yaml (and a platform's own
+# policy); robots.txt Crawl-delay can only make it slower.
 
 DOWNLOAD_TIMEOUT = 30
 FEED_EXPORT_ENCODING = "utf-8"

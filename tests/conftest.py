@@ -19,7 +19,7 @@ NETGUARD = Path(__file__).parent / "netguard"
 sys.path.insert(0, str(NETGUARD))
 import sitecustomize  # noqa: E402,F401  (installs the guard in this process)
 
-from crawler.testing.runner import CrawlRun, run_site_crawl  # noqa: E402
+from crawler.testing.runner import CrawlRun, policy_dir_with_pace, run_site_crawl  # noqa: E402
 from crawler.testing.sites import robots_sites  # noqa: E402
 from crawler.testing.web import TestWeb  # noqa: E402
 
@@ -47,10 +47,17 @@ def store_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def crawl(web: TestWeb, store_url: str) -> Callable[..., CrawlRun]:
+def policy_dir(tmp_path: Path) -> Path:
+    """The shipped platform policies with a fast default pace, in a directory the test may edit."""
+    return policy_dir_with_pace(tmp_path / "policies")
+
+
+@pytest.fixture
+def crawl(web: TestWeb, store_url: str, policy_dir: Path) -> Callable[..., CrawlRun]:
     """Run ``scrapy crawl site`` against the test web, guarded, into the test's store."""
 
     def run(urls: Sequence[str], settings: dict[str, Any] | None = None, **kwargs: Any) -> CrawlRun:
-        return run_site_crawl(web, urls, store_url, settings=settings, env=GUARD_ENV, **kwargs)
+        merged = {"COMPLIANCE_POLICY_DIR": str(policy_dir), **(settings or {})}
+        return run_site_crawl(web, urls, store_url, settings=merged, env=GUARD_ENV, **kwargs)
 
     return run

@@ -146,9 +146,12 @@ def image_web() -> Iterator[TestWeb]:
         assert not server.unknown_hosts()
 
 
-def test_images_never_requested_downloaded_or_stored(image_web: TestWeb, store_url: str, guard_env: dict) -> None:
+def test_images_never_requested_downloaded_or_stored(image_web: TestWeb, store_url: str, guard_env: dict, policy_dir) -> None:  # type: ignore[no-untyped-def]
     """End to end: no image URL is requested, disguised images are cut off early, nothing visual is stored."""
-    run = run_site_crawl(image_web, ["http://images.test/", "http://images.test/photo.jpg"], store_url, env=guard_env).check()
+    run = run_site_crawl(
+        image_web, ["http://images.test/", "http://images.test/photo.jpg"], store_url, env=guard_env,
+        settings={"COMPLIANCE_POLICY_DIR": str(policy_dir)},
+    ).check()
     log = image_web.requests(host="images.test")
     requested = [e.path for e in log]
     # Gate 1: no URL with an image extension, start URL and redirect target included.

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 
 from crawler.config import Config, ConfigError
+from crawler.runtime import load_policies_or_fail
 from crawler.spiders.site import SiteSpider, StartUrlError, parse_start_urls
 
 if TYPE_CHECKING:
@@ -22,7 +23,8 @@ class Command(ScrapyCrawlCommand):
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
         try:
-            Config.from_settings(self.settings)
+            config = Config.from_settings(self.settings)
+            load_policies_or_fail(config.policy_dir)
             if args and args[0] == SiteSpider.name:
                 parse_start_urls(opts.spargs.get("url"))
         except (ConfigError, StartUrlError) as exc:

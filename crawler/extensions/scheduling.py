@@ -1,5 +1,7 @@
 """The gate before scheduling: a refused request never enters the queue.
 
+Checks, in order: image URLs, then platform terms.
+
 Scrapy sends ``request_scheduled`` for every request about to be queued:
 start requests, every spider's output, and the targets of redirects (which
 skip spider middlewares). A receiver that raises IgnoreRequest drops the
@@ -10,6 +12,7 @@ it also covers redirect targets.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
@@ -35,6 +38,10 @@ class SchedulingGate:
 
     def request_scheduled(self, request: Request, spider: Any = None) -> None:
         decision = url_decision(request.url)
+        if decision.allowed:
+            # Platform terms: a platform under a consent-required or
+            # forbidden policy never sees a request, not even for robots.txt.
+            decision = self.runtime.policies.decide(request.url, datetime.now(UTC).date())
         if not decision.allowed:
             decision = decision.at("schedule", request.url)
             self.runtime.refuse(decision)

@@ -27,6 +27,7 @@ from crawler.compliance.robots import (
     classify_status,
     origin_of,
 )
+from crawler.pacing import pace
 from crawler.runtime import ComplianceRuntime
 
 if TYPE_CHECKING:
@@ -88,33 +89,13 @@ class RobotsTxtMiddleware:
                     ),
                     request,
                 )
-            self._pace(request, delay + PACING_MARGIN)
+            pace(self.crawler, request, delay + PACING_MARGIN)
         request.meta["compliance_robots"] = {"reason": decision.reason, "rule": decision.rule, "source": decision.source}
 
     def _refuse(self, decision: Decision, request: Request) -> None:
         decision = decision.at("download", request.url)
         self.runtime.refuse(decision)
         raise IgnoreRequest(str(decision))
-
-    def _pace(self, request: Request, delay: float) -> None:
-        """Never faster than the published delay, in Scrapy's own per-slot queue.
-
-        The slot may not exist yet, or may be garbage-collected after a quiet
-        minute and re-created with the default delay, so the delay is also
-        written into the per-slot settings new slots are built from. Jitter is
-        switched off: RANDOMIZE_DOWNLOAD_DELAY would otherwise go as low as
-        half the published delay.
-        """
-        downloader = self.crawler.engine.downloader
-        key = downloader.get_slot_key(request)
-        slot_settings = downloader.per_slot_settings.setdefault(key, {})
-        if slot_settings.get("delay", 0) < delay:
-            slot_settings["delay"] = delay
-            slot_settings["jitter"] = 0
-        slot = downloader.slots.get(key)
-        if slot is not None and (slot.delay < delay or slot.jitter):
-            slot.delay = max(slot.delay, delay)
-            slot.jitter = 0
 
     async def _robots_file(self, origin: str, robots_url: str) -> RobotsFile:
         """Fetch once per origin; concurrent requests wait for the same fetch."""

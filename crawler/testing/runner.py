@@ -25,6 +25,24 @@ FAST_SETTINGS: dict[str, Any] = {
 }
 
 
+def policy_dir_with_pace(dest: Path, min_delay: float = 0, max_concurrency: int = 8, platforms_from: Path | None = None) -> Path:
+    """A policy directory: the project's platform policies and a default pace.
+
+    Test and benchmark crawls use it so the default policy's polite pace
+    (policies/default.yaml) does not slow them; platform policies stay real.
+    """
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    source = (platforms_from or project_dir() / "policies") / "platforms"
+    shutil.copytree(source, dest / "platforms", dirs_exist_ok=True)
+    (dest / "default.yaml").write_text(
+        f"collection: allowed-per-robots\nrate:\n  min_delay: {min_delay}\n  max_concurrency: {max_concurrency}\n",
+        encoding="utf-8",
+    )
+    return dest
+
+
 def project_dir(start: Path | None = None) -> Path:
     """The nearest directory at or above ``start`` that holds ``scrapy.cfg``."""
     here = (start or Path.cwd()).resolve()

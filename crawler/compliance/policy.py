@@ -1,0 +1,337 @@
+"""Platform terms as policy files, and the decision they make for a URL.
+
+A compliance person edits ``policies/platforms/*.yaml`` (one platform each)
+and ``policies/default.yaml`` (every host without a platform policy). The
+models are strict (unknown fields forbidden, values frozen); the JSON Schema
+editors use is generated from them (``scrapy policy schema``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from crawler.compliance.decision import Decision
+from crawler.compliance.domains import registered_domain
+from crawler.compliance.yamlfile import LoadedYaml, YamlSyntaxError, load_yaml
+
+SCHEMA_URL = "../schema.json"
+Purpose = Literal["search", "train-ai", "archive"]
+Collection = Literal["forbidden", "consent-required", "allowed-per-robots", "allowed"]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the terms document as reviewed (hex)")]
+PathPattern = Annotated[
+    str, Field(pattern=r"^/", description="robots.txt pattern syntax: a path prefix, '*' any characters, '$' end")
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Terms(_Strict):
+    """The platform's terms on automated collection, as a person reviewed them."""
+
+    url: str = Field(pattern=r"^https?://", description="where the terms are published")
+    clause: str = Field(min_length=1, description="the clause quoted verbatim")
+    reviewed: date = Field(description="the day a person last read the terms")
+    sha256: Sha256 | None = Field(
+        default=None, description="sha256 of the document as reviewed; null until recorded (scrapy policy audit)"
+    )
+
+
+class Consent(_Strict):
+    """Written permission from the platform, limited in scope and time."""
+
+    granted_by: str = Field(min_length=1)
+    reference: str = Field(min_length=1, description="letter, contract id, ticket")
+    paths: list[PathPattern] = Field(default_factory=lambda: ["/"], min_length=1)
+    purposes: list[Purpose] = Field(default_factory=list, description="empty: any purpose")
+    valid_from: date
+    valid_until: date
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> Consent:
+        if self.valid_until < self.valid_from:
+            raise ValueError(f"valid_until ({self.valid_until}) is before valid_from ({self.valid_from})")
+        return self
+
+
+class PathRule(_Strict):
+    """Allow or deny paths on the platform (longest match wins, allow on a tie)."""
+
+    allow: PathPattern | None = None
+    deny: PathPattern | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PathRule:
+        if (self.allow is None) == (self.deny is None):
+            raise ValueError("give exactly one of 'allow' or 'deny'")
+        return self
+
+
+class Rate(_Strict):
+    """A pace the crawler keeps even when robots.txt asks for less."""
+
+    min_delay: float = Field(ge=0, le=3600, description="seconds between requests to one host (0: no delay)")
+    max_concurrency: int = Field(default=1, ge=1, le=64, description="requests in flight per host")
+
+
+class PlatformPolicy(_Strict):
+    """One platform's terms and how this crawler treats it."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="short id, used in notices and reports")
+    name: str = Field(min_length=1)
+    owner: str = Field(min_length=1)
+    domains: list[str] = Field(min_length=1, description="registered domains; subdomains are covered")
+    terms: Terms
+    collection: Collection
+    consents: list[Consent] = Field(default_factory=list)
+    paths: list[PathRule] = Field(default_factory=list)
+    rate: Rate | None = None
+    purposes: list[Purpose] = Field(default_factory=list, description="purposes the platform allows; empty: any")
+
+    @model_validator(mode="after")
+    def _registered_domains(self) -> PlatformPolicy:
+        for domain in self.domains:
+            expected = registered_domain(domain)
+            if domain != domain.lower() or expected != domain:
+                raise ValueError(
+                    f"domains: {domain!r} is not a registered domain; write {expected!r} (subdomains are covered)"
+                )
+        return self
+
+
+class DefaultPolicy(_Strict):
+    """What applies to every host without a platform policy."""
+
+    collection: Literal["allowed-per-robots"] = "allowed-per-robots"
+    rate: Rate
+
+
+# -- loading -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    policy: PlatformPolicy
+    path: str
+    lines: dict[tuple[str | int, ...], int] = field(repr=False, hash=False, compare=False)
+
+    def source(self, *loc: str | int) -> str:
+        return f"{self.path}:{LoadedYaml(self.path, None, self.lines).line_of(loc)}"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind, message, given = error["type"], error["msg"], error.get("input")
+    if kind == "extra_forbidden":
+        return "unknown field (see `scrapy policy schema` for the accepted fields)"
+    if kind == "missing":
+        return "required field is missing"
+    message = message.removeprefix("Value error, ")
+    if kind == "literal_error":
+        message = "must be " + message.removeprefix("Input should be ")
+    return f"{message} (got {given!r})" if kind not in ("value_error",) and not isinstance(given, dict) else message
+
+
+def _validation_errors(loaded: LoadedYaml, exc: ValidationError) -> list[str]:
+    errors = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        path = ".".join(str(part) for part in loc) or "(file)"
+        errors.append(f"{loaded.path}:{loaded.line_of(loc)}: {path}: {_describe(error)}")
+    return errors
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Every valid policy, indexed by registered domain: one dict look-up per URL."""
+
+    directory: str
+    default: DefaultPolicy
+    default_path: str
+    platforms: tuple[LoadedPolicy, ...]
+    version: str
+    by_domain: dict[str, LoadedPolicy] = field(repr=False, hash=False, compare=False)
+
+    def platform_for(self, host: str) -> LoadedPolicy | None:
+        return self.by_domain.get(registered_domain(host))
+
+    def rate_for(self, host: str) -> Rate:
+        platform = self.platform_for(host)
+        if platform is not None and platform.policy.rate is not None:
+            return platform.policy.rate
+        return self.default.rate
+
+    def decide(self, url: str, today: date, purposes: frozenset[str] = frozenset()) -> Decision:
+        parts = urlsplit(url)
+        loaded = self.platform_for(parts.hostname or "")
+        if loaded is None:
+            return _DEFAULT_ALLOW
+        return _decide_platform(loaded, parts.path or "/", parts.query, today, purposes)
+
+
+_DEFAULT_ALLOW = Decision.allow("terms.default", rule="no platform policy: robots.txt and opt-outs decide")
+
+
+@lru_cache(maxsize=4096)
+def _pattern(pattern: str) -> re.Pattern[str]:
+    anchored = pattern.endswith("$")
+    body = re.escape(pattern[:-1] if anchored else pattern).replace(r"\*", ".*")
+    return re.compile(body + ("$" if anchored else ""))
+
+
+def _matches(pattern: str, target: str) -> bool:
+    return _pattern(pattern).match(target) is not None
+
+
+def _decide_platform(loaded: LoadedPolicy, path: str, query: str, today: date, purposes: frozenset[str]) -> Decision:
+    policy = loaded.policy
+    target = f"{path}?{query}" if query else path
+    name = f"{policy.name} ({policy.owner})"
+    if policy.collection == "forbidden":
+        return Decision.refuse(
+            "terms.forbidden",
+            rule=f"{name} forbids automated collection: {policy.terms.clause!r} ({policy.terms.url})",
+            source=loaded.source("collection"),
+        )
+    if policy.purposes and purposes and not purposes <= set(policy.purposes):
+        return Decision.refuse(
+            "terms.purpose",
+            rule=f"{name} allows only {', '.join(policy.purposes)}; this crawl is for {', '.join(sorted(purposes))}",
+            source=loaded.source("purposes"),
+        )
+    # Path rules: longest pattern wins, allow wins a tie (as in robots.txt).
+    best: tuple[int, bool, int] | None = None
+    for index, rule in enumerate(policy.paths):
+        pattern = rule.allow if rule.allow is not None else rule.deny
+        assert pattern is not None
+        if _matches(pattern, target):
+            candidate = (len(pattern), rule.allow is not None, index)
+            if best is None or candidate[:2] > best[:2]:
+                best = candidate
+    if best is not None and not best[1]:
+        rule = policy.paths[best[2]]
+        return Decision.refuse(
+            "terms.path-denied", rule=f"{name}: deny {rule.deny}", source=loaded.source("paths", best[2])
+        )
+    if policy.collection == "consent-required":
+        expired: tuple[int, Consent] | None = None
+        for index, consent in enumerate(policy.consents):
+            in_scope = any(_matches(p, target) for p in consent.paths) and (
+                not consent.purposes or not purposes or purposes <= set(consent.purposes)
+            )
+            if not in_scope:
+                continue
+            if consent.valid_from <= today <= consent.valid_until:
+                return Decision.allow(
+                    "terms.consent",
+                    rule=f"consent {consent.reference!r} from {consent.granted_by}, valid {consent.valid_from} to {consent.valid_until}",
+                    source=loaded.source("consents", index),
+                )
+            if consent.valid_until < today and (expired is None or consent.valid_until > expired[1].valid_until):
+                expired = (index, consent)
+        if expired is not None:
+            index, consent = expired
+            return Decision.refuse(
+                "terms.consent-expired",
+                rule=f"{name} requires consent; consent {consent.reference!r} from {consent.granted_by} expired on {consent.valid_until}",
+                source=loaded.source("consents", index),
+            )
+        return Decision.refuse(
+            "terms.consent-required",
+            rule=f"{name} requires written consent, none valid on {today}: {policy.terms.clause!r} ({policy.terms.url})",
+            source=loaded.source("collection"),
+        )
+    return Decision.allow(f"terms.{policy.collection}", rule=f"{name}: {policy.collection}", source=loaded.source("collection"))
+
+
+def policy_files(directory: Path) -> list[Path]:
+    platforms = directory / "platforms"
+    found = sorted([*platforms.glob("*.yaml"), *platforms.glob("*.yml")]) if platforms.is_dir() else []
+    return [directory / "default.yaml", *found]
+
+
+def load_policies(directory: str | Path) -> tuple[PolicySet | None, list[str]]:
+    """Load and validate every policy file; all errors of all files, or the set."""
+    root = Path(directory)
+    if not root.is_dir():
+        return None, [f"{root}: policy directory not found (COMPLIANCE_POLICY_DIR)"]
+    errors: list[str] = []
+    default: DefaultPolicy | None = None
+    platforms: list[LoadedPolicy] = []
+    digest = hashlib.sha256()
+    for path in policy_files(root):
+        name = str(path)
+        if not path.is_file():
+            errors.append(f"{name}:1: (file): missing; every policy directory needs a default.yaml with a rate")
+            continue
+        raw = path.read_bytes()
+        digest.update(name.encode() + b"\0" + raw + b"\0")
+        try:
+            loaded = load_yaml(name, raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            errors.append(f"{name}:1: (file): not UTF-8 text (byte {exc.start})")
+            continue
+        except YamlSyntaxError as exc:
+            errors.append(str(exc))
+            continue
+        if not isinstance(loaded.data, dict):
+            errors.append(f"{name}:1: (file): expected a mapping of fields, got {type(loaded.data).__name__}")
+            continue
+        model = DefaultPolicy if path.name == "default.yaml" and path.parent == root else PlatformPolicy
+        try:
+            parsed = model.model_validate(loaded.data)
+        except ValidationError as exc:
+            errors.extend(_validation_errors(loaded, exc))
+            continue
+        if isinstance(parsed, DefaultPolicy):
+            default = parsed
+        else:
+            platforms.append(LoadedPolicy(parsed, name, loaded.lines))
+    by_domain: dict[str, LoadedPolicy] = {}
+    ids: dict[str, LoadedPolicy] = {}
+    for loaded_policy in platforms:
+        other = ids.get(loaded_policy.policy.id)
+        if other is not None:
+            errors.append(
+                f"{loaded_policy.source('id')}: id: {loaded_policy.policy.id!r} is already used by {other.source('id')}"
+            )
+        ids.setdefault(loaded_policy.policy.id, loaded_policy)
+        for index, domain in enumerate(loaded_policy.policy.domains):
+            claimed = by_domain.get(domain)
+            if claimed is not None:
+                position = claimed.policy.domains.index(domain)
+                errors.append(
+                    f"{loaded_policy.source('domains', index)}: domains.{index}: {domain!r} is also claimed by "
+                    f"{claimed.source('domains', position)} (one platform policy per domain)"
+                )
+                continue
+            by_domain[domain] = loaded_policy
+    if errors or default is None:
+        return None, errors
+    return (
+        PolicySet(str(root), default, str(root / "default.yaml"), tuple(platforms), digest.hexdigest()[:16], by_domain),
+        [],
+    )
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of policy files (platform or default), from the models."""
+    from pydantic.json_schema import models_json_schema
+
+    _, defs = models_json_schema([(PlatformPolicy, "validation"), (DefaultPolicy, "validation")], title="Compliance policy file")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Compliance policy file",
+        "description": "policies/default.yaml (DefaultPolicy) or policies/platforms/*.yaml (PlatformPolicy)",
+        "anyOf": [{"$ref": "#/$defs/PlatformPolicy"}, {"$ref": "#/$defs/DefaultPolicy"}],
+        **defs,
+    }

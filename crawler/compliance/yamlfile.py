@@ -1,0 +1,79 @@
+"""Safe YAML loading that remembers the line of every value.
+
+Policy and notice files are edited by people; errors must name the file,
+the line and the field. PyYAML's SafeLoader builds only plain data (no
+object construction from tags); composing the node tree first gives us the
+line of each key and list item, which pydantic's error locations are then
+mapped back onto.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Location = tuple[str | int, ...]
+
+
+class YamlSyntaxError(ValueError):
+    def __init__(self, path: str, line: int, column: int, problem: str) -> None:
+        super().__init__(f"{path}:{line}:{column}: YAML syntax error: {problem}")
+        self.path, self.line, self.column, self.problem = path, line, column, problem
+
+
+@dataclass
+class LoadedYaml:
+    path: str
+    data: Any
+    lines: dict[Location, int] = field(default_factory=dict)
+
+    def line_of(self, loc: Location) -> int:
+        """The line of the deepest known prefix of ``loc`` (1 when nothing matches)."""
+        for end in range(len(loc), -1, -1):
+            line = self.lines.get(tuple(loc[:end]))
+            if line is not None:
+                return line
+        return 1
+
+
+def _index(node: yaml.Node, loc: Location, lines: dict[Location, int]) -> None:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            child = (*loc, key)
+            lines[child] = key_node.start_mark.line + 1
+            _index(value_node, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for position, item in enumerate(node.value):
+            _index(item, (*loc, position), lines)
+
+
+def load_yaml(path: str | Path, text: str | None = None) -> LoadedYaml:
+    """Parse one YAML document safely; raise YamlSyntaxError with file, line and column."""
+    name = str(path)
+    if text is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise YamlSyntaxError(name, 1, exc.start + 1, "the file is not UTF-8 text") from None
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise YamlSyntaxError(name, line, column, " ".join(filter(None, [exc.context, exc.problem])) or str(exc)) from None
+    except yaml.YAMLError as exc:
+        raise YamlSyntaxError(name, 1, 1, str(exc).splitlines()[0]) from None
+    lines: dict[Location, int] = {}
+    if node is not None:
+        _index(node, (), lines)
+    return LoadedYaml(name, data, lines)

@@ -1,0 +1,65 @@
+"""Picks up edited policy files while a crawl runs.
+
+Every ``COMPLIANCE_POLICY_RELOAD_INTERVAL`` seconds (default 1) the policy
+files' names, sizes and modification times are compared with the last look;
+on a change they are validated again. A valid set replaces the old one at
+once (both gates read it on every request); an invalid one is reported and
+the last valid set stays in force, so a typo never opens anything up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from scrapy import signals
+from scrapy.exceptions import NotConfigured
+from scrapy.utils.asyncio import create_looping_call
+
+from crawler.compliance.policy import policy_files
+from crawler.runtime import ComplianceRuntime
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+
+def _signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    entries = []
+    for path in policy_files(directory):
+        try:
+            stat = path.stat()
+        except OSError:
+            entries.append((str(path), -1, -1))
+            continue
+        entries.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(entries)
+
+
+class PolicyWatcher:
+    def __init__(self, crawler: Crawler) -> None:
+        self.interval = crawler.settings.getfloat("COMPLIANCE_POLICY_RELOAD_INTERVAL", 1.0)
+        if self.interval <= 0:
+            raise NotConfigured("COMPLIANCE_POLICY_RELOAD_INTERVAL <= 0: policy files are read once")
+        self.runtime = ComplianceRuntime.of(crawler)
+        self.directory = Path(self.runtime.config.policy_dir)
+        self.last = _signature(self.directory)
+        self.loop = create_looping_call(self.check)
+        crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> PolicyWatcher:
+        return cls(crawler)
+
+    def spider_opened(self) -> None:
+        self.loop.start(self.interval, now=False)
+
+    def spider_closed(self) -> None:
+        if self.loop.running:
+            self.loop.stop()
+
+    def check(self) -> None:
+        current = _signature(self.directory)
+        if current != self.last:
+            self.last = current
+            self.runtime.reload_policies()
