@@ -51,21 +51,22 @@ class ComplianceRuntime:
 
     def reload_policies(self) -> bool:
         """Load the policy files again; keep the last valid set if they are broken."""
-        policies, errors = load_policies(self.config.policy_dir)
-        if policies is None:
+        policies, errors = load_policies(self.config.policy_dir, fallback=self.policies)
+        if errors:
             logger.error(
-                "Policy files are invalid; the last valid policies (version %s) stay in force:\n%s",
-                self.policies.version, "\n".join(errors), extra={"spider": self.crawler.spider},
+                "Policy files are invalid; the last valid policies stay in force for them:\n%s",
+                "\n".join(errors), extra={"spider": self.crawler.spider},
             )
             if self.crawler.stats is not None:
                 self.crawler.stats.inc_value("compliance/policies/reload_failed")
+        if policies is None:
             return False
         if policies.version != self.policies.version:
             self.policies = policies
             logger.info("Policies reloaded: version %s", policies.version, extra={"spider": self.crawler.spider})
             if self.crawler.stats is not None:
                 self.crawler.stats.inc_value("compliance/policies/reloaded")
-        return True
+        return not errors
 
     # -- refusals -----------------------------------------------------------
 

@@ -142,12 +142,13 @@ def _describe(error: dict[str, Any]) -> str:
 
 
 def _validation_errors(loaded: LoadedYaml, exc: ValidationError) -> list[str]:
-    errors = []
+    found = []
     for error in exc.errors():
         loc = tuple(error["loc"])
         path = ".".join(str(part) for part in loc) or "(file)"
-        errors.append(f"{loaded.path}:{loaded.line_of(loc)}: {path}: {_describe(error)}")
-    return errors
+        line = loaded.line_of(loc)
+        found.append((line, f"{loaded.path}:{line}: {path}: {_describe(error)}"))
+    return [message for _, message in sorted(found, key=lambda pair: pair[0])]
 
 
 @dataclass(frozen=True)
@@ -259,43 +260,62 @@ def policy_files(directory: Path) -> list[Path]:
     return [directory / "default.yaml", *found]
 
 
-def load_policies(directory: str | Path) -> tuple[PolicySet | None, list[str]]:
-    """Load and validate every policy file; all errors of all files, or the set."""
+def load_policies(directory: str | Path, fallback: PolicySet | None = None) -> tuple[PolicySet | None, list[str]]:
+    """Load and validate every policy file: the set, and every error of every file.
+
+    Without ``fallback`` any error means no set (fail closed at start-up).
+    With ``fallback`` (a reload during a crawl), a file that fails keeps its
+    last valid version from ``fallback``, and a new file that fails is left
+    out, so a broken edit never opens anything up while valid edits to other
+    files still apply.
+    """
     root = Path(directory)
     if not root.is_dir():
         return None, [f"{root}: policy directory not found (COMPLIANCE_POLICY_DIR)"]
     errors: list[str] = []
     default: DefaultPolicy | None = None
     platforms: list[LoadedPolicy] = []
-    digest = hashlib.sha256()
+    previous = {p.path: p for p in fallback.platforms} if fallback is not None else {}
     for path in policy_files(root):
-        name = str(path)
-        if not path.is_file():
-            errors.append(f"{name}:1: (file): missing; every policy directory needs a default.yaml with a rate")
-            continue
-        raw = path.read_bytes()
-        digest.update(name.encode() + b"\0" + raw + b"\0")
-        try:
-            loaded = load_yaml(name, raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            errors.append(f"{name}:1: (file): not UTF-8 text (byte {exc.start})")
-            continue
-        except YamlSyntaxError as exc:
-            errors.append(str(exc))
-            continue
-        if not isinstance(loaded.data, dict):
-            errors.append(f"{name}:1: (file): expected a mapping of fields, got {type(loaded.data).__name__}")
-            continue
-        model = DefaultPolicy if path.name == "default.yaml" and path.parent == root else PlatformPolicy
-        try:
-            parsed = model.model_validate(loaded.data)
-        except ValidationError as exc:
-            errors.extend(_validation_errors(loaded, exc))
-            continue
-        if isinstance(parsed, DefaultPolicy):
-            default = parsed
-        else:
-            platforms.append(LoadedPolicy(parsed, name, loaded.lines))
+        is_default = path == root / "default.yaml"
+        parsed = _parse_file(path, is_default, errors)
+        if is_default:
+            default = parsed if parsed is not None else (fallback.default if fallback is not None else None)
+        elif parsed is not None:
+            platforms.append(parsed)
+        elif str(path) in previous:
+            platforms.append(previous[str(path)])
+    return _assemble(root, default, platforms, errors, lenient=fallback is not None)
+
+
+def _parse_file(path: Path, is_default: bool, errors: list[str]) -> Any:
+    """One file's DefaultPolicy or LoadedPolicy, or None with its errors appended."""
+    name = str(path)
+    if not path.is_file():
+        errors.append(f"{name}:1: (file): missing; every policy directory needs a default.yaml with a rate")
+        return None
+    try:
+        loaded = load_yaml(name, path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        errors.append(f"{name}:1: (file): not UTF-8 text (byte {exc.start})")
+        return None
+    except YamlSyntaxError as exc:
+        errors.append(str(exc))
+        return None
+    if not isinstance(loaded.data, dict):
+        errors.append(f"{name}:1: (file): expected a mapping of fields, got {type(loaded.data).__name__}")
+        return None
+    try:
+        parsed = (DefaultPolicy if is_default else PlatformPolicy).model_validate(loaded.data)
+    except ValidationError as exc:
+        errors.extend(_validation_errors(loaded, exc))
+        return None
+    return parsed if is_default else LoadedPolicy(parsed, name, loaded.lines)
+
+
+def _assemble(
+    root: Path, default: DefaultPolicy | None, platforms: list[LoadedPolicy], errors: list[str], *, lenient: bool
+) -> tuple[PolicySet | None, list[str]]:
     by_domain: dict[str, LoadedPolicy] = {}
     ids: dict[str, LoadedPolicy] = {}
     for loaded_policy in platforms:
@@ -315,12 +335,14 @@ def load_policies(directory: str | Path) -> tuple[PolicySet | None, list[str]]:
                 )
                 continue
             by_domain[domain] = loaded_policy
-    if errors or default is None:
+    conflicts = any("is also claimed by" in e or "is already used by" in e for e in errors)
+    if default is None or conflicts or (errors and not lenient):
         return None, errors
-    return (
-        PolicySet(str(root), default, str(root / "default.yaml"), tuple(platforms), digest.hexdigest()[:16], by_domain),
-        [],
-    )
+    digest = hashlib.sha256(default.model_dump_json().encode())
+    for loaded_policy in platforms:
+        digest.update(loaded_policy.path.encode() + b"\0" + loaded_policy.policy.model_dump_json().encode())
+    version = digest.hexdigest()[:16]
+    return PolicySet(str(root), default, str(root / "default.yaml"), tuple(platforms), version, by_domain), errors
 
 
 def json_schema() -> dict[str, Any]:

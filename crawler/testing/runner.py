@@ -70,6 +70,19 @@ class CrawlRun:
         return self
 
 
+def _command_line(
+    args: Sequence[str], web: TestWeb | None, settings: Mapping[str, Any] | None, env: Mapping[str, str] | None
+) -> tuple[list[str], dict[str, str]]:
+    command = [sys.executable, "-m", "scrapy", *args]
+    for name, value in (settings or {}).items():
+        command += ["-s", f"{name}={value}"]
+    full_env = dict(os.environ)
+    if web is not None:
+        full_env.update(web.env())
+    full_env.update(env or {})
+    return command, full_env
+
+
 def scrapy_command(
     args: Sequence[str],
     *,
@@ -80,22 +93,22 @@ def scrapy_command(
     timeout: float = 180,
 ) -> subprocess.CompletedProcess[str]:
     """``scrapy ARGS -s K=V ...`` in a subprocess, proxied through ``web``."""
-    command = [sys.executable, "-m", "scrapy", *args]
-    for name, value in (settings or {}).items():
-        command += ["-s", f"{name}={value}"]
-    full_env = dict(os.environ)
-    if web is not None:
-        full_env.update(web.env())
-    full_env.update(env or {})
+    command, full_env = _command_line(args, web, settings, env)
     return subprocess.run(
-        command,
-        cwd=cwd or project_dir(),
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+        command, cwd=cwd or project_dir(), env=full_env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def _site_crawl_args(
+    urls: Sequence[str], store_url: str, settings: Mapping[str, Any] | None, contact: str | bool | None
+) -> tuple[list[str], dict[str, Any]]:
+    from crawler.testing.sites import TEST_CONTACT
+
+    merged: dict[str, Any] = {**FAST_SETTINGS, "COMPLIANCE_STORE": store_url}
+    if contact is not False:
+        merged["COMPLIANCE_CONTACT"] = contact or TEST_CONTACT
+    merged.update(settings or {})
+    return ["crawl", "site", "-a", "url=" + ",".join(urls)], merged
 
 
 def run_site_crawl(
@@ -105,16 +118,26 @@ def run_site_crawl(
     *,
     settings: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
-    contact: str | None = None,
+    contact: str | bool | None = None,
     timeout: float = 180,
 ) -> CrawlRun:
     """``scrapy crawl site -a url=...`` against the test web; returns what happened."""
-    from crawler.testing.sites import TEST_CONTACT
-
-    merged: dict[str, Any] = {**FAST_SETTINGS, "COMPLIANCE_STORE": store_url}
-    if contact is not False:
-        merged["COMPLIANCE_CONTACT"] = contact or TEST_CONTACT
-    merged.update(settings or {})
-    args = ["crawl", "site", "-a", "url=" + ",".join(urls)]
+    args, merged = _site_crawl_args(urls, store_url, settings, contact)
     done = scrapy_command(args, web=web, settings=merged, env=env, timeout=timeout)
     return CrawlRun(done.returncode, done.stdout, done.stderr, store_url, args)
+
+
+def start_site_crawl(
+    web: TestWeb,
+    urls: Sequence[str],
+    store_url: str,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    log_path: Path,
+) -> subprocess.Popen[bytes]:
+    """Start ``scrapy crawl site`` without waiting (its output goes to ``log_path``)."""
+    args, merged = _site_crawl_args(urls, store_url, settings, None)
+    command, full_env = _command_line(args, web, merged, env)
+    with log_path.open("wb") as log:
+        return subprocess.Popen(command, cwd=project_dir(), env=full_env, stdout=log, stderr=subprocess.STDOUT)

@@ -230,9 +230,46 @@ def image_sites() -> dict[str, Site]:
     return {"images.test": StaticSite(pages)}  # type: ignore[arg-type]
 
 
+
+
+# -- platforms under terms --------------------------------------------------------
+
+
+def chain_site(pages: int, delay: float, extra_links: Iterable[str] = ()) -> StaticSite:
+    """A chain of pages (each links to the next) paced by Crawl-delay."""
+    content: dict[str, object] = {"/robots.txt": robots(f"User-agent: *\nCrawl-delay: {delay}\n")}
+    content["/"] = page("home", ["/p1", *extra_links])
+    for i in range(1, pages + 1):
+        content[f"/p{i}"] = page(f"/p{i}", ([f"/p{i + 1}"] if i < pages else []) + list(extra_links))
+    return StaticSite(content)  # type: ignore[arg-type]
+
+
+def platform_sites() -> dict[str, Site]:
+    """Stand-ins for platforms under their shipped policies, and hosts for consent tests.
+
+    The test web answers for www.facebook.com and friends locally (through the
+    proxy), so a test can prove from the access log that they saw nothing.
+    """
+    sites: dict[str, Site] = {}
+    for host in ("www.facebook.com", "m.facebook.com", "www.instagram.com", "twitter.com", "x.com",
+                 "www.youtube.com", "www.linkedin.com", "venmo.com", "www.venmo.com"):  # fmt: skip
+        sites[host] = StaticSite({"/": page(f"{host} home", ["/profile/1"]), "/profile/1": page("a profile"),
+                                  "/robots.txt": robots("User-agent: *\nAllow: /\n")})  # fmt: skip
+    sites["partner.test"] = StaticSite(
+        {"/": page("partner", ["/public/a", "/public/b", "/members/x"]), "/public/a": page("a", ["/public/b"]),
+         "/public/b": page("b"), "/members/x": page("members")}  # type: ignore[dict-item]
+    )  # fmt: skip
+    sites["expired.test"] = StaticSite({"/": page("expired", ["/a"]), "/a": page("a")})  # type: ignore[dict-item]
+    sites["hop.test"] = StaticSite({"/": page("hop", ["/go"]), "/go": redirect("http://www.facebook.com/")})  # type: ignore[dict-item]
+    sites["edited.test"] = chain_site(12, 0.4, ["http://locked.test/"])
+    sites["locked.test"] = chain_site(3, 0.1)
+    return sites
+
+
 def demo_sites() -> dict[str, Site]:
-    """The demo web: robots.txt cases and images in disguise."""
+    """The demo web: robots.txt cases, images in disguise, a platform under terms."""
     keep = {"shop.test", "blog.shop.test", "down.test", "moved.test", "rules.test", "slow.test"}
     sites = {k: v for k, v in robots_sites().items() if k in keep}
     sites.update(image_sites())
+    sites.update({k: v for k, v in platform_sites().items() if k in {"www.facebook.com", "hop.test"}})
     return sites

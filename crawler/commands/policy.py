@@ -1,0 +1,122 @@
+"""``scrapy policy validate|check|schema|list``: the policy files, explained."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
+
+from scrapy.exceptions import UsageError
+
+from crawler.cli import CommandFailed, ComplianceCommand
+from crawler.compliance.images import url_decision
+from crawler.compliance.policy import PolicySet, json_schema, load_policies
+from crawler.config import DEFAULTS
+
+if TYPE_CHECKING:
+    import argparse
+
+ACTIONS = ("validate", "check", "schema", "list")
+
+
+class Command(ComplianceCommand):
+    def syntax(self) -> str:
+        return "validate [DIR] | check URL [--json] | schema | list"
+
+    def short_desc(self) -> str:
+        return "Validate, explain and list the compliance policies"
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.add_argument("--json", action="store_true", help="check: print the decision as JSON")
+
+    def policy_dir(self) -> str:
+        assert self.settings is not None
+        return str(self.settings.get("COMPLIANCE_POLICY_DIR") or DEFAULTS["COMPLIANCE_POLICY_DIR"])
+
+    def load(self, directory: str | None = None) -> PolicySet:
+        policies, errors = load_policies(directory or self.policy_dir())
+        if policies is None:
+            raise CommandFailed("invalid policy files:\n" + "\n".join(errors))
+        return policies
+
+    def execute(self, args: list[str], opts: argparse.Namespace) -> int:
+        if not args or args[0] not in ACTIONS:
+            raise UsageError(f"expected one of: {', '.join(ACTIONS)}", print_help=True)
+        action, rest = args[0], args[1:]
+        if action == "validate":
+            return self.validate(rest[0] if rest else self.policy_dir())
+        if action == "schema":
+            print(json.dumps(json_schema(), indent=2, sort_keys=True))
+            return 0
+        if action == "list":
+            return self.list()
+        if len(rest) != 1:
+            raise UsageError("check needs one URL", print_help=False)
+        return self.check(rest[0], opts.json)
+
+    def validate(self, directory: str) -> int:
+        policies, errors = load_policies(directory)
+        if policies is None:
+            for error in errors:
+                print(error)
+            print(f"{len(errors)} error(s) in {directory}")
+            return 1
+        print(f"{directory}: valid ({len(policies.platforms)} platform policies, version {policies.version})")
+        return 0
+
+    def list(self) -> int:
+        policies = self.load()
+        today = datetime.now(UTC).date()
+        print(f"{'platform':<12} {'collection':<19} {'consent today':<15} domains")
+        for loaded in sorted(policies.platforms, key=lambda p: p.policy.id):
+            policy = loaded.policy
+            valid = [c for c in policy.consents if c.valid_from <= today <= c.valid_until]
+            state = "n/a" if policy.collection != "consent-required" else (f"{len(valid)} valid" if valid else "none")
+            print(f"{policy.id:<12} {policy.collection:<19} {state:<15} {', '.join(policy.domains)}")
+        default = policies.default
+        print(f"{'(default)':<12} {default.collection:<19} {'n/a':<15} every other host, "
+              f"min_delay {default.rate.min_delay:g}s, max_concurrency {default.rate.max_concurrency}")
+        return 0
+
+    def check(self, url: str, as_json: bool) -> int:
+        if not url.startswith(("http://", "https://")):
+            raise CommandFailed(f"{url!r} is not an absolute http(s) URL")
+        policies = self.load()
+        today = datetime.now(UTC).date()
+        layers = []
+        image = url_decision(url)
+        layers.append(("schedule", "images", image))
+        terms = policies.decide(url, today)
+        layers.append(("schedule", "terms", terms))
+        host = urlsplit(url).hostname or ""
+        platform = policies.platform_for(host)
+        final = next((d for _, _, d in layers if not d.allowed), terms)
+        rate = policies.rate_for(host)
+        report = {
+            "url": url,
+            "allowed": final.allowed,
+            "decision": final.at(next(g for g, _, d in layers if d is final), url).as_dict(),
+            "platform": platform.policy.id if platform else None,
+            "policies_version": policies.version,
+            "rate": {"min_delay": rate.min_delay, "max_concurrency": rate.max_concurrency},
+            "layers": [{"gate": g, "layer": name, **d.as_dict()} for g, name, d in layers],
+            "not_evaluated": "robots.txt is decided at download time by the crawl (not fetched by this command)",
+        }
+        if as_json:
+            print(json.dumps(report, indent=2, default=str))
+        else:
+            print(f"{url}\n  {'ALLOWED' if final.allowed else 'REFUSED'}: {final.reason}")
+            for gate, name, decision in layers:
+                verdict = "allow " if decision.allowed else "REFUSE"
+                print(f"  [{gate:<8}] {name:<7} {verdict} {decision.reason}")
+                if decision.rule:
+                    print(f"             rule:   {decision.rule}")
+                if decision.source:
+                    print(f"             source: {decision.source}")
+            print(f"  pace: at least {rate.min_delay:g}s between requests, at most {rate.max_concurrency} at once"
+                  f" (robots.txt Crawl-delay may slow it further)")
+            print(f"  policies version {policies.version} in {Path(policies.directory)}")
+        return 0
