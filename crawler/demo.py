@@ -13,11 +13,14 @@ from collections import Counter
 from pathlib import Path
 
 from crawler.compliance.store import Store
-from crawler.testing.runner import project_dir, run_site_crawl
+from crawler.testing.runner import project_dir, run_site_crawl, scrapy_command
 from crawler.testing.sites import demo_sites
 from crawler.testing.web import TestWeb
 
-START_URLS = ["http://shop.test/", "http://down.test/", "http://moved.test/", "http://slow.test/", "http://images.test/"]
+START_URLS = [
+    "http://shop.test/", "http://down.test/", "http://moved.test/", "http://slow.test/", "http://images.test/",
+    "http://www.facebook.com/", "http://hop.test/",
+]  # fmt: skip
 
 
 def _rule(text: str, width: int = 78) -> str:
@@ -63,7 +66,7 @@ def main() -> int:
     print(_rule("Example refusals: the rule and where it lives"))
     shown: Counter[str] = Counter()
     for refusal in store.refusals():
-        if shown[refusal["reason"]] >= 2 or refusal["reason"].startswith("image."):
+        if shown[refusal["reason"]] >= 2 or refusal["reason"].startswith(("image.", "terms.")):
             continue
         shown[refusal["reason"]] += 1
         print(f"  {refusal['url']}\n    {refusal['reason']} at {refusal['gate']}: {refusal['rule']}\n    source: {refusal['source']}")
@@ -76,6 +79,16 @@ def main() -> int:
     huge = [e for e in log if e.host == "images.test" and e.path == "/huge"]
     if huge:
         print(f"  the 20 MiB disguised image at /huge: the server sent {huge[0].bytes_sent} byte(s) before the crawler hung up")
+    print(_rule("Platform terms (policies/platforms/*.yaml)"))
+    facebook = [e for e in log if e.host.endswith("facebook.com")]
+    print(f"  requests that reached www.facebook.com, robots.txt included: {len(facebook)}")
+    for refusal in store.refusals():
+        if refusal["reason"].startswith("terms."):
+            via = f" ({refusal['detail']})" if refusal["detail"] else ""
+            print(f"  {refusal['url']}{via}  {refusal['reason']} at {refusal['gate']}\n    {refusal['rule']}\n    source: {refusal['source']}")
+    print("\n$ scrapy policy check https://www.facebook.com/some.profile")
+    check = scrapy_command(["policy", "check", "https://www.facebook.com/some.profile"])
+    print("  " + check.stdout.strip().replace("\n", "\n  "))
     print(f"\nDone in {time.monotonic() - started:.1f}s. Store: {store_path.relative_to(root)}")
     return 0
 

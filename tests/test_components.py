@@ -126,3 +126,34 @@ def test_item_fields_matches_itemadapter_asdict() -> None:
     assert item_fields(item) == ItemAdapter(item).asdict()
     page = PageItem("http://a.test/", "a.test", "a.test", "t", "x", utcnow(), "c", {"robots": {"reason": "r"}})
     assert item_fields(page) == ItemAdapter(page).asdict()
+
+
+def test_gates_refuse_platform_requests(tmp_path: Path) -> None:
+    """The scheduling gate and the terms middleware refuse a platform URL with the same Decision, counted once each."""
+    from scrapy import Request
+    from scrapy.exceptions import IgnoreRequest
+
+    from crawler.extensions.scheduling import SchedulingGate
+    from crawler.middlewares.terms import TermsMiddleware
+    from crawler.testing.runner import policy_dir_with_pace
+
+    crawler = _crawler(tmp_path, COMPLIANCE_POLICY_DIR=str(policy_dir_with_pace(tmp_path / "pol")))
+    request = Request("https://www.linkedin.com/in/someone")
+    with pytest.raises(IgnoreRequest, match=r"refused \(terms.consent-required\).*at schedule"):
+        SchedulingGate.from_crawler(crawler).request_scheduled(request)
+    with pytest.raises(IgnoreRequest, match=r"refused \(terms.consent-required\).*at download.*linkedin.yaml"):
+        TermsMiddleware.from_crawler(crawler).process_request(request)
+    with pytest.raises(IgnoreRequest, match=r"image.url"):
+        SchedulingGate.from_crawler(crawler).request_scheduled(Request("https://shop.test/face.jpg"))
+    assert crawler.stats.get_value("compliance/refused/terms.consent-required") == 2
+    assert crawler.stats.get_value("compliance/refused/image.url") == 1
+
+
+def test_runtime_refuses_to_start_on_invalid_policies(tmp_path: Path) -> None:
+    """Building the runtime with a broken policy directory fails with every error listed."""
+    from crawler.testing.runner import policy_dir_with_pace
+
+    root = policy_dir_with_pace(tmp_path / "pol")
+    (root / "platforms" / "a.yaml").write_text("id: A\n")
+    with pytest.raises(ConfigError, match=r"invalid policy files.*\n.*a.yaml:1: id: String should match pattern"):
+        ComplianceRuntime(_crawler(tmp_path, COMPLIANCE_POLICY_DIR=str(root)))

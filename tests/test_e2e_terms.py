@@ -49,7 +49,9 @@ def test_platforms_get_zero_requests(tweb: TestWeb, store_url: str, policy_dir: 
     venmo = seen["http://venmo.com/"]
     assert (venmo["reason"], venmo["gate"]) == ("terms.consent-required", "schedule")
     assert venmo["source"].endswith("platforms/venmo.yaml:17") and "venmo.com/legal/us-user-agreement" in venmo["rule"]
-    assert seen["http://www.facebook.com/"]["reason"] == "terms.consent-required"
+    facebook = [r for r in run.store.refusals() if r["url"] == "http://www.facebook.com/"]
+    assert {r["reason"] for r in facebook} == {"terms.consent-required"}
+    assert {r["detail"] for r in facebook} == {"", "redirect target of http://hop.test/go"}
     assert "compliance/refused/terms.consent-required" in run.stderr
 
 

@@ -12,6 +12,7 @@ it also covers redirect targets.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -44,5 +45,8 @@ class SchedulingGate:
             decision = self.runtime.policies.decide(request.url, datetime.now(UTC).date())
         if not decision.allowed:
             decision = decision.at("schedule", request.url)
+            redirected_from = request.meta.get("redirect_urls")
+            if redirected_from:
+                decision = dataclasses.replace(decision, detail=f"redirect target of {redirected_from[0]}")
             self.runtime.refuse(decision)
             raise IgnoreRequest(str(decision))
