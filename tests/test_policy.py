@@ -129,11 +129,17 @@ def test_error_messages_name_file_line_field(tmp_path: Path) -> None:
     other = PLATFORM.replace("id: partner", "id: other").replace("reviewed: 2026-11-01", "reviewed: soon")
     errors = errors_for(tmp_path, {"bad.yaml": bad, "other.yaml": other})
     assert errors == [
-        "platforms/bad.yaml:4: colour: unknown field (see `scrapy policy schema` for the accepted fields)",
+        "platforms/bad.yaml:4: colour: unknown field; accepted here: id, name, owner, domains, terms, collection, consents, paths, rate, purposes",
         "platforms/bad.yaml:10: collection: must be 'forbidden', 'consent-required', 'allowed-per-robots' or 'allowed' (got 'maybe')",
         "platforms/bad.yaml:26: rate.min_delay: Input should be greater than or equal to 0 (got -2)",
         "platforms/other.yaml:8: terms.reviewed: Input should be a valid date or datetime, input is too short (got 'soon')",
     ]
+
+
+def test_unknown_field_in_a_section_lists_that_sections_fields(tmp_path: Path) -> None:
+    """An unknown field inside a consent names the consent's accepted fields."""
+    errors = errors_for(tmp_path, {"p.yaml": PLATFORM.replace("    reference: CONTRACT-1\n", "    reference: CONTRACT-1\n    signed: yes\n")})
+    assert errors == ["platforms/p.yaml:13: consents.0.signed: unknown field; accepted here: granted_by, reference, paths, purposes, valid_from, valid_until"]
 
 
 def test_duplicate_domain_names_both_files(tmp_path: Path) -> None:

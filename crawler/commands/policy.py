@@ -102,6 +102,12 @@ class Command(ComplianceCommand):
             "platform": platform.policy.id if platform else None,
             "policies_version": policies.version,
             "rate": {"min_delay": rate.min_delay, "max_concurrency": rate.max_concurrency},
+            "consents": [
+                {"reference": c.reference, "granted_by": c.granted_by, "paths": c.paths,
+                 "valid_from": str(c.valid_from), "valid_until": str(c.valid_until),
+                 "state": "valid" if c.valid_from <= today <= c.valid_until else ("expired" if c.valid_until < today else "not yet valid")}
+                for c in (platform.policy.consents if platform else [])
+            ],
             "layers": [{"gate": g, "layer": name, **d.as_dict()} for g, name, d in layers],
             "not_evaluated": "robots.txt is decided at download time by the crawl (not fetched by this command)",
         }
@@ -116,6 +122,11 @@ class Command(ComplianceCommand):
                     print(f"             rule:   {decision.rule}")
                 if decision.source:
                     print(f"             source: {decision.source}")
+            if platform is not None:
+                policy = platform.policy
+                states = [f"{c['reference']} ({c['state']} {c['valid_from']}..{c['valid_until']})" for c in report["consents"]]
+                print(f"  platform: {policy.id} ({policy.name}), collection: {policy.collection}, "
+                      f"consents: {', '.join(states) or 'none'}")
             print(f"  pace: at least {rate.min_delay:g}s between requests, at most {rate.max_concurrency} at once"
                   f" (robots.txt Crawl-delay may slow it further)")
             print(f"  policies version {policies.version} in {Path(policies.directory)}")

@@ -129,10 +129,19 @@ class LoadedPolicy:
         return f"{self.path}:{LoadedYaml(self.path, None, self.lines).line_of(loc)}"
 
 
-def _describe(error: dict[str, Any]) -> str:
+_SECTION_MODELS: dict[str, type[BaseModel]] = {"terms": Terms, "consents": Consent, "paths": PathRule, "rate": Rate}
+
+
+def _accepted_fields(loc: tuple[str | int, ...], top: type[BaseModel]) -> str:
+    sections = [part for part in loc[:-1] if isinstance(part, str)]
+    model = _SECTION_MODELS.get(sections[-1], top) if sections else top
+    return ", ".join(model.model_fields)
+
+
+def _describe(error: dict[str, Any], top: type[BaseModel] = BaseModel) -> str:
     kind, message, given = error["type"], error["msg"], error.get("input")
     if kind == "extra_forbidden":
-        return "unknown field (see `scrapy policy schema` for the accepted fields)"
+        return f"unknown field; accepted here: {_accepted_fields(tuple(error['loc']), top)}"
     if kind == "missing":
         return "required field is missing"
     message = message.removeprefix("Value error, ")
@@ -141,13 +150,13 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{message} (got {given!r})" if kind not in ("value_error",) and not isinstance(given, dict) else message
 
 
-def _validation_errors(loaded: LoadedYaml, exc: ValidationError) -> list[str]:
+def _validation_errors(loaded: LoadedYaml, exc: ValidationError, top: type[BaseModel]) -> list[str]:
     found = []
     for error in exc.errors():
         loc = tuple(error["loc"])
         path = ".".join(str(part) for part in loc) or "(file)"
         line = loaded.line_of(loc)
-        found.append((line, f"{loaded.path}:{line}: {path}: {_describe(error)}"))
+        found.append((line, f"{loaded.path}:{line}: {path}: {_describe(error, top)}"))
     return [message for _, message in sorted(found, key=lambda pair: pair[0])]
 
 
@@ -305,10 +314,11 @@ def _parse_file(path: Path, is_default: bool, errors: list[str]) -> Any:
     if not isinstance(loaded.data, dict):
         errors.append(f"{name}:1: (file): expected a mapping of fields, got {type(loaded.data).__name__}")
         return None
+    model: type[BaseModel] = DefaultPolicy if is_default else PlatformPolicy
     try:
-        parsed = (DefaultPolicy if is_default else PlatformPolicy).model_validate(loaded.data)
+        parsed = model.model_validate(loaded.data)
     except ValidationError as exc:
-        errors.extend(_validation_errors(loaded, exc))
+        errors.extend(_validation_errors(loaded, exc, model))
         return None
     return parsed if is_default else LoadedPolicy(parsed, name, loaded.lines)
 
