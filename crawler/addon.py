@@ -23,8 +23,15 @@ DOWNLOADER_MIDDLEWARES = {
     # responses are cut off on their headers or first bytes.
     "crawler.middlewares.images.ImageDownloadGate": 45,
     "crawler.middlewares.robots.RobotsTxtMiddleware": 50,
+    # Reads X-Robots-Tag, meta robots, TDMRep, Content-Usage, Content-Signal.
+    "crawler.middlewares.optouts.OptOutDownloaderMiddleware": 60,
     # Replaced by ours (RFC 9309 semantics).
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+}
+SPIDER_MIDDLEWARES = {
+    # Drops the items of pages that opted out of the crawl's purposes and the
+    # links of nofollow pages.
+    "crawler.middlewares.optouts.OptOutSpiderMiddleware": 50,
 }
 ITEM_PIPELINES = {
     "crawler.pipelines.images.ImageScrubPipeline": 100,
@@ -43,6 +50,7 @@ class Compliance:
     def update_settings(self, settings: BaseSettings) -> None:
         for name, components in (
             ("DOWNLOADER_MIDDLEWARES", DOWNLOADER_MIDDLEWARES),
+            ("SPIDER_MIDDLEWARES", SPIDER_MIDDLEWARES),
             ("ITEM_PIPELINES", ITEM_PIPELINES),
             ("EXTENSIONS", EXTENSIONS),
         ):

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from crawler import __version__
+from crawler.compliance.optouts import parse_purposes
 from crawler.compliance.identity import IdentityError, user_agent, validate_contact, validate_product_token
 from crawler.compliance.robots import MAX_TTL
 
@@ -31,6 +32,7 @@ DEFAULTS: dict[str, object] = {
     "COMPLIANCE_STORE_BATCH_SIZE": 100,
     "COMPLIANCE_STORE_FLUSH_INTERVAL": 2.0,
     "COMPLIANCE_ITEM_TEXT_MAX": 100_000,
+    "COMPLIANCE_PURPOSES": "search,train-ai,archive",
 }
 
 
@@ -55,6 +57,7 @@ class Config:
     store_batch_size: int
     store_flush_interval: float
     item_text_max: int
+    purposes: frozenset[str]
 
     @property
     def user_agent(self) -> str:
@@ -92,6 +95,10 @@ class Config:
                 "Fix: 1. remove ROBOTSTXT_OBEY from your settings, or 2. set ROBOTSTXT_OBEY = False."
             )
         _refuse_media_pipelines(settings)
+        try:
+            purposes = parse_purposes(settings.get("COMPLIANCE_PURPOSES", DEFAULTS["COMPLIANCE_PURPOSES"]))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             contact=contact,
             bot_name=bot_name,
@@ -105,6 +112,7 @@ class Config:
             store_batch_size=int(number("COMPLIANCE_STORE_BATCH_SIZE", int, 1)),
             store_flush_interval=number("COMPLIANCE_STORE_FLUSH_INTERVAL", float, 0),
             item_text_max=int(number("COMPLIANCE_ITEM_TEXT_MAX", int, 0)),
+            purposes=purposes,
         )
 
 

@@ -87,7 +87,12 @@ class SiteSpider(scrapy.Spider):
             text=visible_text(response, config.item_text_max),
             fetched_at=utcnow(),
             crawl_id=config.crawl_id,
-            provenance={"status": response.status, "robots": response.meta.get("compliance_robots")},
+            provenance={
+                "status": response.status,
+                "robots": response.meta.get("compliance_robots"),
+                "terms": response.meta.get("compliance_terms"),
+                "optouts": response.meta.get("compliance_optouts"),
+            },
         )
         for link in page_links(response):
             if domain_of(link) in self.start_domains:

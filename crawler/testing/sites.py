@@ -273,3 +273,38 @@ def demo_sites() -> dict[str, Site]:
     sites.update(image_sites())
     sites.update({k: v for k, v in platform_sites().items() if k in {"www.facebook.com", "hop.test"}})
     return sites
+
+
+# -- opt-out signals ---------------------------------------------------------------
+
+
+def optout_sites() -> dict[str, Site]:
+    """``optout.test``: one page per opt-out signal (and look-alikes that must not count)."""
+
+    def signal_page(name: str, headers: Iterable[tuple[str, str]] = (), meta: str = "", links: Iterable[str] = ()) -> WebResponse:
+        anchors = "".join(f'<a href="{href}">{href}</a>' for href in links)
+        body = f"<!doctype html><html><head><title>{name}</title>{meta}</head><body><p>Page {name}.</p>{anchors}</body></html>"
+        return WebResponse(headers=[("Content-Type", "text/html; charset=utf-8"), *headers], body=body)
+
+    pages: dict[str, object] = {
+        "/robots.txt": robots("User-agent: *\nAllow: /\n"),
+        "/noindex": signal_page("noindex", meta='<meta name="robots" content="noindex">', links=["/from-noindex"]),
+        "/xrt-noindex": signal_page("xrt-noindex", [("X-Robots-Tag", "noindex")]),
+        "/other-bot": signal_page("other-bot", [("X-Robots-Tag", "otherbot: noindex, nofollow")], links=["/from-other-bot"]),
+        "/our-bot": signal_page("our-bot", [("X-Robots-Tag", "unavailable_after: 2030-01-01"), ("X-Robots-Tag", "ETHICALCRAWLER: NoIndex")]),
+        "/nofollow": signal_page("nofollow", meta='<meta name="robots" content="nofollow">', links=["/from-nofollow"]),
+        "/none": signal_page("none", [("X-Robots-Tag", "none")], links=["/from-none"]),
+        "/noarchive": signal_page("noarchive", meta='<meta name="robots" content="noarchive">'),
+        "/noai": signal_page("noai", meta='<meta name="EthicalCrawler" content="noai, noimageai">'),
+        "/cu-train-n": signal_page("cu-train-n", [("Content-Usage", "train-ai=n")]),
+        "/cu-unknown": signal_page("cu-unknown", [("Content-Usage", "train-ai=maybe, search=y")]),
+        "/cu-broken": signal_page("cu-broken", [("Content-Usage", 'train-ai="n')]),
+        "/cs": signal_page("cs", [("Content-Signal", "search=yes, ai-train=no")]),
+        "/tdm-header": signal_page("tdm-header", [("tdm-reservation", "1"), ("tdm-policy", "https://optout.test/policy")]),
+        "/tdm-meta-override": signal_page("tdm-meta-override", [("tdm-reservation", "1")], meta='<meta name="tdm-reservation" content="0">'),
+        "/tdm-bad-meta": signal_page("tdm-bad-meta", [("tdm-reservation", "1")], meta='<meta name="tdm-reservation" content="2">'),
+    }
+    for target in ("/from-noindex", "/from-other-bot", "/from-nofollow", "/from-none", "/plain"):
+        pages[target] = signal_page(target.strip("/"))
+    pages["/"] = signal_page("home", links=[p for p in pages if p not in ("/robots.txt", "/") and not p.startswith("/from-")] + ["/plain"])
+    return {"optout.test": StaticSite(pages)}  # type: ignore[arg-type]

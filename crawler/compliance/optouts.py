@@ -1,0 +1,233 @@
+"""Machine-readable opt-outs on a page, and what they mean for a crawl's purposes.
+
+GDPR Art. 21(5): people may object "by automated means using technical
+specifications". These signals are such objections, not hints:
+
+* X-Robots-Tag headers and ``<meta name="robots">`` / ``<meta name="<token>">``
+  (Google Search Central): ``noindex``/``none`` -> not stored; ``nofollow``/
+  ``none`` -> links not followed; ``noarchive`` -> not stored for ``archive``;
+  ``noai``/``noimageai`` (DeviantArt's, not standardised) -> not stored for
+  ``train-ai``. Comma lists, case-insensitive, optionally scoped to one bot
+  (``otherbot: noindex``). The most restrictive directive wins.
+* IETF AI Preferences (draft-ietf-aipref-vocab-08, -attach-05): the
+  ``Content-Usage`` header, an RFC 9651 dictionary with ``y``/``n`` tokens for
+  ``train-ai`` and ``search``; anything else, a duplicate key or a parse
+  error means *unknown*; when statements combine, any ``n`` wins, then ``y``.
+* Cloudflare's ``Content-Signal: search=yes, ai-train=no, ai-input=no``.
+* W3C TDMRep (2024): ``tdm-reservation`` 1 reserves text and data mining
+  (-> not stored for ``train-ai``); the well-known file, overridden by the
+  header, overridden by HTML meta; a layer with no valid value (0 or 1) does
+  not reset the one before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import http_sf
+
+from crawler.compliance.decision import ALLOW, Decision
+
+PURPOSES = ("search", "train-ai", "archive")
+
+#: Which purposes each page directive restricts ("*" = every purpose).
+_ROBOTS_DIRECTIVES: dict[str, tuple[str, ...]] = {
+    "noindex": ("*",),
+    "none": ("*",),
+    "noarchive": ("archive",),
+    "noai": ("train-ai",),
+    "noimageai": ("train-ai",),
+}
+_NOFOLLOW = {"nofollow", "none"}
+
+#: aipref vocabulary categories we map; unknown keys are ignored (vocab-08).
+_AIPREF_CATEGORIES = {"train-ai": "train-ai", "search": "search"}
+#: Cloudflare Content-Signal keys onto our purposes. ``ai-input`` (using the
+#: content as input to an AI answer) has no purpose of its own here; the
+#: strict reading files it under train-ai.
+_CONTENT_SIGNAL_KEYS = {"search": "search", "ai-train": "train-ai", "ai-input": "train-ai"}
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _refuse_duplicates(key: str, *_: Any) -> None:
+    raise _Duplicate(key)
+
+
+def parse_content_usage(value: str) -> dict[str, str | None]:
+    """``Content-Usage`` as {category: 'y' | 'n' | None(unknown)} (aipref vocab-08).
+
+    A parse error or a duplicate key makes the whole statement unknown (an
+    empty result); a value other than the tokens ``y`` / ``n`` is unknown.
+    """
+    try:
+        parsed = http_sf.parse(value.encode("latin-1", "replace"), tltype="dictionary", on_duplicate_key=_refuse_duplicates)
+    except (http_sf.StructuredFieldError, _Duplicate, ValueError):
+        return {}
+    result: dict[str, str | None] = {}
+    for key, member in parsed.items():  # type: ignore[union-attr]
+        if key not in _AIPREF_CATEGORIES:
+            continue
+        item = member[0] if isinstance(member, tuple) else member
+        token = str(item) if isinstance(item, http_sf.Token) else None
+        result[_AIPREF_CATEGORIES[key]] = token if token in ("y", "n") else None
+    return result
+
+
+def parse_content_signal(value: str) -> dict[str, str]:
+    """``Content-Signal`` as {purpose: 'y' | 'n'}; anything but yes/no is ignored."""
+    result: dict[str, str] = {}
+    for part in value.split(","):
+        key, _, raw = part.partition("=")
+        purpose = _CONTENT_SIGNAL_KEYS.get(key.strip().lower())
+        answer = {"yes": "y", "no": "n"}.get(raw.strip().lower())
+        if purpose and answer:
+            # Two keys on one purpose (ai-train, ai-input): any "no" wins.
+            result[purpose] = "n" if "n" in (answer, result.get(purpose)) else answer
+    return result
+
+
+def robots_directives(values: Iterable[str], token: str) -> list[str]:
+    """Directives that apply to ``token`` from X-Robots-Tag values or robots meta contents.
+
+    ``otherbot: noindex`` applies only to otherbot; an unscoped list applies
+    to every crawler. A value may mix scopes (``googlebot: nofollow, noai``
+    keeps applying to googlebot until the next ``name:``).
+    """
+    token = token.lower()
+    found: list[str] = []
+    for value in values:
+        scope: str | None = None
+        for raw_part in value.split(","):
+            part = raw_part.strip()
+            if ":" in part:
+                name, _, rest = part.partition(":")
+                name = name.strip().lower()
+                # "unavailable_after: <date>" is a directive with a value, not a bot scope.
+                if name and name != "unavailable_after" and " " not in name:
+                    scope, part = name, rest.strip()
+            directive = part.strip().lower()
+            if directive and (scope is None or scope == token):
+                found.append(directive)
+    return found
+
+
+def tdm_value(raw: str | None) -> int | None:
+    """A TDMRep ``tdm-reservation`` value: 0, 1, or None (unset or invalid)."""
+    return {"0": 0, "1": 1}.get((raw or "").strip())
+
+
+@dataclass(frozen=True)
+class PageSignals:
+    """Every opt-out signal seen on one response, with where it came from."""
+
+    robots: tuple[tuple[str, str], ...] = ()  # (directive, source) applying to us
+    content_usage: Mapping[str, str | None] = field(default_factory=dict)
+    content_usage_source: str = ""
+    content_signal: Mapping[str, str] = field(default_factory=dict)
+    content_signal_source: str = ""
+    tdm_reservation: int | None = None
+    tdm_source: str = ""
+    tdm_policy: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "robots": [list(pair) for pair in self.robots],
+            "content_usage": dict(self.content_usage),
+            "content_usage_source": self.content_usage_source,
+            "content_signal": dict(self.content_signal),
+            "content_signal_source": self.content_signal_source,
+            "tdm_reservation": self.tdm_reservation,
+            "tdm_source": self.tdm_source,
+            "tdm_policy": self.tdm_policy,
+        }
+
+    @property
+    def follow(self) -> bool:
+        return not any(directive in _NOFOLLOW for directive, _ in self.robots)
+
+
+def collect_signals(
+    headers: Mapping[str, list[str]], metas: Iterable[tuple[str, str]], token: str, *, tdm_well_known: int | None = None,
+    tdm_well_known_source: str = "",
+) -> PageSignals:
+    """Gather the signals from lower-cased ``headers`` and ``(name, content)`` meta pairs."""
+    token_l = token.lower()
+    robots: list[tuple[str, str]] = [(d, "X-Robots-Tag header") for d in robots_directives(headers.get("x-robots-tag", []), token)]
+    meta_tdm: int | None = None
+    meta_tdm_policy = ""
+    for name, content in metas:
+        name = name.strip().lower()
+        if name in ("robots", token_l):
+            robots += [(d, f'<meta name="{name}">') for d in robots_directives([content], token)]
+        elif name == "tdm-reservation":
+            meta_tdm = tdm_value(content) if tdm_value(content) is not None else meta_tdm
+        elif name == "tdm-policy":
+            meta_tdm_policy = content.strip()
+    usage: dict[str, str | None] = {}
+    for value in headers.get("content-usage", []):
+        for purpose, answer in parse_content_usage(value).items():
+            # Combining statements: any n wins, then any y, else unknown.
+            usage[purpose] = "n" if "n" in (answer, usage.get(purpose)) else (answer or usage.get(purpose))
+    signal: dict[str, str] = {}
+    for value in headers.get("content-signal", []):
+        for purpose, answer in parse_content_signal(value).items():
+            signal[purpose] = "n" if "n" in (answer, signal.get(purpose)) else answer
+    # TDMRep layering: well-known file < header < meta; an unset layer keeps the one before.
+    tdm, tdm_source = tdm_well_known, tdm_well_known_source if tdm_well_known is not None else ""
+    header_tdm = next((tdm_value(v) for v in headers.get("tdm-reservation", []) if tdm_value(v) is not None), None)
+    if header_tdm is not None:
+        tdm, tdm_source = header_tdm, "tdm-reservation header"
+    if meta_tdm is not None:
+        tdm, tdm_source = meta_tdm, '<meta name="tdm-reservation">'
+    tdm_policy = meta_tdm_policy or next(iter(headers.get("tdm-policy", [])), "")
+    return PageSignals(
+        robots=tuple(robots),
+        content_usage=usage, content_usage_source="Content-Usage header" if usage else "",
+        content_signal=signal, content_signal_source="Content-Signal header" if signal else "",
+        tdm_reservation=tdm, tdm_source=tdm_source, tdm_policy=tdm_policy,
+    )  # fmt: skip
+
+
+def storage_decision(signals: PageSignals, purposes: frozenset[str]) -> Decision:
+    """May the page be stored for ``purposes``? The most restrictive signal wins."""
+    # Directives that forbid storing for every purpose come first: the most
+    # restrictive signal is the one reported.
+    ordered = sorted(signals.robots, key=lambda pair: "*" not in _ROBOTS_DIRECTIVES.get(pair[0], ()))
+    for directive, source in ordered:
+        restricted = _ROBOTS_DIRECTIVES.get(directive)
+        if restricted and ("*" in restricted or purposes & set(restricted)):
+            reason = "optout.noindex" if directive in ("noindex", "none") else f"optout.{directive}"
+            return Decision.refuse(reason, rule=directive, source=source)
+    for purpose in sorted(purposes):
+        if signals.content_usage.get(purpose) == "n":
+            return Decision.refuse(
+                "optout.content-usage", rule=f"{purpose}=n", source=signals.content_usage_source
+            )
+        if signals.content_signal.get(purpose) == "n":
+            return Decision.refuse(
+                "optout.content-signal", rule=f"{purpose}=no", source=signals.content_signal_source
+            )
+    if signals.tdm_reservation == 1 and "train-ai" in purposes:
+        policy = f" (tdm-policy {signals.tdm_policy})" if signals.tdm_policy else ""
+        return Decision.refuse("optout.tdmrep", rule=f"tdm-reservation: 1{policy}", source=signals.tdm_source)
+    return ALLOW
+
+
+def parse_purposes(value: str | Iterable[str] | None) -> frozenset[str]:
+    """``COMPLIANCE_PURPOSES``: a comma list or list of purposes; default every purpose."""
+    if value is None or value == "" or value == []:
+        return frozenset(PURPOSES)
+    items = value.split(",") if isinstance(value, str) else list(value)
+    purposes = frozenset(p.strip().lower() for p in items if p.strip())
+    unknown = purposes - set(PURPOSES)
+    if unknown or not purposes:
+        raise ValueError(
+            f"COMPLIANCE_PURPOSES: unknown purpose(s) {', '.join(sorted(unknown)) or '(none given)'}; "
+            f"choose from {', '.join(PURPOSES)}"
+        )
+    return purposes

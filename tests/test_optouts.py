@@ -1,0 +1,145 @@
+"""Opt-out signals: parsing, scoping, precedence, purposes, and a real crawl."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crawler.compliance.optouts import (
+    PURPOSES,
+    collect_signals,
+    parse_content_signal,
+    parse_content_usage,
+    parse_purposes,
+    robots_directives,
+    storage_decision,
+)
+from crawler.testing.runner import run_site_crawl
+from crawler.testing.sites import optout_sites
+from crawler.testing.web import TestWeb
+
+ALL = frozenset(PURPOSES)
+TOKEN = "EthicalCrawler"
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["noindex, NOFOLLOW"], ["noindex", "nofollow"]),
+        (["otherbot: noindex"], []),
+        (["ethicalcrawler: noai", "otherbot: none"], ["noai"]),
+        (["googlebot: nofollow, noai", "noarchive"], ["noarchive"]),
+        (["unavailable_after: 2030-01-01, noindex"], ["unavailable_after: 2030-01-01", "noindex"]),
+        ([" , ,"], []),
+    ],
+)
+def test_robots_directive_scoping(values: list[str], expected: list[str]) -> None:
+    """Directives are case-insensitive comma lists; `bot:` scopes them to that bot only."""
+    assert robots_directives(values, TOKEN) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("train-ai=n", {"train-ai": "n"}),
+        ("train-ai=y, search=n", {"train-ai": "y", "search": "n"}),
+        ("train-ai=maybe", {"train-ai": None}),
+        ('train-ai="n"', {"train-ai": None}),  # a string, not the token n
+        ("train-ai", {"train-ai": None}),  # boolean true, not y/n
+        ('train-ai=n, search="', {}),  # parse error: the whole statement is unknown
+        ("train-ai=n, train-ai=y", {}),  # duplicate key: unknown
+        ("train-ai=n;q=1, other=y", {"train-ai": "n"}),  # parameters ignored, unknown keys ignored
+    ],
+)
+def test_content_usage_per_aipref_vocab(header: str, expected: dict) -> None:
+    """Content-Usage is an RFC 9651 dictionary; only the tokens y/n count; errors mean unknown."""
+    assert parse_content_usage(header) == expected
+
+
+def test_content_usage_statements_combine_n_wins() -> None:
+    """Two Content-Usage headers combine: any n wins over y (aipref vocab)."""
+    signals = collect_signals({"content-usage": ["train-ai=y", "train-ai=n"]}, [], TOKEN)
+    assert signals.content_usage == {"train-ai": "n"}
+
+
+def test_content_signal() -> None:
+    """Cloudflare's Content-Signal maps onto our purposes; ai-input counts as train-ai; junk is ignored."""
+    assert parse_content_signal("search=yes, ai-train=no, ai-input=no") == {"search": "y", "train-ai": "n"}
+    assert parse_content_signal("ai-train=yes, ai-input=no") == {"train-ai": "n"}
+    assert parse_content_signal("search=perhaps, =, nonsense") == {}
+
+
+def test_tdmrep_layers() -> None:
+    """Well-known < header < meta; a layer without a valid value does not reset the one before."""
+    assert collect_signals({}, [], TOKEN, tdm_well_known=1, tdm_well_known_source="tdmrep.json").tdm_reservation == 1
+    assert collect_signals({"tdm-reservation": ["0"]}, [], TOKEN, tdm_well_known=1).tdm_reservation == 0
+    over = collect_signals({"tdm-reservation": ["1"]}, [("tdm-reservation", "0")], TOKEN)
+    assert (over.tdm_reservation, over.tdm_source) == (0, '<meta name="tdm-reservation">')
+    bad = collect_signals({"tdm-reservation": ["1"]}, [("tdm-reservation", "2")], TOKEN)
+    assert (bad.tdm_reservation, bad.tdm_source) == (1, "tdm-reservation header")
+
+
+def test_most_restrictive_wins_and_purposes() -> None:
+    """noindex beats purpose-specific signals; purpose-specific ones apply only to their purposes."""
+    signals = collect_signals({"x-robots-tag": ["noai"]}, [("robots", "noindex")], TOKEN)
+    assert storage_decision(signals, ALL).reason == "optout.noindex"
+    noai = collect_signals({}, [(TOKEN, "noai")], TOKEN)
+    assert storage_decision(noai, ALL).reason == "optout.noai"
+    assert storage_decision(noai, frozenset({"search", "archive"})).allowed
+    archive = collect_signals({}, [("robots", "noarchive")], TOKEN)
+    assert storage_decision(archive, frozenset({"search"})).allowed
+    assert storage_decision(archive, frozenset({"archive"})).reason == "optout.noarchive"
+    tdm = collect_signals({"tdm-reservation": ["1"]}, [], TOKEN)
+    assert storage_decision(tdm, frozenset({"train-ai"})).reason == "optout.tdmrep"
+    assert storage_decision(tdm, frozenset({"search"})).allowed
+
+
+def test_purposes_setting() -> None:
+    """COMPLIANCE_PURPOSES defaults to every purpose and rejects unknown ones by name."""
+    assert parse_purposes(None) == ALL and parse_purposes("search, archive") == {"search", "archive"}
+    with pytest.raises(ValueError, match="unknown purpose.*ai-everything.*choose from search, train-ai, archive"):
+        parse_purposes("search,ai-everything")
+
+
+@pytest.fixture
+def oweb() -> Iterator[TestWeb]:
+    with TestWeb(optout_sites()) as server:
+        yield server
+        assert not server.unknown_hosts()
+
+
+def _crawl(web: TestWeb, store_url: str, policy_dir: Path, env: dict, **settings: object):  # type: ignore[no-untyped-def]
+    return run_site_crawl(
+        web, ["http://optout.test/"], store_url, env=env, settings={"COMPLIANCE_POLICY_DIR": str(policy_dir), **settings}
+    ).check()
+
+
+def test_every_signal_end_to_end(oweb: TestWeb, store_url: str, policy_dir: Path, guard_env: dict) -> None:
+    """With every purpose, each opted-out page is not stored, nofollow links are not followed, the rest is."""
+    run = _crawl(oweb, store_url, policy_dir, guard_env)
+    stored = {i["url"].removeprefix("http://optout.test") for i in run.store.iter_items()}
+    assert stored == {"/", "/other-bot", "/nofollow", "/cu-unknown", "/cu-broken", "/tdm-meta-override",
+                      "/from-noindex", "/from-other-bot", "/plain"}  # fmt: skip
+    requested = set(oweb.paths("optout.test"))
+    assert "/from-noindex" in requested  # not stored, but its links are followed
+    assert "/from-nofollow" not in requested and "/from-none" not in requested
+    reasons = {r["url"].removeprefix("http://optout.test"): r["reason"] for r in run.store.refusals()}
+    assert reasons == {
+        "/noindex": "optout.noindex", "/xrt-noindex": "optout.noindex", "/our-bot": "optout.noindex",
+        "/none": "optout.noindex", "/noarchive": "optout.noarchive", "/noai": "optout.noai",
+        "/cu-train-n": "optout.content-usage", "/cs": "optout.content-signal", "/tdm-header": "optout.tdmrep",
+        "/tdm-bad-meta": "optout.tdmrep",
+    }  # fmt: skip
+    assert "compliance/refused/optout.tdmrep': 2" in run.stderr
+    home = next(i for i in run.store.iter_items() if i["url"] == "http://optout.test/")
+    assert home["provenance"]["optouts"]["purposes"] == ["archive", "search", "train-ai"]
+
+
+def test_search_only_crawl_keeps_ai_opted_out_pages(oweb: TestWeb, store_url: str, policy_dir: Path, guard_env: dict) -> None:
+    """A crawl for search only stores pages that opted out of AI training or archiving, not noindex ones."""
+    run = _crawl(oweb, store_url, policy_dir, guard_env, COMPLIANCE_PURPOSES="search")
+    stored = {i["url"].removeprefix("http://optout.test") for i in run.store.iter_items()}
+    assert {"/noai", "/cu-train-n", "/tdm-header", "/noarchive", "/cs"} <= stored  # cs: search=yes, ai-train=no
+    assert not {"/noindex", "/xrt-noindex", "/none", "/our-bot"} & stored
