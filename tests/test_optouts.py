@@ -143,3 +143,34 @@ def test_search_only_crawl_keeps_ai_opted_out_pages(oweb: TestWeb, store_url: st
     stored = {i["url"].removeprefix("http://optout.test") for i in run.store.iter_items()}
     assert {"/noai", "/cu-train-n", "/tdm-header", "/noarchive", "/cs"} <= stored  # cs: search=yes, ai-train=no
     assert not {"/noindex", "/xrt-noindex", "/none", "/our-bot"} & stored
+
+
+def test_robots_txt_usage_rules() -> None:
+    """Content-Usage rules in our robots.txt group apply by longest path prefix; other groups' do not."""
+    from crawler.compliance.robots import RobotsRules
+
+    rules = RobotsRules(
+        b"User-agent: *\nContent-Usage: train-ai=n\nContent-Usage: /ai-ok/ train-ai=y\n\nUser-agent: otherbot\nContent-Usage: search=n\n",
+        "http://h.test/robots.txt",
+    )
+    assert rules.usage_rules("http://h.test/a", TOKEN) == {"content-usage": ("train-ai=n", "http://h.test/robots.txt:2")}
+    assert rules.usage_rules("http://h.test/ai-ok/x", TOKEN) == {"content-usage": ("train-ai=y", "http://h.test/robots.txt:3")}
+    assert rules.usage_rules("http://h.test/a", "otherbot") == {"content-usage": ("search=n", "http://h.test/robots.txt:6")}
+    # A robots.txt statement combines with the header: any n wins.
+    signals = collect_signals({"content-usage": ["train-ai=y"]}, [], TOKEN, robots_usage={"content-usage": ("train-ai=n", "r:2")})
+    decision = storage_decision(signals, ALL)
+    assert (decision.reason, decision.source) == ("optout.content-usage", "Content-Usage header; Content-Usage in r:2")
+
+
+def test_robots_txt_signals_end_to_end(oweb: TestWeb, store_url: str, policy_dir: Path, guard_env: dict) -> None:
+    """Content-Usage and Content-Signal in robots.txt keep pages out of the store; path exceptions let them in."""
+    run = run_site_crawl(
+        oweb, ["http://aipref.test/", "http://signal.test/"], store_url, env=guard_env,
+        settings={"COMPLIANCE_POLICY_DIR": str(policy_dir)},
+    ).check()  # fmt: skip
+    stored = {i["url"] for i in run.store.iter_items()}
+    assert stored == {"http://aipref.test/ai-ok/page"}
+    reasons = {r["url"]: (r["reason"], r["source"]) for r in run.store.refusals()}
+    assert reasons["http://aipref.test/article"] == ("optout.content-usage", "Content-Usage in http://aipref.test/robots.txt:3")
+    assert reasons["http://signal.test/article"] == ("optout.content-signal", "Content-Signal in http://signal.test/robots.txt:2")
+    assert set(oweb.paths("signal.test")) == {"/robots.txt", "/", "/article"}  # not stored, but still followed

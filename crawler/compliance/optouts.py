@@ -153,9 +153,10 @@ class PageSignals:
 
 def collect_signals(
     headers: Mapping[str, list[str]], metas: Iterable[tuple[str, str]], token: str, *, tdm_well_known: int | None = None,
-    tdm_well_known_source: str = "",
+    tdm_well_known_source: str = "", robots_usage: Mapping[str, tuple[str, str]] | None = None,
 ) -> PageSignals:
-    """Gather the signals from lower-cased ``headers`` and ``(name, content)`` meta pairs."""
+    """Gather the signals from lower-cased ``headers``, ``(name, content)`` meta
+    pairs and the robots.txt group rules (``{"content-usage": (value, source)}``)."""
     token_l = token.lower()
     robots: list[tuple[str, str]] = [(d, "X-Robots-Tag header") for d in robots_directives(headers.get("x-robots-tag", []), token)]
     meta_tdm: int | None = None
@@ -168,14 +169,31 @@ def collect_signals(
             meta_tdm = tdm_value(content) if tdm_value(content) is not None else meta_tdm
         elif name == "tdm-policy":
             meta_tdm_policy = content.strip()
+    robots_usage = robots_usage or {}
+    usage_statements = [(v, "Content-Usage header") for v in headers.get("content-usage", [])]
+    if "content-usage" in robots_usage:
+        value, source = robots_usage["content-usage"]
+        usage_statements.append((value, f"Content-Usage in {source}"))
     usage: dict[str, str | None] = {}
-    for value in headers.get("content-usage", []):
-        for purpose, answer in parse_content_usage(value).items():
+    usage_sources: list[str] = []
+    for value, source in usage_statements:
+        parsed = parse_content_usage(value)
+        if parsed and source not in usage_sources:
+            usage_sources.append(source)
+        for purpose, answer in parsed.items():
             # Combining statements: any n wins, then any y, else unknown.
             usage[purpose] = "n" if "n" in (answer, usage.get(purpose)) else (answer or usage.get(purpose))
+    signal_statements = [(v, "Content-Signal header") for v in headers.get("content-signal", [])]
+    if "content-signal" in robots_usage:
+        value, source = robots_usage["content-signal"]
+        signal_statements.append((value, f"Content-Signal in {source}"))
     signal: dict[str, str] = {}
-    for value in headers.get("content-signal", []):
-        for purpose, answer in parse_content_signal(value).items():
+    signal_sources: list[str] = []
+    for value, source in signal_statements:
+        parsed_signal = parse_content_signal(value)
+        if parsed_signal and source not in signal_sources:
+            signal_sources.append(source)
+        for purpose, answer in parsed_signal.items():
             signal[purpose] = "n" if "n" in (answer, signal.get(purpose)) else answer
     # TDMRep layering: well-known file < header < meta; an unset layer keeps the one before.
     tdm, tdm_source = tdm_well_known, tdm_well_known_source if tdm_well_known is not None else ""
@@ -187,8 +205,8 @@ def collect_signals(
     tdm_policy = meta_tdm_policy or next(iter(headers.get("tdm-policy", [])), "")
     return PageSignals(
         robots=tuple(robots),
-        content_usage=usage, content_usage_source="Content-Usage header" if usage else "",
-        content_signal=signal, content_signal_source="Content-Signal header" if signal else "",
+        content_usage=usage, content_usage_source="; ".join(usage_sources),
+        content_signal=signal, content_signal_source="; ".join(signal_sources),
         tdm_reservation=tdm, tdm_source=tdm_source, tdm_policy=tdm_policy,
     )  # fmt: skip
 

@@ -103,8 +103,16 @@ class _RuleLine:
     groups: frozenset[str]
 
 
+#: Group rules of the IETF aipref attach draft and Cloudflare's Content Signals.
+_USAGE_KEYS = {"content-usage", "content-signal"}
+
+
 def _prepare(text: str) -> tuple[str, list[_RuleLine]]:
-    """Rewrite ``text`` for Protego (line numbers kept) and index its rules."""
+    """Rewrite ``text`` for Protego (line numbers kept) and index its rules.
+
+    Allow/Disallow lines are indexed as "allow"/"disallow"; Content-Usage and
+    Content-Signal lines under their own key, with the groups they belong to.
+    """
     out: list[str] = []
     rules: list[_RuleLine] = []
     groups: set[str] = set()
@@ -136,7 +144,9 @@ def _prepare(text: str) -> tuple[str, list[_RuleLine]]:
             continue
         if key not in {"sitemap", "sitemaps", "site-map", "host"}:
             previous_was_agent = False
-        if key in _ALLOW_KEYS or key in _DISALLOW_KEYS:
+        if key in _USAGE_KEYS:
+            rules.append(_RuleLine(lineno, key, value, frozenset(groups)))
+        elif key in _ALLOW_KEYS or key in _DISALLOW_KEYS:
             rules.append(
                 _RuleLine(lineno, "allow" if key in _ALLOW_KEYS else "disallow", value, frozenset(groups))
             )
@@ -160,6 +170,29 @@ class RobotsRules:
         if self._parser.can_fetch(url, token):
             return Decision.allow("robots.allow", **self._explain(url, token, "allow"))
         return Decision.refuse("robots.disallow", **self._explain(url, token, "disallow"))
+
+    def usage_rules(self, url: str, token: str) -> dict[str, tuple[str, str]]:
+        """The Content-Usage / Content-Signal rules of our group that apply to ``url``.
+
+        draft-ietf-aipref-attach: ``Content-Usage: [path] <preferences>`` inside
+        a group; without a path it applies to every path; the longest
+        matching path prefix wins. Returns {key: (preferences, source)}.
+        """
+        rule_set = self._parser._get_matching_rule_set(token)
+        if rule_set is None:
+            return {}
+        path = urlsplit(url).path or "/"
+        best: dict[str, tuple[int, str, str]] = {}
+        for line in self._rules:
+            if line.field not in _USAGE_KEYS or rule_set.user_agent not in line.groups:
+                continue
+            prefix, value = "/", line.value
+            if value.startswith("/"):
+                prefix, _, value = value.partition(" ")
+                value = value.strip()
+            if path.startswith(prefix) and (line.field not in best or len(prefix) > best[line.field][0]):
+                best[line.field] = (len(prefix), value, f"{self.robots_url}:{line.lineno}")
+        return {key: (value, source) for key, (_, value, source) in best.items()}
 
     def crawl_delay(self, token: str) -> float | None:
         """Seconds between requests: the larger of Crawl-delay and Request-rate."""

@@ -50,7 +50,7 @@ class OptOutDownloaderMiddleware:
         if isinstance(response, HtmlResponse):
             for meta in response.xpath("//head/meta[@name][@content] | //meta[@name][@content]"):
                 metas.append((meta.attrib["name"], meta.attrib["content"]))
-        signals = collect_signals(headers, metas, self.token)
+        signals = collect_signals(headers, metas, self.token, robots_usage=request.meta.get("compliance_robots_usage"))
         decision = storage_decision(signals, self.purposes)
         request.meta[META] = {
             "signals": signals.as_dict(),

@@ -91,6 +91,10 @@ class RobotsTxtMiddleware:
                 )
             pace(self.crawler, request, delay + PACING_MARGIN)
         request.meta["compliance_robots"] = {"reason": decision.reason, "rule": decision.rule, "source": decision.source}
+        if entry.rules is not None:
+            usage = entry.rules.usage_rules(request.url, self.token)
+            if usage:
+                request.meta["compliance_robots_usage"] = usage
 
     def _refuse(self, decision: Decision, request: Request) -> None:
         decision = decision.at("download", request.url)

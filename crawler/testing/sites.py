@@ -307,4 +307,15 @@ def optout_sites() -> dict[str, Site]:
     for target in ("/from-noindex", "/from-other-bot", "/from-nofollow", "/from-none", "/plain"):
         pages[target] = signal_page(target.strip("/"))
     pages["/"] = signal_page("home", links=[p for p in pages if p not in ("/robots.txt", "/") and not p.startswith("/from-")] + ["/plain"])
-    return {"optout.test": StaticSite(pages)}  # type: ignore[arg-type]
+    aipref = StaticSite({
+        "/robots.txt": robots(
+            "User-agent: *\nAllow: /\nContent-Usage: train-ai=n\nContent-Usage: /ai-ok/ train-ai=y\n\n"
+            "User-agent: otherbot\nContent-Usage: search=n\n"
+        ),
+        "/": page("aipref home", ["/article", "/ai-ok/page"]), "/article": page("article"), "/ai-ok/page": page("ai ok"),
+    })  # type: ignore[arg-type]  # fmt: skip
+    signal = StaticSite({
+        "/robots.txt": robots("User-agent: *\nContent-Signal: search=yes, ai-train=no\nAllow: /\n"),
+        "/": page("signal home", ["/article"]), "/article": page("article"),
+    })  # type: ignore[arg-type]  # fmt: skip
+    return {"optout.test": StaticSite(pages), "aipref.test": aipref, "signal.test": signal}  # type: ignore[arg-type]
