@@ -23,6 +23,8 @@ DOWNLOADER_MIDDLEWARES = {
     # responses are cut off on their headers or first bytes.
     "crawler.middlewares.images.ImageDownloadGate": 45,
     "crawler.middlewares.robots.RobotsTxtMiddleware": 50,
+    # TDMRep's well-known file, once per origin (only for train-ai crawls).
+    "crawler.middlewares.tdmrep.TdmRepMiddleware": 55,
     # Reads X-Robots-Tag, meta robots, TDMRep, Content-Usage, Content-Signal.
     "crawler.middlewares.optouts.OptOutDownloaderMiddleware": 60,
     # Replaced by ours (RFC 9309 semantics).

@@ -22,7 +22,7 @@ def test_disallowed_paths_never_requested(web, crawl) -> None:
     assert paths[0] == "/robots.txt" and paths.count("/robots.txt") == 1
     assert "/private/secret" not in paths and "/members/list" not in paths
     assert {"/", "/about", "/products/1", "/products/2", "/private/ok", "/report.pdf"} <= set(paths)
-    assert web.paths("blog.shop.test") == ["/robots.txt", "/", "/post"] or set(web.paths("blog.shop.test")) == {"/robots.txt", "/", "/post"}
+    assert sorted(web.paths("blog.shop.test")) == sorted(["/robots.txt", "/.well-known/tdmrep.json", "/", "/post"])
     assert web.paths("other.test") == []
     assert {e.user_agent for e in web.log} == {UA}
     reasons = refusal_reasons(run)
@@ -51,7 +51,7 @@ def test_unreachable_robots_blocks_the_host(web, crawl) -> None:
     assert refusal_reasons(run)["http://down.test/"] == "robots.unreachable"
     assert refusal_reasons(run)["http://hang.test/"] == "robots.unreachable"
     # 404: everything may be fetched.
-    assert set(web.paths("open.test")) == {"/robots.txt", "/", "/a", "/b"}
+    assert sorted(web.paths("open.test")) == sorted(["/robots.txt", "/.well-known/tdmrep.json", "/", "/a", "/b"])
 
 
 def test_redirected_robots_applies_to_original_host(web, crawl) -> None:

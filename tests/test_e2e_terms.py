@@ -44,7 +44,7 @@ def test_platforms_get_zero_requests(tweb: TestWeb, store_url: str, policy_dir: 
         assert tweb.requests(host=host) == [], host
     assert "/products/1" in tweb.paths("shop.test")
     # A redirect to a platform is refused the same way, before the queue.
-    assert tweb.paths("hop.test") == ["/robots.txt", "/", "/go"]
+    assert sorted(tweb.paths("hop.test")) == sorted(["/robots.txt", "/.well-known/tdmrep.json", "/", "/go"])
     seen = refusals(run)
     venmo = seen["http://venmo.com/"]
     assert (venmo["reason"], venmo["gate"]) == ("terms.consent-required", "schedule")
@@ -70,7 +70,8 @@ def test_consent_allows_and_expired_consent_refuses(tweb: TestWeb, store_url: st
         tweb, ["http://partner.test/", "http://expired.test/"], store_url,
         settings={"COMPLIANCE_POLICY_DIR": str(policy_dir)}, env=guard_env,
     ).check()  # fmt: skip
-    assert set(tweb.paths("partner.test")) == {"/robots.txt", "/", "/public/a", "/public/b"}
+    # The consent's paths include /robots.txt; /.well-known/tdmrep.json is outside them, so it is refused too.
+    assert sorted(tweb.paths("partner.test")) == sorted(["/robots.txt", "/", "/public/a", "/public/b"])
     assert tweb.requests(host="expired.test") == []
     seen = refusals(run)
     assert seen["http://partner.test/members/x"]["reason"] == "terms.consent-required"

@@ -173,4 +173,42 @@ def test_robots_txt_signals_end_to_end(oweb: TestWeb, store_url: str, policy_dir
     reasons = {r["url"]: (r["reason"], r["source"]) for r in run.store.refusals()}
     assert reasons["http://aipref.test/article"] == ("optout.content-usage", "Content-Usage in http://aipref.test/robots.txt:3")
     assert reasons["http://signal.test/article"] == ("optout.content-signal", "Content-Signal in http://signal.test/robots.txt:2")
-    assert set(oweb.paths("signal.test")) == {"/robots.txt", "/", "/article"}  # not stored, but still followed
+    assert sorted(oweb.paths("signal.test")) == sorted(["/robots.txt", "/.well-known/tdmrep.json", "/", "/article"])
+
+
+def test_tdmrep_file_parsing() -> None:
+    """tdmrep.json: first matching location wins; bad entries are skipped; a non-array is invalid."""
+    from crawler.compliance.optouts import parse_tdmrep, tdmrep_lookup
+
+    rules = parse_tdmrep(
+        b'[{"location": "/free/*", "tdm-reservation": 0}, {"location": "/x", "tdm-reservation": 2},'
+        b' {"location": "/*", "tdm-reservation": 1, "tdm-policy": "https://t.test/p"}, "junk"]'
+    )
+    assert [(r.location, r.reservation, r.index) for r in rules] == [("/free/*", 0, 0), ("/*", 1, 2)]
+    assert tdmrep_lookup(rules, "/free/a").reservation == 0  # type: ignore[union-attr]
+    assert tdmrep_lookup(rules, "/other").policy == "https://t.test/p"  # type: ignore[union-attr]
+    assert tdmrep_lookup(parse_tdmrep(b'[{"location": "/a$", "tdm-reservation": 1}]'), "/ab") is None
+    for bad in (b"{}", b"not json", b"\xff"):
+        with pytest.raises(ValueError):
+            parse_tdmrep(bad)
+
+
+def test_tdmrep_well_known_end_to_end(oweb: TestWeb, store_url: str, policy_dir: Path, guard_env: dict) -> None:
+    """The well-known file is fetched once per host; header and meta override it; invalid files leave it unset."""
+    run = run_site_crawl(
+        oweb, ["http://tdm.test/", "http://tdmbad.test/"], store_url, env=guard_env,
+        settings={"COMPLIANCE_POLICY_DIR": str(policy_dir)},
+    ).check()  # fmt: skip
+    assert oweb.paths("tdm.test").count("/.well-known/tdmrep.json") == 1
+    stored = {i["url"] for i in run.store.iter_items()}
+    assert stored == {"http://tdm.test/free/page", "http://tdm.test/override", "http://tdmbad.test/", "http://tdmbad.test/article"}
+    reasons = {r["url"]: (r["reason"], r["source"]) for r in run.store.refusals()}
+    assert reasons["http://tdm.test/article"] == ("optout.tdmrep", "http://tdm.test/.well-known/tdmrep.json entry 1")
+    assert "TDMRep http://tdmbad.test/.well-known/tdmrep.json: invalid: expected a JSON array" in run.stderr
+    # A crawl that is not for train-ai never asks for the file.
+    oweb.clear_log()
+    run_site_crawl(
+        oweb, ["http://tdm.test/"], store_url, env=guard_env,
+        settings={"COMPLIANCE_POLICY_DIR": str(policy_dir), "COMPLIANCE_PURPOSES": "search"},
+    ).check()  # fmt: skip
+    assert "/.well-known/tdmrep.json" not in oweb.paths("tdm.test")

@@ -153,7 +153,8 @@ class PageSignals:
 
 def collect_signals(
     headers: Mapping[str, list[str]], metas: Iterable[tuple[str, str]], token: str, *, tdm_well_known: int | None = None,
-    tdm_well_known_source: str = "", robots_usage: Mapping[str, tuple[str, str]] | None = None,
+    tdm_well_known_source: str = "", tdm_well_known_policy: str = "",
+    robots_usage: Mapping[str, tuple[str, str]] | None = None,
 ) -> PageSignals:
     """Gather the signals from lower-cased ``headers``, ``(name, content)`` meta
     pairs and the robots.txt group rules (``{"content-usage": (value, source)}``)."""
@@ -202,7 +203,7 @@ def collect_signals(
         tdm, tdm_source = header_tdm, "tdm-reservation header"
     if meta_tdm is not None:
         tdm, tdm_source = meta_tdm, '<meta name="tdm-reservation">'
-    tdm_policy = meta_tdm_policy or next(iter(headers.get("tdm-policy", [])), "")
+    tdm_policy = meta_tdm_policy or next(iter(headers.get("tdm-policy", [])), "") or tdm_well_known_policy
     return PageSignals(
         robots=tuple(robots),
         content_usage=usage, content_usage_source="; ".join(usage_sources),
@@ -249,3 +250,55 @@ def parse_purposes(value: str | Iterable[str] | None) -> frozenset[str]:
             f"choose from {', '.join(PURPOSES)}"
         )
     return purposes
+
+
+# -- TDMRep well-known file -------------------------------------------------------
+
+TDMREP_PATH = "/.well-known/tdmrep.json"
+
+
+@dataclass(frozen=True)
+class TdmRule:
+    location: str
+    reservation: int
+    policy: str
+    index: int
+
+
+def parse_tdmrep(body: bytes) -> tuple[TdmRule, ...]:
+    """The rules of a ``/.well-known/tdmrep.json`` file, or ValueError saying what is wrong.
+
+    A JSON array of ``{"location": pattern, "tdm-reservation": 0|1,
+    "tdm-policy": URL?}``. An entry without a valid location or reservation
+    is skipped (a value other than 0 or 1 counts as unset).
+    """
+    import json
+
+    try:
+        data = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"expected a JSON array, got {type(data).__name__}")
+    rules = []
+    for index, entry in enumerate(data):
+        if not isinstance(entry, dict):
+            continue
+        location = entry.get("location")
+        reservation = entry.get("tdm-reservation")
+        if not isinstance(location, str) or reservation not in (0, 1) or isinstance(reservation, bool):
+            continue
+        policy = entry.get("tdm-policy")
+        rules.append(TdmRule(location if location.startswith("/") else "/" + location, reservation,
+                             policy if isinstance(policy, str) else "", index))  # fmt: skip
+    return tuple(rules)
+
+
+def tdmrep_lookup(rules: tuple[TdmRule, ...], path: str) -> TdmRule | None:
+    """The first rule whose location matches ``path`` (TDMRep: first match wins, not longest)."""
+    from crawler.compliance.patterns import matches
+
+    for rule in rules:
+        if matches(rule.location, path):
+            return rule
+    return None

@@ -9,10 +9,8 @@ editors use is generated from them (``scrapy policy schema``).
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 from datetime import date
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -21,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from crawler.compliance.decision import Decision
 from crawler.compliance.domains import registered_domain
+from crawler.compliance.patterns import matches
 from crawler.compliance.yamlfile import LoadedYaml, YamlSyntaxError, load_yaml
 
 SCHEMA_URL = "../schema.json"
@@ -191,17 +190,6 @@ class PolicySet:
 _DEFAULT_ALLOW = Decision.allow("terms.default", rule="no platform policy: robots.txt and opt-outs decide")
 
 
-@lru_cache(maxsize=4096)
-def _pattern(pattern: str) -> re.Pattern[str]:
-    anchored = pattern.endswith("$")
-    body = re.escape(pattern[:-1] if anchored else pattern).replace(r"\*", ".*")
-    return re.compile(body + ("$" if anchored else ""))
-
-
-def _matches(pattern: str, target: str) -> bool:
-    return _pattern(pattern).match(target) is not None
-
-
 def _decide_platform(loaded: LoadedPolicy, path: str, query: str, today: date, purposes: frozenset[str]) -> Decision:
     policy = loaded.policy
     target = f"{path}?{query}" if query else path
@@ -223,7 +211,7 @@ def _decide_platform(loaded: LoadedPolicy, path: str, query: str, today: date, p
     for index, rule in enumerate(policy.paths):
         pattern = rule.allow if rule.allow is not None else rule.deny
         assert pattern is not None
-        if _matches(pattern, target):
+        if matches(pattern, target):
             candidate = (len(pattern), rule.allow is not None, index)
             if best is None or candidate[:2] > best[:2]:
                 best = candidate
@@ -235,7 +223,7 @@ def _decide_platform(loaded: LoadedPolicy, path: str, query: str, today: date, p
     if policy.collection == "consent-required":
         expired: tuple[int, Consent] | None = None
         for index, consent in enumerate(policy.consents):
-            in_scope = any(_matches(p, target) for p in consent.paths) and (
+            in_scope = any(matches(p, target) for p in consent.paths) and (
                 not consent.purposes or not purposes or purposes <= set(consent.purposes)
             )
             if not in_scope:

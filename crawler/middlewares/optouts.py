@@ -39,7 +39,7 @@ class OptOutDownloaderMiddleware:
         return cls(crawler)
 
     def process_response(self, request: Request, response: Response) -> Response:
-        if request.meta.get("compliance_robots_fetch"):
+        if request.meta.get("compliance_robots_fetch") or request.meta.get("compliance_tdmrep_fetch"):
             return response
         headers = {
             name.decode().lower(): [v.decode("latin-1") for v in response.headers.getlist(name)]
@@ -50,7 +50,13 @@ class OptOutDownloaderMiddleware:
         if isinstance(response, HtmlResponse):
             for meta in response.xpath("//head/meta[@name][@content] | //meta[@name][@content]"):
                 metas.append((meta.attrib["name"], meta.attrib["content"]))
-        signals = collect_signals(headers, metas, self.token, robots_usage=request.meta.get("compliance_robots_usage"))
+        well_known = request.meta.get("compliance_tdmrep") or {}
+        signals = collect_signals(
+            headers, metas, self.token,
+            robots_usage=request.meta.get("compliance_robots_usage"),
+            tdm_well_known=well_known.get("reservation"), tdm_well_known_source=well_known.get("source", ""),
+            tdm_well_known_policy=well_known.get("policy", ""),
+        )  # fmt: skip
         decision = storage_decision(signals, self.purposes)
         request.meta[META] = {
             "signals": signals.as_dict(),

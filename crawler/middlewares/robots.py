@@ -7,7 +7,6 @@ shares one file between http and https, and ignores Crawl-delay.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -29,6 +28,7 @@ from crawler.compliance.robots import (
 )
 from crawler.pacing import pace
 from crawler.runtime import ComplianceRuntime
+from crawler.singleflight import SingleFlight
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -58,7 +58,7 @@ class RobotsTxtMiddleware:
         self.cache = RobotsCache(
             ttl=config.robots_ttl, max_entries=config.robots_cache_size, retry_delay=config.robots_retry_delay
         )
-        self._inflight: dict[str, asyncio.Future[RobotsFile]] = {}
+        self._flights: SingleFlight[RobotsFile] = SingleFlight()
         # Signal receivers are weak references: this bound method lives as
         # long as the middleware does.
         crawler.signals.connect(self._limit_robots_size, signal=signals.bytes_received)
@@ -103,21 +103,13 @@ class RobotsTxtMiddleware:
 
     async def _robots_file(self, origin: str, robots_url: str) -> RobotsFile:
         """Fetch once per origin; concurrent requests wait for the same fetch."""
-        pending = self._inflight.get(origin)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[RobotsFile] = asyncio.get_running_loop().create_future()
-        self._inflight[origin] = future
-        try:
-            entry = await self._fetch(origin, robots_url)
-        except BaseException as exc:  # cancelled (engine stopping): fail closed for the waiters
-            entry = self.cache.store(origin, robots_url, RobotsState.UNREACHABLE, time.time(), detail=f"fetch aborted ({exc!r})")
-            raise
-        finally:
-            self._inflight.pop(origin, None)
-            if not future.done():
-                future.set_result(entry)
-        return entry
+        return await self._flights.run(
+            origin,
+            lambda: self._fetch(origin, robots_url),
+            lambda exc: self.cache.store(  # engine stopping: fail closed for the waiters
+                origin, robots_url, RobotsState.UNREACHABLE, time.time(), detail=f"fetch aborted ({exc!r})"
+            ),
+        )
 
     async def _fetch(self, origin: str, robots_url: str) -> RobotsFile:
         stats = self.crawler.stats

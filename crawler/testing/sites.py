@@ -318,4 +318,19 @@ def optout_sites() -> dict[str, Site]:
         "/robots.txt": robots("User-agent: *\nContent-Signal: search=yes, ai-train=no\nAllow: /\n"),
         "/": page("signal home", ["/article"]), "/article": page("article"),
     })  # type: ignore[arg-type]  # fmt: skip
-    return {"optout.test": StaticSite(pages), "aipref.test": aipref, "signal.test": signal}  # type: ignore[arg-type]
+    tdm = StaticSite({
+        "/robots.txt": robots("User-agent: *\nAllow: /\n"),
+        "/.well-known/tdmrep.json": WebResponse(headers=[("Content-Type", "application/json")], body=(
+            '[{"location": "/free/*", "tdm-reservation": 0},'
+            ' {"location": "/*", "tdm-reservation": 1, "tdm-policy": "https://tdm.test/policy.json"}]')),
+        "/": page("tdm home", ["/free/page", "/article", "/override"]), "/free/page": page("free"),
+        "/article": page("article"),
+        "/override": WebResponse(headers=[("Content-Type", "text/html"), ("tdm-reservation", "0")], body=page("override")),
+    })  # type: ignore[arg-type]  # fmt: skip
+    tdmbad = StaticSite({
+        "/robots.txt": robots("User-agent: *\nAllow: /\n"),
+        "/.well-known/tdmrep.json": WebResponse(headers=[("Content-Type", "application/json")], body='{"oops": true}'),
+        "/": page("tdmbad home", ["/article"]), "/article": page("article"),
+    })  # type: ignore[arg-type]  # fmt: skip
+    return {"optout.test": StaticSite(pages), "aipref.test": aipref, "signal.test": signal,
+            "tdm.test": tdm, "tdmbad.test": tdmbad}  # type: ignore[arg-type]  # fmt: skip
