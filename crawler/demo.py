@@ -19,7 +19,7 @@ from crawler.testing.web import TestWeb
 
 START_URLS = [
     "http://shop.test/", "http://down.test/", "http://moved.test/", "http://slow.test/", "http://images.test/",
-    "http://www.facebook.com/", "http://hop.test/",
+    "http://www.facebook.com/", "http://hop.test/", "http://optout.test/", "http://aipref.test/", "http://tdm.test/",
 ]  # fmt: skip
 
 
@@ -66,7 +66,7 @@ def main() -> int:
     print(_rule("Example refusals: the rule and where it lives"))
     shown: Counter[str] = Counter()
     for refusal in store.refusals():
-        if shown[refusal["reason"]] >= 2 or refusal["reason"].startswith(("image.", "terms.")):
+        if shown[refusal["reason"]] >= 2 or refusal["reason"].startswith(("image.", "terms.", "optout.")):
             continue
         shown[refusal["reason"]] += 1
         print(f"  {refusal['url']}\n    {refusal['reason']} at {refusal['gate']}: {refusal['rule']}\n    source: {refusal['source']}")
@@ -79,6 +79,17 @@ def main() -> int:
     huge = [e for e in log if e.host == "images.test" and e.path == "/huge"]
     if huge:
         print(f"  the 20 MiB disguised image at /huge: the server sent {huge[0].bytes_sent} byte(s) before the crawler hung up")
+    print(_rule("Opt-out signals (purposes: search, train-ai, archive)"))
+    stored_urls = {item["url"] for item in store.iter_items()}
+    for host in ("optout.test", "aipref.test", "tdm.test"):
+        for entry in log:
+            if entry.host != host or entry.path in ("/robots.txt", "/.well-known/tdmrep.json"):
+                continue
+            url = f"http://{host}{entry.path}"
+            refusal = next((r for r in store.refusals() if r["url"] == url and r["reason"].startswith("optout.")), None)
+            verdict = "stored" if url in stored_urls else (
+                f"NOT stored: {refusal['reason']} ({refusal['rule']}; {refusal['source']})" if refusal else "not stored")
+            print(f"  {url:<38} {verdict}")
     print(_rule("Platform terms (policies/platforms/*.yaml)"))
     facebook = [e for e in log if e.host.endswith("facebook.com")]
     print(f"  requests that reached www.facebook.com, robots.txt included: {len(facebook)}")

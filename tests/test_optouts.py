@@ -133,8 +133,22 @@ def test_every_signal_end_to_end(oweb: TestWeb, store_url: str, policy_dir: Path
         "/tdm-bad-meta": "optout.tdmrep",
     }  # fmt: skip
     assert "compliance/refused/optout.tdmrep': 2" in run.stderr
+    # Malformed values are ignored with a logged reason, never a crash.
+    assert "Opt-out signal ignored on http://optout.test/cu-broken: Content-Usage header 'train-ai=\"n'" in run.stderr
+    assert """Opt-out signal ignored on http://optout.test/tdm-bad-meta: <meta name="tdm-reservation" content='2'>""" in run.stderr
     home = next(i for i in run.store.iter_items() if i["url"] == "http://optout.test/")
     assert home["provenance"]["optouts"]["purposes"] == ["archive", "search", "train-ai"]
+    nofollow = next(i for i in run.store.iter_items() if i["url"] == "http://optout.test/nofollow")
+    assert nofollow["provenance"]["optouts"]["signals"]["robots"] == [["nofollow", '<meta name="robots">']]
+    # `scrapy policy check` shows the response layer as the crawl saw it.
+    from crawler.testing.runner import scrapy_command
+
+    done = scrapy_command(["policy", "check", "http://optout.test/cs", "--json"],
+                          settings={"COMPLIANCE_STORE": store_url, "COMPLIANCE_POLICY_DIR": str(policy_dir)})  # fmt: skip
+    import json
+
+    seen = json.loads(done.stdout)["seen_by_crawls"]
+    assert seen["stored"] is False and "optout.content-signal" in seen["lines"][0]
 
 
 def test_search_only_crawl_keeps_ai_opted_out_pages(oweb: TestWeb, store_url: str, policy_dir: Path, guard_env: dict) -> None:

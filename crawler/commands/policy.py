@@ -6,13 +6,14 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import UsageError
 
 from crawler.cli import CommandFailed, ComplianceCommand
 from crawler.compliance.images import url_decision
 from crawler.compliance.policy import PolicySet, json_schema, load_policies
+from crawler.compliance.store import StoreError
 from crawler.config import DEFAULTS
 
 if TYPE_CHECKING:
@@ -81,6 +82,27 @@ class Command(ComplianceCommand):
               f"min_delay {default.rate.min_delay:g}s, max_concurrency {default.rate.max_concurrency}")
         return 0
 
+    def seen_by_crawls(self, url: str) -> dict[str, Any] | None:
+        """What the last crawl recorded about ``url``: robots.txt and opt-out signals."""
+        try:
+            item, refused = self.open_store().last_seen(url)
+        except StoreError:
+            return None
+        lines: list[str] = []
+        if item is not None:
+            provenance = item.get("provenance") or {}
+            robots = provenance.get("robots") or {}
+            optouts = provenance.get("optouts") or {}
+            lines.append(f"stored; robots.txt: {robots.get('reason', '?')} {robots.get('rule', '')} ({robots.get('source', '')})")
+            signals = optouts.get("signals") or {}
+            lines.append(f"opt-out signals: {json.dumps(signals, sort_keys=True)}; purposes {optouts.get('purposes')}")
+            return {"crawl_id": item["crawl_id"], "when": item["fetched_at"], "stored": True, "provenance": provenance, "lines": lines}
+        if refused:
+            last = refused[0]
+            lines.append(f"refused {last['reason']} at {last['gate']}: {last['rule']} ({last['source']})")
+            return {"crawl_id": last["crawl_id"], "when": str(last["at"]), "stored": False, "refusal": {k: str(v) for k, v in last.items()}, "lines": lines}
+        return None
+
     def check(self, url: str, as_json: bool) -> int:
         if not url.startswith(("http://", "https://")):
             raise CommandFailed(f"{url!r} is not an absolute http(s) URL")
@@ -95,6 +117,7 @@ class Command(ComplianceCommand):
         platform = policies.platform_for(host)
         final = next((d for _, _, d in layers if not d.allowed), terms)
         rate = policies.rate_for(host)
+        seen = self.seen_by_crawls(url)
         report = {
             "url": url,
             "allowed": final.allowed,
@@ -109,7 +132,8 @@ class Command(ComplianceCommand):
                 for c in (platform.policy.consents if platform else [])
             ],
             "layers": [{"gate": g, "layer": name, **d.as_dict()} for g, name, d in layers],
-            "not_evaluated": "robots.txt is decided at download time by the crawl (not fetched by this command)",
+            "seen_by_crawls": seen,
+            "not_evaluated": "robots.txt and opt-outs are decided by a crawl; this command fetches nothing",
         }
         if as_json:
             print(json.dumps(report, indent=2, default=str))
@@ -130,4 +154,10 @@ class Command(ComplianceCommand):
             print(f"  pace: at least {rate.min_delay:g}s between requests, at most {rate.max_concurrency} at once"
                   f" (robots.txt Crawl-delay may slow it further)")
             print(f"  policies version {policies.version} in {Path(policies.directory)}")
+            if seen is None:
+                print("  response layer (robots.txt, opt-outs): no crawl in the store has seen this URL")
+            else:
+                print(f"  response layer, as the last crawl saw it ({seen['crawl_id']}, {seen['when']}):")
+                for line in seen["lines"]:
+                    print(f"    {line}")
         return 0

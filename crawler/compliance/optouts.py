@@ -133,6 +133,8 @@ class PageSignals:
     tdm_reservation: int | None = None
     tdm_source: str = ""
     tdm_policy: str = ""
+    #: Malformed values seen, each with why it was ignored (logged by the adapter).
+    problems: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +146,7 @@ class PageSignals:
             "tdm_reservation": self.tdm_reservation,
             "tdm_source": self.tdm_source,
             "tdm_policy": self.tdm_policy,
+            "problems": list(self.problems),
         }
 
     @property
@@ -159,6 +162,7 @@ def collect_signals(
     """Gather the signals from lower-cased ``headers``, ``(name, content)`` meta
     pairs and the robots.txt group rules (``{"content-usage": (value, source)}``)."""
     token_l = token.lower()
+    problems: list[str] = []
     robots: list[tuple[str, str]] = [(d, "X-Robots-Tag header") for d in robots_directives(headers.get("x-robots-tag", []), token)]
     meta_tdm: int | None = None
     meta_tdm_policy = ""
@@ -167,6 +171,8 @@ def collect_signals(
         if name in ("robots", token_l):
             robots += [(d, f'<meta name="{name}">') for d in robots_directives([content], token)]
         elif name == "tdm-reservation":
+            if tdm_value(content) is None:
+                problems.append(f'<meta name="tdm-reservation" content={content!r}>: not 0 or 1, counts as unset')
             meta_tdm = tdm_value(content) if tdm_value(content) is not None else meta_tdm
         elif name == "tdm-policy":
             meta_tdm_policy = content.strip()
@@ -179,6 +185,8 @@ def collect_signals(
     usage_sources: list[str] = []
     for value, source in usage_statements:
         parsed = parse_content_usage(value)
+        if not parsed or None in parsed.values():
+            problems.append(f"{source} {value!r}: unparsable or not y/n, counts as unknown")
         if parsed and source not in usage_sources:
             usage_sources.append(source)
         for purpose, answer in parsed.items():
@@ -199,6 +207,7 @@ def collect_signals(
     # TDMRep layering: well-known file < header < meta; an unset layer keeps the one before.
     tdm, tdm_source = tdm_well_known, tdm_well_known_source if tdm_well_known is not None else ""
     header_tdm = next((tdm_value(v) for v in headers.get("tdm-reservation", []) if tdm_value(v) is not None), None)
+    problems += [f"tdm-reservation header {v!r}: not 0 or 1, counts as unset" for v in headers.get("tdm-reservation", []) if tdm_value(v) is None]
     if header_tdm is not None:
         tdm, tdm_source = header_tdm, "tdm-reservation header"
     if meta_tdm is not None:
@@ -208,7 +217,7 @@ def collect_signals(
         robots=tuple(robots),
         content_usage=usage, content_usage_source="; ".join(usage_sources),
         content_signal=signal, content_signal_source="; ".join(signal_sources),
-        tdm_reservation=tdm, tdm_source=tdm_source, tdm_policy=tdm_policy,
+        tdm_reservation=tdm, tdm_source=tdm_source, tdm_policy=tdm_policy, problems=tuple(problems),
     )  # fmt: skip
 
 

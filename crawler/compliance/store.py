@@ -239,6 +239,15 @@ class Store:
                 last_id = row["id"]
                 yield item_record(row)
 
+    def last_seen(self, url: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The newest stored item for ``url`` (or None) and the refusals recorded for it, newest first."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(items).where(items.c.url == url).order_by(items.c.id.desc()).limit(1)).mappings().first()
+            refused = conn.execute(
+                sa.select(refusals).where(refusals.c.url == url).order_by(refusals.c.id.desc()).limit(20)
+            ).mappings().all()
+        return (item_record(row) if row is not None else None), [dict(r) for r in refused]
+
     def refusal_counts(self, crawl_id: str | None = None) -> list[tuple[str, int]]:
         query = sa.select(refusals.c.reason, sa.func.count()).group_by(refusals.c.reason)
         if crawl_id:

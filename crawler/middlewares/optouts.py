@@ -9,6 +9,7 @@ are still followed), and the links of a ``nofollow`` page.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from scrapy.http import Response
 
     from crawler.compliance.decision import Decision
+
+logger = logging.getLogger(__name__)
 
 META = "compliance_optouts"
 _SIGNAL_HEADERS = (b"X-Robots-Tag", b"Content-Usage", b"Content-Signal", b"tdm-reservation", b"tdm-policy")
@@ -48,7 +51,7 @@ class OptOutDownloaderMiddleware:
         }
         metas: list[tuple[str, str]] = []
         if isinstance(response, HtmlResponse):
-            for meta in response.xpath("//head/meta[@name][@content] | //meta[@name][@content]"):
+            for meta in response.xpath("//meta[@name][@content]"):
                 metas.append((meta.attrib["name"], meta.attrib["content"]))
         well_known = request.meta.get("compliance_tdmrep") or {}
         signals = collect_signals(
@@ -58,6 +61,8 @@ class OptOutDownloaderMiddleware:
             tdm_well_known_policy=well_known.get("policy", ""),
         )  # fmt: skip
         decision = storage_decision(signals, self.purposes)
+        for problem in signals.problems:
+            logger.info("Opt-out signal ignored on %s: %s", request.url, problem)
         request.meta[META] = {
             "signals": signals.as_dict(),
             "purposes": sorted(self.purposes),

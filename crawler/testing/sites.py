@@ -272,6 +272,7 @@ def demo_sites() -> dict[str, Site]:
     sites = {k: v for k, v in robots_sites().items() if k in keep}
     sites.update(image_sites())
     sites.update({k: v for k, v in platform_sites().items() if k in {"www.facebook.com", "hop.test"}})
+    sites.update(optout_sites())
     return sites
 
 
