@@ -335,6 +335,9 @@ def check_run(run: Run, log: str, rundir: Path, pages: int) -> None:
     else:
         expected["compliance/robots/request_count"] = 1
         expected["compliance/store/items_written"] = pages
+        # The TDMRep well-known file, once (the bench site has none: 404).
+        expected["compliance/tdmrep/request_count"] = 1
+        expected["response_received_count"] = pages + 2
     for key, want in expected.items():
         if stats.get(key) != want:
             problems.append(f"{key} is {stats.get(key)!r}, expected {want!r}")

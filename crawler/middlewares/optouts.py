@@ -10,6 +10,7 @@ are still followed), and the links of a ``nofollow`` page.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,18 @@ class OptOutDownloaderMiddleware:
         self.runtime = ComplianceRuntime.of(crawler)
         self.token = self.runtime.config.bot_name
         self.purposes = self.runtime.config.purposes
+        # Most pages carry no signal at all. A byte search for the meta names
+        # that matter decides whether the page's meta tags need an XPath
+        # query, and pages with no signal share one precomputed answer.
+        self._meta_hint = re.compile(
+            rb"<meta[^>]*?name\s*=\s*[\"']?\s*(?:robots|tdm-|" + re.escape(self.token.encode()) + rb")", re.IGNORECASE
+        )
+        self._clean = {
+            "signals": collect_signals({}, [], self.token).as_dict(),
+            "purposes": sorted(self.purposes),
+            "follow": True,
+            "store": None,
+        }
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> OptOutDownloaderMiddleware:
@@ -49,14 +62,20 @@ class OptOutDownloaderMiddleware:
             for name in _SIGNAL_HEADERS
             if name in response.headers
         }
+        well_known = request.meta.get("compliance_tdmrep")
+        robots_usage = request.meta.get("compliance_robots_usage")
+        has_meta = isinstance(response, HtmlResponse) and self._meta_hint.search(response.body) is not None
+        if not headers and not has_meta and not well_known and not robots_usage:
+            request.meta[META] = self._clean
+            return response
         metas: list[tuple[str, str]] = []
-        if isinstance(response, HtmlResponse):
+        if has_meta:
             for meta in response.xpath("//meta[@name][@content]"):
                 metas.append((meta.attrib["name"], meta.attrib["content"]))
-        well_known = request.meta.get("compliance_tdmrep") or {}
+        well_known = well_known or {}
         signals = collect_signals(
             headers, metas, self.token,
-            robots_usage=request.meta.get("compliance_robots_usage"),
+            robots_usage=robots_usage,
             tdm_well_known=well_known.get("reservation"), tdm_well_known_source=well_known.get("source", ""),
             tdm_well_known_policy=well_known.get("policy", ""),
         )  # fmt: skip
