@@ -137,7 +137,8 @@ class PageSignals:
     problems: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        """The signals that were present (empty ones left out, to keep provenance small)."""
+        full = {
             "robots": [list(pair) for pair in self.robots],
             "content_usage": dict(self.content_usage),
             "content_usage_source": self.content_usage_source,
@@ -148,6 +149,7 @@ class PageSignals:
             "tdm_policy": self.tdm_policy,
             "problems": list(self.problems),
         }
+        return {key: value for key, value in full.items() if value not in (None, "", [], {})}
 
     @property
     def follow(self) -> bool:
