@@ -32,8 +32,10 @@ DOWNLOADER_MIDDLEWARES = {
 }
 SPIDER_MIDDLEWARES = {
     # Drops the items of pages that opted out of the crawl's purposes and the
-    # links of nofollow pages.
-    "crawler.middlewares.optouts.OptOutSpiderMiddleware": 50,
+    # links of nofollow pages. A subclass of DepthMiddleware that takes its
+    # place (see its docstring: one spider-middleware layer fewer).
+    "scrapy.spidermiddlewares.depth.DepthMiddleware": None,
+    "crawler.middlewares.optouts.OptOutSpiderMiddleware": 900,
 }
 ITEM_PIPELINES = {
     "crawler.pipelines.images.ImageScrubPipeline": 100,

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from scrapy import Request
 from scrapy.http import HtmlResponse
+from scrapy.spidermiddlewares.depth import DepthMiddleware
+
+from crawler.compliance.decision import Decision
 
 from crawler.compliance.optouts import collect_signals, storage_decision
 from crawler.runtime import ComplianceRuntime
@@ -24,11 +26,10 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Response
 
-    from crawler.compliance.decision import Decision
-
 logger = logging.getLogger(__name__)
 
 META = "compliance_optouts"
+_REFUSAL_LOGGED = "compliance_optouts_refused"
 _SIGNAL_HEADERS = (b"X-Robots-Tag", b"Content-Usage", b"Content-Signal", b"tdm-reservation", b"tdm-policy")
 
 
@@ -91,46 +92,38 @@ class OptOutDownloaderMiddleware:
         return response
 
 
-class OptOutSpiderMiddleware:
-    def __init__(self, crawler: Crawler) -> None:
-        self.crawler = crawler
-        self.runtime = ComplianceRuntime.of(crawler)
+class OptOutSpiderMiddleware(DepthMiddleware):
+    """Drops items of opted-out pages and links of nofollow pages; otherwise Scrapy's DepthMiddleware.
+
+    It replaces DepthMiddleware (same order, same behaviour) instead of adding
+    a layer: in Scrapy 2.19 every spider-middleware layer is an async
+    generator over every object a callback yields, and one more layer cost
+    about 0.1 ms per page in the benchmark. Reusing the layer Scrapy already
+    runs costs two dict look-ups per object.
+    """
+
+    runtime: ComplianceRuntime
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> OptOutSpiderMiddleware:
-        return cls(crawler)
+        middleware = super().from_crawler(crawler)
+        middleware.runtime = ComplianceRuntime.of(crawler)
+        return middleware
 
-    def _restrictions(self, response: Response | None) -> tuple[Decision | None, bool]:
-        from crawler.compliance.decision import Decision
+    def get_processed_request(self, request: Request, response: Response | None) -> Request | None:
+        if response is not None:
+            info = response.meta.get(META)
+            if info is not None and not info["follow"]:
+                self.stats.inc_value("compliance/optouts/nofollow_dropped")
+                return None
+        return super().get_processed_request(request, response)
 
-        info = response.meta.get(META) if response is not None else None
-        if not info:
-            return None, True
-        refused = Decision(**info["store"]).at("response", response.url) if info["store"] else None  # type: ignore[union-attr]
-        return refused, info["follow"]
-
-    def _keep(self, obj: Any, response: Response, refused: Decision | None, follow: bool, state: dict[str, bool]) -> bool:
-        if isinstance(obj, Request):
-            if not follow:
-                self.crawler.stats.inc_value("compliance/optouts/nofollow_dropped")
-            return follow
-        if refused is not None:
-            if not state.get("counted"):
-                state["counted"] = True
-                self.runtime.refuse(refused)
-            return False
-        return True
-
-    def process_spider_output(self, response: Response, result: Iterable[Any]) -> Iterable[Any]:
-        refused, follow = self._restrictions(response)
-        if refused is None and follow:
-            return result  # the common case costs no extra generator layer
-        state: dict[str, bool] = {}
-        return (obj for obj in result if self._keep(obj, response, refused, follow, state))
-
-    async def process_spider_output_async(self, response: Response, result: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        refused, follow = self._restrictions(response)
-        state: dict[str, bool] = {}
-        async for obj in result:
-            if self._keep(obj, response, refused, follow, state):
-                yield obj
+    def get_processed_item(self, item: Any, response: Response | None) -> Any:
+        if response is not None:
+            info = response.meta.get(META)
+            if info is not None and info["store"] is not None:
+                if not response.meta.get(_REFUSAL_LOGGED):
+                    response.meta[_REFUSAL_LOGGED] = True
+                    self.runtime.refuse(Decision(**info["store"]).at("response", response.url))
+                return None
+        return item
