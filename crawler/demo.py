@@ -97,8 +97,8 @@ def main() -> int:
         if refusal["reason"].startswith("terms."):
             via = f" ({refusal['detail']})" if refusal["detail"] else ""
             print(f"  {refusal['url']}{via}  {refusal['reason']} at {refusal['gate']}\n    {refusal['rule']}\n    source: {refusal['source']}")
-    print("\n$ scrapy policy check https://www.facebook.com/some.profile")
-    check = scrapy_command(["policy", "check", "https://www.facebook.com/some.profile"])
+    print("\n$ scrapy policy check http://www.facebook.com/")
+    check = scrapy_command(["policy", "check", "http://www.facebook.com/"], settings={"COMPLIANCE_STORE": store_url})
     print("  " + check.stdout.strip().replace("\n", "\n  "))
     print(f"\nDone in {time.monotonic() - started:.1f}s. Store: {store_path.relative_to(root)}")
     return 0
