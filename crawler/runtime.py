@@ -6,9 +6,12 @@ logged, counted and recorded in one place, so every gate reports the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from scrapy.exceptions import IgnoreRequest
 from weakref import WeakKeyDictionary
 
 from crawler.compliance.domains import host_of, registered_domain
@@ -17,6 +20,7 @@ from crawler.compliance.store import Store, item_row, utcnow
 from crawler.config import Config, ConfigError
 
 if TYPE_CHECKING:
+    from scrapy import Request
     from scrapy.crawler import Crawler
 
     from crawler.compliance.decision import Decision
@@ -69,6 +73,15 @@ class ComplianceRuntime:
         return not errors
 
     # -- refusals -----------------------------------------------------------
+
+    def refuse_request(self, decision: Decision, gate: str, request: Request) -> NoReturn:
+        """Stamp ``decision`` with its gate and URL, report it once, and drop ``request``."""
+        decision = decision.at(gate, request.url)
+        redirected_from = request.meta.get("redirect_urls")
+        if redirected_from and not decision.detail:
+            decision = dataclasses.replace(decision, detail=f"redirect target of {redirected_from[0]}")
+        self.refuse(decision)
+        raise IgnoreRequest(str(decision))
 
     def refuse(self, decision: Decision) -> None:
         """Log, count and record one refusal (each refusal is reported once)."""

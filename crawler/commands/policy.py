@@ -74,7 +74,7 @@ class Command(ComplianceCommand):
         print(f"{'platform':<12} {'collection':<19} {'consent today':<15} domains")
         for loaded in sorted(policies.platforms, key=lambda p: p.policy.id):
             policy = loaded.policy
-            valid = [c for c in policy.consents if c.valid_from <= today <= c.valid_until]
+            valid = [c for c in policy.consents if c.state(today) == "valid"]
             state = "n/a" if policy.collection != "consent-required" else (f"{len(valid)} valid" if valid else "none")
             print(f"{policy.id:<12} {policy.collection:<19} {state:<15} {', '.join(policy.domains)}")
         default = policies.default
@@ -108,27 +108,24 @@ class Command(ComplianceCommand):
             raise CommandFailed(f"{url!r} is not an absolute http(s) URL")
         policies = self.load()
         today = datetime.now(UTC).date()
-        layers = []
-        image = url_decision(url)
-        layers.append(("schedule", "images", image))
         terms = policies.decide(url, today)
-        layers.append(("schedule", "terms", terms))
+        layers = [("schedule", "images", url_decision(url)), ("schedule", "terms", terms)]
         host = urlsplit(url).hostname or ""
         platform = policies.platform_for(host)
-        final = next((d for _, _, d in layers if not d.allowed), terms)
+        final_gate, final = next(((g, d) for g, _, d in layers if not d.allowed), ("schedule", terms))
         rate = policies.rate_for(host)
         seen = self.seen_by_crawls(url)
         report = {
             "url": url,
             "allowed": final.allowed,
-            "decision": final.at(next(g for g, _, d in layers if d is final), url).as_dict(),
+            "decision": final.at(final_gate, url).as_dict(),
             "platform": platform.policy.id if platform else None,
             "policies_version": policies.version,
             "rate": {"min_delay": rate.min_delay, "max_concurrency": rate.max_concurrency},
             "consents": [
                 {"reference": c.reference, "granted_by": c.granted_by, "paths": c.paths,
                  "valid_from": str(c.valid_from), "valid_until": str(c.valid_until),
-                 "state": "valid" if c.valid_from <= today <= c.valid_until else ("expired" if c.valid_until < today else "not yet valid")}
+                 "state": c.state(today)}
                 for c in (platform.policy.consents if platform else [])
             ],
             "layers": [{"gate": g, "layer": name, **d.as_dict()} for g, name, d in layers],

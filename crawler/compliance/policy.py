@@ -22,7 +22,6 @@ from crawler.compliance.domains import registered_domain
 from crawler.compliance.patterns import matches
 from crawler.compliance.yamlfile import LoadedYaml, YamlSyntaxError, load_yaml
 
-SCHEMA_URL = "../schema.json"
 Purpose = Literal["search", "train-ai", "archive"]
 Collection = Literal["forbidden", "consent-required", "allowed-per-robots", "allowed"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the terms document as reviewed (hex)")]
@@ -55,6 +54,11 @@ class Consent(_Strict):
     purposes: list[Purpose] = Field(default_factory=list, description="empty: any purpose")
     valid_from: date
     valid_until: date
+
+    def state(self, today: date) -> Literal["valid", "expired", "not yet valid"]:
+        if today > self.valid_until:
+            return "expired"
+        return "valid" if today >= self.valid_from else "not yet valid"
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> Consent:
@@ -228,13 +232,14 @@ def _decide_platform(loaded: LoadedPolicy, path: str, query: str, today: date, p
             )
             if not in_scope:
                 continue
-            if consent.valid_from <= today <= consent.valid_until:
+            state = consent.state(today)
+            if state == "valid":
                 return Decision.allow(
                     "terms.consent",
                     rule=f"consent {consent.reference!r} from {consent.granted_by}, valid {consent.valid_from} to {consent.valid_until}",
                     source=loaded.source("consents", index),
                 )
-            if consent.valid_until < today and (expired is None or consent.valid_until > expired[1].valid_until):
+            if state == "expired" and (expired is None or consent.valid_until > expired[1].valid_until):
                 expired = (index, consent)
         if expired is not None:
             index, consent = expired

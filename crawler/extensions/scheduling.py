@@ -12,12 +12,10 @@ it also covers redirect targets.
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
-from scrapy.exceptions import IgnoreRequest
 
 from crawler.compliance.images import url_decision
 from crawler.runtime import ComplianceRuntime
@@ -44,9 +42,4 @@ class SchedulingGate:
             # forbidden policy never sees a request, not even for robots.txt.
             decision = self.runtime.policies.decide(request.url, datetime.now(UTC).date())
         if not decision.allowed:
-            decision = decision.at("schedule", request.url)
-            redirected_from = request.meta.get("redirect_urls")
-            if redirected_from:
-                decision = dataclasses.replace(decision, detail=f"redirect target of {redirected_from[0]}")
-            self.runtime.refuse(decision)
-            raise IgnoreRequest(str(decision))
+            self.runtime.refuse_request(decision, "schedule", request)

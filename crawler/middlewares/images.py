@@ -20,7 +20,7 @@ from crawler.runtime import ComplianceRuntime
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
-    from scrapy.http import Headers, Response
+    from scrapy.http import Headers
 
     from crawler.compliance.decision import Decision
 
@@ -44,9 +44,7 @@ class ImageDownloadGate:
     def process_request(self, request: Request) -> None:
         decision = url_decision(request.url)
         if not decision.allowed:
-            decision = decision.at("download", request.url)
-            self.runtime.refuse(decision)
-            raise IgnoreRequest(str(decision))
+            self.runtime.refuse_request(decision, "download", request)
 
     def process_exception(self, request: Request, exception: Exception) -> None:
         # Our own abort: already logged and counted once; end it quietly

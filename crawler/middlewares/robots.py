@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urljoin
 
 from scrapy import Request, signals
@@ -96,10 +96,8 @@ class RobotsTxtMiddleware:
             if usage:
                 request.meta["compliance_robots_usage"] = usage
 
-    def _refuse(self, decision: Decision, request: Request) -> None:
-        decision = decision.at("download", request.url)
-        self.runtime.refuse(decision)
-        raise IgnoreRequest(str(decision))
+    def _refuse(self, decision: Decision, request: Request) -> NoReturn:
+        self.runtime.refuse_request(decision, "download", request)
 
     async def _robots_file(self, origin: str, robots_url: str) -> RobotsFile:
         """Fetch once per origin; concurrent requests wait for the same fetch."""

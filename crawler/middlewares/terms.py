@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.httpobj import urlparse_cached
 
 from crawler.pacing import pace
@@ -34,9 +33,7 @@ class TermsMiddleware:
         policies = self.runtime.policies
         decision = policies.decide(request.url, datetime.now(UTC).date())
         if not decision.allowed:
-            decision = decision.at("download", request.url)
-            self.runtime.refuse(decision)
-            raise IgnoreRequest(str(decision))
+            self.runtime.refuse_request(decision, "download", request)
         rate = policies.rate_for(urlparse_cached(request).hostname or "")
         pace(self.crawler, request, rate.min_delay, rate.max_concurrency)
         request.meta["compliance_terms"] = {"reason": decision.reason, "source": decision.source, "policies": policies.version}
