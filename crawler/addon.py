@@ -47,6 +47,9 @@ EXTENSIONS = {
     # start requests and redirect targets included) never enters the queue.
     "crawler.extensions.scheduling.SchedulingGate": 0,
     "crawler.extensions.policywatch.PolicyWatcher": 0,
+    # Polls the notice registry, gates every transfer, records where the
+    # crawl writes and applies purges to its own files when it stops.
+    "crawler.extensions.notices.NoticeWatcher": 0,
 }
 
 

@@ -7,11 +7,14 @@ from typing import TYPE_CHECKING
 
 from scrapy.commands import ScrapyCommand
 
+from crawler.compliance.notices import Notice, NoticeSet, load_notice_files, merge_notices
 from crawler.compliance.store import Store, StoreError
 from crawler.config import DEFAULTS
 
 if TYPE_CHECKING:
     import argparse
+
+    from crawler.compliance.policy import PolicySet
 
 
 class CommandFailed(Exception):
@@ -38,6 +41,17 @@ class ComplianceCommand(ScrapyCommand):
 
     def execute(self, args: list[str], opts: argparse.Namespace) -> int | None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def notice_registry(self, policies: PolicySet) -> NoticeSet:
+        """The notices in force as a crawl would see them: the store's registry and the notice files."""
+        assert self.settings is not None
+        directory = str(self.settings.get("COMPLIANCE_POLICY_DIR") or DEFAULTS["COMPLIANCE_POLICY_DIR"])
+        files, errors = load_notice_files(directory, [p.policy.id for p in policies.platforms])
+        if errors:
+            raise CommandFailed("invalid notice files:\n" + "\n".join(errors))
+        rows = self.open_store().notice_rows()
+        from_store = [(Notice.model_validate(r.data), r.resolved_domains) for r in rows]
+        return NoticeSet.build(merge_notices(files, from_store, policies), "cli")
 
     def open_store(self) -> Store:
         assert self.settings is not None

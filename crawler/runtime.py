@@ -9,14 +9,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from scrapy.exceptions import IgnoreRequest
 from weakref import WeakKeyDictionary
 
 from crawler.compliance.domains import host_of, registered_domain
+from crawler.compliance.notices import LoadedNotice, Notice, NoticeSet, load_notice_files, merge_notices
 from crawler.compliance.policy import PolicySet, load_policies
-from crawler.compliance.store import Store, item_row, utcnow
+from crawler.compliance.store import NoticeRow, Store, StoreError, item_row, utcnow
 from crawler.config import Config, ConfigError
 
 if TYPE_CHECKING:
@@ -36,9 +38,17 @@ class ComplianceRuntime:
         self.config = Config.from_settings(crawler.settings)
         self.policies: PolicySet = load_policies_or_fail(self.config.policy_dir)
         self._store: Store | None = None
+        # The notice registry: files in POLICY_DIR/notices (checked now, fail
+        # closed) and the store's registry (read when the crawl opens, then
+        # polled by crawler.extensions.notices).
+        self._notice_files: list[LoadedNotice] = load_notices_or_fail(self.config.policy_dir, self.policies)
+        self._store_notices: list[tuple[Notice, list[str]]] = []
+        self.registry_version: int | None = None
+        self.notices: NoticeSet = self._build_notices()
         self._items: list[dict[str, Any]] = []
         self._refusals: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
+        self._pending_write: list[dict[str, Any]] = []
 
     @classmethod
     def of(cls, crawler: Crawler) -> ComplianceRuntime:
@@ -72,6 +82,69 @@ class ComplianceRuntime:
                 self.crawler.stats.inc_value("compliance/policies/reloaded")
         return not errors
 
+    # -- notices ------------------------------------------------------------
+
+    def _build_notices(self) -> NoticeSet:
+        active = merge_notices(self._notice_files, self._store_notices, self.policies)
+        return NoticeSet.build(active, f"r{self.registry_version}/{len(self._notice_files)}")
+
+    def _adopt_registry(self, version: int, rows: list[NoticeRow]) -> None:
+        store_notices = []
+        for row in rows:
+            try:
+                store_notices.append((Notice.model_validate(row.data), row.resolved_domains))
+            except ValueError as exc:
+                # Fail closed: a notice we cannot read still blocks its domains.
+                logger.error("Notice %s in the store is invalid (%s); blocking its recorded domains", row.id, exc)
+                store_notices.append((_fallback_notice(row), row.resolved_domains))
+        before = {n.notice.id for n in self.notices.notices}
+        self._store_notices = store_notices
+        self.registry_version = version
+        self.notices = self._build_notices()
+        for active in self.notices.notices:
+            if active.notice.id not in before:
+                logger.warning(
+                    "Notice %s in force: %s from %s; refusing every request in scope (registry version %s)",
+                    active.notice.id, active.notice.scope.describe(), active.notice.sender_name, version,
+                    extra={"spider": self.crawler.spider},
+                )  # fmt: skip
+        if self.crawler.stats is not None:
+            self.crawler.stats.set_value("compliance/notices/registry_version", version)
+            self.crawler.stats.set_value("compliance/notices/in_force", len(self.notices.notices))
+
+    def refresh_notices(self) -> bool:
+        """Read the registry version from the store; reload the notices if it moved. True on a change."""
+        version = self.store.registry_version()
+        if version == self.registry_version:
+            return False
+        self._adopt_registry(version, self.store.notice_rows())
+        return True
+
+    def reload_notice_files(self) -> None:
+        loaded, errors = load_notice_files(self.config.policy_dir, (p.policy.id for p in self.policies.platforms))
+        if errors:
+            # Keep the previous version of a broken file; add new valid ones.
+            logger.error("Notice files are invalid; their last valid versions stay in force:\n%s", "\n".join(errors))
+            known = {n.notice.id for n in loaded}
+            broken_paths = {e.split(":", 1)[0] for e in errors}
+            loaded += [n for n in self._notice_files if n.notice.id not in known and n.path in broken_paths]
+        self._notice_files = loaded
+        self.notices = self._build_notices()
+
+    def _filter_batch(self, version: int, rows: list[NoticeRow]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Called inside the store's write transaction when a notice arrived since the last poll."""
+        self._adopt_registry(version, rows)
+        kept, refused = [], []
+        for row in self._pending_write:
+            decision = self.notices.decide(row["url"])
+            if decision.allowed:
+                kept.append(row)
+                continue
+            decision = decision.at("store", row["url"])
+            self._report(decision)
+            refused.append(self._refusal_row(decision))
+        return kept, refused
+
     # -- refusals -----------------------------------------------------------
 
     def refuse_request(self, decision: Decision, gate: str, request: Request) -> NoReturn:
@@ -85,13 +158,20 @@ class ComplianceRuntime:
 
     def refuse(self, decision: Decision) -> None:
         """Log, count and record one refusal (each refusal is reported once)."""
+        self._report(decision)
+        self._refusals.append(self._refusal_row(decision))
+        self._maybe_flush()
+
+    def _report(self, decision: Decision) -> None:
         logger.info("Refused %s", decision, extra={"spider": self.crawler.spider})
         stats = self.crawler.stats
         if stats is not None:
             stats.inc_value(f"compliance/refused/{decision.reason}")
             stats.inc_value("compliance/refused")
+
+    def _refusal_row(self, decision: Decision) -> dict[str, Any]:
         host = host_of(decision.url)
-        self._refusals.append(
+        return (
             {
                 "crawl_id": self.config.crawl_id,
                 "at": utcnow(),
@@ -105,7 +185,6 @@ class ComplianceRuntime:
                 "detail": decision.detail,
             }
         )
-        self._maybe_flush()
 
     # -- items --------------------------------------------------------------
 
@@ -126,10 +205,32 @@ class ComplianceRuntime:
         self._items, self._refusals = [], []
         self._last_flush = time.monotonic()
         if item_rows or refusal_rows:
-            self.store.write(item_rows, refusal_rows)
+            self._pending_write = item_rows
+            try:
+                written = self.store.write(item_rows, refusal_rows, self.registry_version, self._filter_batch)
+            finally:
+                self._pending_write = []
             if self.crawler.stats is not None:
-                self.crawler.stats.inc_value("compliance/store/items_written", len(item_rows))
+                self.crawler.stats.inc_value("compliance/store/items_written", written)
                 self.crawler.stats.inc_value("compliance/store/batches")
+
+
+def load_notices_or_fail(directory: str, policies: PolicySet) -> list[LoadedNotice]:
+    """The notice files in ``directory``/notices, or a ConfigError listing every problem."""
+    loaded, errors = load_notice_files(directory, (p.policy.id for p in policies.platforms))
+    if errors:
+        raise ConfigError("invalid notice files (COMPLIANCE_POLICY_DIR/notices):\n" + "\n".join(errors))
+    return loaded
+
+
+def _fallback_notice(row: NoticeRow) -> Notice:
+    from crawler.compliance.notices import Scope
+
+    return Notice(
+        id=row.id, sender_name=str(row.data.get("sender_name") or "unknown"), date_received=row.recorded_at.date(),
+        scope=Scope(domains=sorted({*row.resolved_domains, *((row.data.get("scope") or {}).get("domains") or [])}) or ["invalid"]),
+        effective_at=row.recorded_at if row.recorded_at.tzinfo else row.recorded_at.replace(tzinfo=UTC),
+    )  # fmt: skip
 
 
 def load_policies_or_fail(directory: str) -> PolicySet:

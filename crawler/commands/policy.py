@@ -12,6 +12,7 @@ from scrapy.exceptions import UsageError
 
 from crawler.cli import CommandFailed, ComplianceCommand
 from crawler.compliance.images import url_decision
+from crawler.compliance.notices import load_notice_files
 from crawler.compliance.policy import PolicySet, json_schema, load_policies
 from crawler.compliance.store import StoreError
 from crawler.config import DEFAULTS
@@ -60,12 +61,19 @@ class Command(ComplianceCommand):
 
     def validate(self, directory: str) -> int:
         policies, errors = load_policies(directory)
-        if policies is None:
+        platform_ids = [p.policy.id for p in policies.platforms] if policies is not None else None
+        notices, notice_errors = load_notice_files(directory, platform_ids)
+        errors = [*errors, *notice_errors]
+        if errors:
             for error in errors:
                 print(error)
             print(f"{len(errors)} error(s) in {directory}")
             return 1
-        print(f"{directory}: valid ({len(policies.platforms)} platform policies, version {policies.version})")
+        assert policies is not None
+        print(
+            f"{directory}: valid ({len(policies.platforms)} platform policies, {len(notices)} notices, "
+            f"version {policies.version})"
+        )
         return 0
 
     def list(self) -> int:
@@ -109,7 +117,8 @@ class Command(ComplianceCommand):
         policies = self.load()
         today = datetime.now(UTC).date()
         terms = policies.decide(url, today)
-        layers = [("schedule", "images", url_decision(url)), ("schedule", "terms", terms)]
+        notices = self.notice_registry(policies)
+        layers = [("schedule", "notices", notices.decide(url)), ("schedule", "images", url_decision(url)), ("schedule", "terms", terms)]
         host = urlsplit(url).hostname or ""
         platform = policies.platform_for(host)
         final_gate, final = next(((g, d) for g, _, d in layers if not d.allowed), ("schedule", terms))
@@ -138,7 +147,7 @@ class Command(ComplianceCommand):
             print(f"{url}\n  {'ALLOWED' if final.allowed else 'REFUSED'}: {final.reason}")
             for gate, name, decision in layers:
                 verdict = "allow " if decision.allowed else "REFUSE"
-                print(f"  [{gate:<8}] {name:<7} {verdict} {decision.reason}")
+                print(f"  [{gate:<8}] {name:<8} {verdict} {decision.reason}")
                 if decision.rule:
                     print(f"             rule:   {decision.rule}")
                 if decision.source:

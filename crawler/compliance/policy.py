@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from crawler.compliance.decision import Decision
 from crawler.compliance.domains import registered_domain
 from crawler.compliance.patterns import matches
-from crawler.compliance.yamlfile import LoadedYaml, YamlSyntaxError, load_yaml
+from crawler.compliance.modelfile import Strict, parse_model_file
+from crawler.compliance.yamlfile import LoadedYaml
 
 Purpose = Literal["search", "train-ai", "archive"]
 Collection = Literal["forbidden", "consent-required", "allowed-per-robots", "allowed"]
@@ -30,8 +31,7 @@ PathPattern = Annotated[
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+_Strict = Strict
 
 
 class Terms(_Strict):
@@ -130,37 +130,6 @@ class LoadedPolicy:
 
     def source(self, *loc: str | int) -> str:
         return f"{self.path}:{LoadedYaml(self.path, None, self.lines).line_of(loc)}"
-
-
-_SECTION_MODELS: dict[str, type[BaseModel]] = {"terms": Terms, "consents": Consent, "paths": PathRule, "rate": Rate}
-
-
-def _accepted_fields(loc: tuple[str | int, ...], top: type[BaseModel]) -> str:
-    sections = [part for part in loc[:-1] if isinstance(part, str)]
-    model = _SECTION_MODELS.get(sections[-1], top) if sections else top
-    return ", ".join(model.model_fields)
-
-
-def _describe(error: dict[str, Any], top: type[BaseModel] = BaseModel) -> str:
-    kind, message, given = error["type"], error["msg"], error.get("input")
-    if kind == "extra_forbidden":
-        return f"unknown field; accepted here: {_accepted_fields(tuple(error['loc']), top)}"
-    if kind == "missing":
-        return "required field is missing"
-    message = message.removeprefix("Value error, ")
-    if kind == "literal_error":
-        message = "must be " + message.removeprefix("Input should be ")
-    return f"{message} (got {given!r})" if kind not in ("value_error",) and not isinstance(given, dict) else message
-
-
-def _validation_errors(loaded: LoadedYaml, exc: ValidationError, top: type[BaseModel]) -> list[str]:
-    found = []
-    for error in exc.errors():
-        loc = tuple(error["loc"])
-        path = ".".join(str(part) for part in loc) or "(file)"
-        line = loaded.line_of(loc)
-        found.append((line, f"{loaded.path}:{line}: {path}: {_describe(error, top)}"))
-    return [message for _, message in sorted(found, key=lambda pair: pair[0])]
 
 
 @dataclass(frozen=True)
@@ -292,28 +261,12 @@ def load_policies(directory: str | Path, fallback: PolicySet | None = None) -> t
 
 def _parse_file(path: Path, is_default: bool, errors: list[str]) -> Any:
     """One file's DefaultPolicy or LoadedPolicy, or None with its errors appended."""
-    name = str(path)
-    if not path.is_file():
-        errors.append(f"{name}:1: (file): missing; every policy directory needs a default.yaml with a rate")
-        return None
-    try:
-        loaded = load_yaml(name, path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        errors.append(f"{name}:1: (file): not UTF-8 text (byte {exc.start})")
-        return None
-    except YamlSyntaxError as exc:
-        errors.append(str(exc))
-        return None
-    if not isinstance(loaded.data, dict):
-        errors.append(f"{name}:1: (file): expected a mapping of fields, got {type(loaded.data).__name__}")
-        return None
     model: type[BaseModel] = DefaultPolicy if is_default else PlatformPolicy
-    try:
-        parsed = model.model_validate(loaded.data)
-    except ValidationError as exc:
-        errors.extend(_validation_errors(loaded, exc, model))
+    parsed = parse_model_file(path, model, errors, "missing; every policy directory needs a default.yaml with a rate")
+    if parsed is None:
         return None
-    return parsed if is_default else LoadedPolicy(parsed, name, loaded.lines)
+    instance, loaded = parsed
+    return instance if is_default else LoadedPolicy(instance, str(path), loaded.lines)
 
 
 def _assemble(
@@ -352,11 +305,16 @@ def json_schema() -> dict[str, Any]:
     """The JSON Schema of policy files (platform or default), from the models."""
     from pydantic.json_schema import models_json_schema
 
-    _, defs = models_json_schema([(PlatformPolicy, "validation"), (DefaultPolicy, "validation")], title="Compliance policy file")
+    from crawler.compliance.notices import Notice
+
+    _, defs = models_json_schema(
+        [(PlatformPolicy, "validation"), (DefaultPolicy, "validation"), (Notice, "validation")], title="Compliance policy file"
+    )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Compliance policy file",
-        "description": "policies/default.yaml (DefaultPolicy) or policies/platforms/*.yaml (PlatformPolicy)",
-        "anyOf": [{"$ref": "#/$defs/PlatformPolicy"}, {"$ref": "#/$defs/DefaultPolicy"}],
+        "description": "policies/default.yaml (DefaultPolicy), policies/platforms/*.yaml (PlatformPolicy) "
+        "or policies/notices/*.yaml (Notice)",
+        "anyOf": [{"$ref": "#/$defs/PlatformPolicy"}, {"$ref": "#/$defs/DefaultPolicy"}, {"$ref": "#/$defs/Notice"}],
         **defs,
     }

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 
-SCHEMA_VERSION = 1
+from crawler.compliance.ledger import GENESIS, Entry, canonical_json, entry_hash
+
+#: 1: crawls, items, refusals. 2: notices, the ledger, purges, crawl outputs and presence
+#: (new tables only, so a version-1 store is upgraded by creating them).
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -77,7 +82,96 @@ store_meta = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+notices = sa.Table(
+    "notices",
+    metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("effective_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # The notice as filed (Lumen fields and ours), and the domains its
+    # platform covered when it was filed (kept even if the policy changes).
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("resolved_domains", sa.JSON, nullable=False, default=list),
+    sa.Column("file", sa.Text, nullable=False, default=""),
+)
+
+ledger = sa.Table(
+    "ledger",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.String(40), nullable=False),
+    sa.Column("kind", sa.String(60), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+purges = sa.Table(
+    "purges",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("notice_id", sa.String(128), index=True),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("operator", sa.Text, nullable=False, default=""),
+    sa.Column("scope", sa.JSON, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.String(20), nullable=False),  # running, done
+    sa.Column("receipt", sa.JSON),
+    sa.Column("ledger_seq", sa.Integer),
+    sa.Column("ledger_hash", sa.String(64)),
+)
+
+purge_steps = sa.Table(
+    "purge_steps",
+    metadata,
+    sa.Column("purge_id", sa.String(40), primary_key=True),
+    sa.Column("location", sa.String(1000), primary_key=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    # done, manual_action_required, deferred (a running crawl owns it), pending
+    sa.Column("status", sa.String(40), nullable=False),
+    sa.Column("count", sa.Integer, nullable=False, default=0),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+crawl_outputs = sa.Table(
+    "crawl_outputs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("crawl_id", sa.String(64), nullable=False, index=True),
+    sa.Column("machine", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),  # feed, httpcache, jobdir
+    sa.Column("location", sa.Text, nullable=False),
+    sa.Column("options", sa.JSON, nullable=False, default=dict),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+crawl_presence = sa.Table(
+    "crawl_presence",
+    metadata,
+    sa.Column("crawl_id", sa.String(64), primary_key=True),
+    sa.Column("machine", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("closed", sa.Boolean, nullable=False, default=False),
+)
+
+#: A crawl whose heartbeat is older than this is taken for dead (killed, crashed).
+PRESENCE_TIMEOUT = 10.0
+
 ITEM_COLUMNS = ("url", "host", "domain", "title", "text", "fetched_at", "crawl_id")
+
+
+@dataclass(frozen=True)
+class NoticeRow:
+    id: str
+    data: dict[str, Any]
+    resolved_domains: list[str]
+    file: str
+    recorded_at: datetime
 
 
 class StoreError(RuntimeError):
@@ -106,7 +200,11 @@ def _enable_sqlite_concurrency(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads (Store._read) start a deferred transaction: in WAL mode they
+        # never wait for a writer, so a crawl polling the notice registry is
+        # not held up by a purge deleting a large chunk.
+        read_only = connection.get_execution_options().get("compliance_read", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _like_escape(text: str) -> str:
@@ -167,16 +265,27 @@ class Store:
                     ).scalar()
                     if found is None:
                         conn.execute(store_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                    elif int(found) < SCHEMA_VERSION:
+                        conn.execute(
+                            store_meta.update().where(store_meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
+                        )
                     elif int(found) > SCHEMA_VERSION:
                         raise StoreError(
                             f"COMPLIANCE_STORE: the store at {self.url} has schema version {found}, "
                             f"newer than this program's {SCHEMA_VERSION}; upgrade the program"
                         )
+                    for key in ("registry_version", "ledger_head"):
+                        if conn.execute(sa.select(store_meta.c.key).where(store_meta.c.key == key)).first() is None:
+                            conn.execute(store_meta.insert().values(key=key, value="0" if key == "registry_version" else ""))
                 return
             except (OperationalError, ProgrammingError, sa.exc.IntegrityError) as exc:
                 if attempt == 4:
                     raise StoreError(f"COMPLIANCE_STORE: cannot open {self.url}: {exc.orig}") from None
                 time.sleep(0.05 * (attempt + 1))
+
+    def _read(self) -> sa.Connection:
+        """A connection for reading only (on SQLite it never takes the write lock)."""
+        return self.engine.connect().execution_options(compliance_read=True)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -200,20 +309,312 @@ class Store:
             )
 
     def last_crawl_id(self) -> str | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(sa.select(crawls.c.id).order_by(crawls.c.started_at.desc()).limit(1)).scalar()
 
     # -- writes -------------------------------------------------------------
 
-    def write(self, item_rows: list[dict[str, Any]], refusal_rows: list[dict[str, Any]]) -> None:
-        """Insert a batch in one transaction: all of it lands, or none."""
+    def write(
+        self,
+        item_rows: list[dict[str, Any]],
+        refusal_rows: list[dict[str, Any]],
+        known_registry: int | None = None,
+        on_new_registry: Callable[[int, list[NoticeRow]], tuple[list[dict[str, Any]], list[dict[str, Any]]]] | None = None,
+    ) -> int:
+        """Insert a batch in one transaction: all of it lands, or none. Returns the items written.
+
+        With ``known_registry`` (the notice registry version the writer has
+        seen), the registry version is read inside the same transaction,
+        under a lock that ``notice add`` must wait for (SQLite: BEGIN
+        IMMEDIATE; PostgreSQL: FOR SHARE on the row it updates). If a notice
+        arrived since, ``on_new_registry`` gets the new version and the
+        notices and returns the rows still allowed. So a batch either lands
+        before the notice (and its purge, which runs after, deletes it) or is
+        filtered by it: after ``notice add`` returns, nothing in scope lands.
+        """
         if not item_rows and not refusal_rows:
-            return
+            return 0
         with self.engine.begin() as conn:
+            if item_rows and known_registry is not None and on_new_registry is not None:
+                version = self._registry_version(conn, lock=True)
+                if version != known_registry:
+                    item_rows, refused = on_new_registry(version, self._notice_rows(conn))
+                    refusal_rows = [*refusal_rows, *refused]
             if item_rows:
                 conn.execute(items.insert(), item_rows)
             if refusal_rows:
                 conn.execute(refusals.insert(), refusal_rows)
+        return len(item_rows)
+
+    # -- notice registry ------------------------------------------------------
+
+    def _registry_version(self, conn: sa.Connection, *, lock: bool = False) -> int:
+        query = sa.select(store_meta.c.value).where(store_meta.c.key == "registry_version")
+        if lock:
+            query = query.with_for_update(read=True)
+        return int(conn.execute(query).scalar() or 0)
+
+    def registry_version(self) -> int:
+        """Bumped by every notice added or withdrawn; crawls poll it (one indexed row)."""
+        with self._read() as conn:
+            return self._registry_version(conn)
+
+    def _bump_registry(self, conn: sa.Connection) -> int:
+        current = int(
+            conn.execute(
+                sa.select(store_meta.c.value).where(store_meta.c.key == "registry_version").with_for_update()
+            ).scalar()
+            or 0
+        )
+        conn.execute(store_meta.update().where(store_meta.c.key == "registry_version").values(value=str(current + 1)))
+        return current + 1
+
+    def _notice_rows(self, conn: sa.Connection) -> list[NoticeRow]:
+        rows = conn.execute(sa.select(notices).order_by(notices.c.recorded_at, notices.c.id)).mappings().all()
+        return [NoticeRow(r["id"], r["data"], list(r["resolved_domains"] or []), r["file"], r["recorded_at"]) for r in rows]
+
+    def notice_rows(self) -> list[NoticeRow]:
+        with self._read() as conn:
+            return self._notice_rows(conn)
+
+    def notice_row(self, notice_id: str) -> NoticeRow | None:
+        return next((r for r in self.notice_rows() if r.id == notice_id), None)
+
+    def add_notice(
+        self, record: dict[str, Any], resolved_domains: list[str], file: str, operator: str
+    ) -> tuple[bool, Entry | None]:
+        """Record a notice, bump the registry and append ``notice.added`` to the ledger, atomically.
+
+        Adding the same notice again (same id, same content) changes nothing
+        and returns ``(False, None)``, so a killed ``notice add`` can be run
+        again; the same id with other content is refused.
+        """
+        with self.engine.begin() as conn:
+            existing = conn.execute(sa.select(notices.c.data).where(notices.c.id == record["id"])).scalar()
+            if existing is not None:
+                if canonical_json(existing) == canonical_json(record):
+                    return False, None
+                raise StoreError(f"notice {record['id']!r} is already recorded with other content; choose another --id")
+            now = utcnow()
+            conn.execute(
+                notices.insert().values(
+                    id=record["id"], status=record["status"], effective_at=datetime.fromisoformat(record["effective_at"]),
+                    recorded_at=now, updated_at=now, data=record, resolved_domains=resolved_domains, file=file,
+                )
+            )  # fmt: skip
+            version = self._bump_registry(conn)
+            entry = self._append_ledger(
+                conn, "notice.added",
+                {"notice": record, "resolved_domains": resolved_domains, "operator": operator, "registry_version": version},
+            )  # fmt: skip
+        return True, entry
+
+    def withdraw_notice(self, notice_id: str, record: dict[str, Any], operator: str, reason: str) -> Entry:
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                notices.update()
+                .where(notices.c.id == notice_id, notices.c.status == "active")
+                .values(status="withdrawn", data=record, updated_at=utcnow())
+            ).rowcount
+            if not updated:
+                raise StoreError(f"notice {notice_id!r} is not an active notice in the store")
+            version = self._bump_registry(conn)
+            return self._append_ledger(
+                conn, "notice.withdrawn",
+                {"notice_id": notice_id, "withdrawn_at": record.get("withdrawn_at"), "operator": operator,
+                 "reason": reason, "registry_version": version, "purged_data_restored": False},
+            )  # fmt: skip
+
+    # -- ledger ---------------------------------------------------------------
+
+    def _append_ledger(self, conn: sa.Connection, kind: str, payload: Any) -> Entry:
+        """Append one entry inside the caller's transaction (serialised by the head row's lock)."""
+        head = conn.execute(
+            sa.select(store_meta.c.value).where(store_meta.c.key == "ledger_head").with_for_update()
+        ).scalar()
+        if head:
+            seq_text, prev_hash = head.split(":", 1)
+            seq = int(seq_text) + 1
+        else:
+            seq, prev_hash = 1, GENESIS
+        payload = json.loads(canonical_json(payload))
+        at = utcnow().isoformat(timespec="microseconds")
+        digest = entry_hash(seq, at, kind, payload, prev_hash)
+        entry = Entry(seq, at, kind, canonical_json(payload), prev_hash, digest)
+        conn.execute(ledger.insert().values(seq=seq, at=at, kind=kind, payload=entry.payload, prev_hash=prev_hash, hash=digest))
+        conn.execute(store_meta.update().where(store_meta.c.key == "ledger_head").values(value=f"{seq}:{digest}"))
+        return entry
+
+    def append_ledger(self, kind: str, payload: Any) -> Entry:
+        with self.engine.begin() as conn:
+            return self._append_ledger(conn, kind, payload)
+
+    def ledger_entries(self) -> Iterator[Entry]:
+        """Every entry in sequence order, read in pages (the ledger can be long)."""
+        last = 0
+        while True:
+            with self._read() as conn:
+                rows = conn.execute(sa.select(ledger).where(ledger.c.seq > last).order_by(ledger.c.seq).limit(1000)).all()
+            if not rows:
+                return
+            for row in rows:
+                last = row.seq
+                yield Entry(row.seq, row.at, row.kind, row.payload, row.prev_hash, row.hash)
+
+    def ledger_head(self) -> tuple[int, str] | None:
+        with self._read() as conn:
+            head = conn.execute(sa.select(store_meta.c.value).where(store_meta.c.key == "ledger_head")).scalar()
+        if not head:
+            return None
+        seq, digest = head.split(":", 1)
+        return int(seq), digest
+
+    def last_ledger_payload(self, kind: str, key: str, value: str) -> dict[str, Any] | None:
+        """The newest ``kind`` entry whose payload has ``key == value`` (e.g. a platform's consents)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(ledger.c.payload).where(ledger.c.kind == kind).order_by(ledger.c.seq.desc())
+            ).scalars()
+            for text in rows:
+                payload = json.loads(text)
+                if payload.get(key) == value:
+                    return payload
+        return None
+
+    # -- purges ---------------------------------------------------------------
+
+    def start_purge(self, purge_id: str, notice_id: str | None, reason: str, operator: str, scope: dict[str, Any]) -> Entry:
+        with self.engine.begin() as conn:
+            conn.execute(
+                purges.insert().values(
+                    id=purge_id, notice_id=notice_id, reason=reason, operator=operator, scope=scope,
+                    started_at=utcnow(), status="running",
+                )
+            )  # fmt: skip
+            return self._append_ledger(
+                conn, "purge.started",
+                {"purge_id": purge_id, "notice_id": notice_id, "reason": reason, "operator": operator, "scope": scope},
+            )  # fmt: skip
+
+    def unfinished_purge(self, notice_id: str | None, scope: dict[str, Any]) -> dict[str, Any] | None:
+        """A purge of the same notice (or the same scope) that was started and never completed."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(purges).where(purges.c.status == "running").order_by(purges.c.started_at)).mappings().all()
+        for row in rows:
+            if (notice_id and row["notice_id"] == notice_id) or (
+                not notice_id and not row["notice_id"] and canonical_json(row["scope"]) == canonical_json(scope)
+            ):
+                return dict(row)
+        return None
+
+    def purge_record(self, purge_id: str) -> dict[str, Any] | None:
+        with self._read() as conn:
+            row = conn.execute(sa.select(purges).where(purges.c.id == purge_id)).mappings().first()
+        return dict(row) if row is not None else None
+
+    def purges(self, notice_id: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(purges).order_by(purges.c.started_at)
+        if notice_id:
+            query = query.where(purges.c.notice_id == notice_id)
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(query).mappings().all()]
+
+    def _add_to_step(
+        self, conn: sa.Connection, purge_id: str, location: str, kind: str, count: int, status: str, detail: str = ""
+    ) -> None:
+        where = (purge_steps.c.purge_id == purge_id) & (purge_steps.c.location == location)
+        updated = conn.execute(
+            purge_steps.update().where(where).values(count=purge_steps.c.count + count, status=status, detail=detail, updated_at=utcnow())
+        ).rowcount
+        if not updated:
+            conn.execute(
+                purge_steps.insert().values(
+                    purge_id=purge_id, location=location, kind=kind, count=count, status=status, detail=detail, updated_at=utcnow()
+                )
+            )
+
+    def record_step(self, purge_id: str, location: str, kind: str, count: int, status: str, detail: str = "") -> None:
+        """Add ``count`` to a location's tally (committed right after the location changed)."""
+        with self.engine.begin() as conn:
+            self._add_to_step(conn, purge_id, location, kind, count, status, detail)
+
+    def purge_steps(self, purge_id: str) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute(sa.select(purge_steps).where(purge_steps.c.purge_id == purge_id).order_by(purge_steps.c.location))
+            return [dict(r) for r in rows.mappings().all()]
+
+    def delete_items_chunk(self, condition: sa.ColumnElement[bool], purge_id: str, location: str, limit: int) -> int:
+        """Delete up to ``limit`` matching items and add the count to the step, in one transaction."""
+        with self.engine.begin() as conn:
+            ids = sa.select(items.c.id).where(condition).order_by(items.c.id).limit(limit).scalar_subquery()
+            deleted = conn.execute(items.delete().where(items.c.id.in_(ids))).rowcount
+            if deleted:
+                self._add_to_step(conn, purge_id, location, "store", deleted, "pending")
+            return int(deleted)
+
+    def matching_item_ids(self, condition: sa.ColumnElement[bool], after: int, limit: int) -> list[tuple[int, str]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(items.c.id, items.c.url).where(condition, items.c.id > after).order_by(items.c.id).limit(limit)
+            ).all()
+        return [(int(i), u) for i, u in rows]
+
+    def delete_item_ids(self, ids: list[int], purge_id: str, location: str) -> int:
+        with self.engine.begin() as conn:
+            deleted = conn.execute(items.delete().where(items.c.id.in_(ids))).rowcount
+            if deleted:
+                self._add_to_step(conn, purge_id, location, "store", deleted, "pending")
+            return int(deleted)
+
+    def count_matching(self, condition: sa.ColumnElement[bool]) -> int:
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(items).where(condition)).scalar_one())
+
+    def finish_purge(self, purge_id: str, receipt: dict[str, Any]) -> Entry:
+        """Mark the purge done and append its receipt to the ledger, in one transaction."""
+        with self.engine.begin() as conn:
+            entry = self._append_ledger(conn, "purge.completed", receipt)
+            conn.execute(
+                purges.update().where(purges.c.id == purge_id).values(
+                    status="done", finished_at=datetime.fromisoformat(receipt["finished_at"]), receipt=receipt,
+                    ledger_seq=entry.seq, ledger_hash=entry.hash,
+                )
+            )  # fmt: skip
+        return entry
+
+    # -- where crawls wrote, and which crawls are running ----------------------
+
+    def record_output(self, crawl_id: str, machine: str, kind: str, location: str, options: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                crawl_outputs.insert().values(
+                    crawl_id=crawl_id, machine=machine, kind=kind, location=location, options=options, recorded_at=utcnow()
+                )
+            )
+
+    def outputs(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(sa.select(crawl_outputs).order_by(crawl_outputs.c.id)).mappings().all()]
+
+    def heartbeat(self, crawl_id: str, machine: str, pid: int, *, closed: bool = False) -> None:
+        with self.engine.begin() as conn:
+            values = {"machine": machine, "pid": pid, "heartbeat_at": utcnow(), "closed": closed}
+            if not conn.execute(crawl_presence.update().where(crawl_presence.c.crawl_id == crawl_id).values(**values)).rowcount:
+                conn.execute(crawl_presence.insert().values(crawl_id=crawl_id, **values))
+
+    def running_crawls(self, timeout: float = PRESENCE_TIMEOUT) -> dict[str, dict[str, Any]]:
+        """Crawls not closed whose heartbeat is fresh: they own their outputs until they close."""
+        cutoff = utcnow().timestamp() - timeout
+        with self._read() as conn:
+            rows = conn.execute(sa.select(crawl_presence).where(crawl_presence.c.closed.is_(False))).mappings().all()
+        running = {}
+        for row in rows:
+            beat = row["heartbeat_at"]
+            if beat.tzinfo is None:
+                beat = beat.replace(tzinfo=UTC)
+            if beat.timestamp() >= cutoff:
+                running[row["crawl_id"]] = dict(row)
+        return running
 
     # -- reads --------------------------------------------------------------
 
@@ -221,7 +622,7 @@ class Store:
         query = sa.select(sa.func.count()).select_from(items)
         if domain:
             query = query.where(domain_filter(items, domain))
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return int(conn.execute(query).scalar_one())
 
     def iter_items(self, domain: str | None = None, batch: int = 1000) -> Iterator[dict[str, Any]]:
@@ -231,7 +632,7 @@ class Store:
             query = sa.select(items).where(items.c.id > last_id).order_by(items.c.id).limit(batch)
             if domain:
                 query = query.where(domain_filter(items, domain))
-            with self.engine.connect() as conn:
+            with self._read() as conn:
                 rows = conn.execute(query).mappings().all()
             if not rows:
                 return
@@ -241,7 +642,7 @@ class Store:
 
     def last_seen(self, url: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """The newest stored item for ``url`` (or None) and the refusals recorded for it, newest first."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(items).where(items.c.url == url).order_by(items.c.id.desc()).limit(1)).mappings().first()
             refused = conn.execute(
                 sa.select(refusals).where(refusals.c.url == url).order_by(refusals.c.id.desc()).limit(20)
@@ -252,7 +653,7 @@ class Store:
         query = sa.select(refusals.c.reason, sa.func.count()).group_by(refusals.c.reason)
         if crawl_id:
             query = query.where(refusals.c.crawl_id == crawl_id)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(query).all()
         return sorted(((r, int(n)) for r, n in rows), key=lambda p: (-p[1], p[0]))
 
@@ -262,14 +663,14 @@ class Store:
             query = query.where(refusals.c.crawl_id == crawl_id)
         if limit:
             query = query.limit(limit)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [dict(r) for r in conn.execute(query).mappings().all()]
 
     def items_per_host(self, crawl_id: str | None = None) -> list[tuple[str, int]]:
         query = sa.select(items.c.host, sa.func.count()).group_by(items.c.host).order_by(items.c.host)
         if crawl_id:
             query = query.where(items.c.crawl_id == crawl_id)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [(h, int(n)) for h, n in conn.execute(query).all()]
 
 

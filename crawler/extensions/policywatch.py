@@ -1,4 +1,4 @@
-"""Picks up edited policy files while a crawl runs.
+"""Picks up edited policy and notice files while a crawl runs.
 
 Every ``COMPLIANCE_POLICY_RELOAD_INTERVAL`` seconds (default 1) the policy
 files' names, sizes and modification times are compared with the last look;
@@ -16,6 +16,7 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
+from crawler.compliance.notices import notice_files
 from crawler.compliance.policy import policy_files
 from crawler.runtime import ComplianceRuntime
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 def _signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
     entries = []
-    for path in policy_files(directory):
+    for path in [*policy_files(directory), *notice_files(directory)]:
         try:
             stat = path.stat()
         except OSError:
@@ -63,3 +64,4 @@ class PolicyWatcher:
         if current != self.last:
             self.last = current
             self.runtime.reload_policies()
+            self.runtime.reload_notice_files()

@@ -1,6 +1,6 @@
 """The gate before scheduling: a refused request never enters the queue.
 
-Checks, in order: image URLs, then platform terms.
+Checks, in order: notices, image URLs, then platform terms.
 
 Scrapy sends ``request_scheduled`` for every request about to be queued:
 start requests, every spider's output, and the targets of redirects (which
@@ -36,7 +36,10 @@ class SchedulingGate:
         return cls(crawler)
 
     def request_scheduled(self, request: Request, spider: Any = None) -> None:
-        decision = url_decision(request.url)
+        # A notice in force: the platform never sees a request, not even for robots.txt.
+        decision = self.runtime.notices.decide(request.url)
+        if decision.allowed:
+            decision = url_decision(request.url)
         if decision.allowed:
             # Platform terms: a platform under a consent-required or
             # forbidden policy never sees a request, not even for robots.txt.

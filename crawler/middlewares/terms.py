@@ -1,4 +1,4 @@
-"""Platform terms at download time: a policy can change while a request waits.
+"""Notices and platform terms at download time: either can change while a request waits.
 
 The same decision is taken before scheduling (crawler.extensions.scheduling);
 this second check catches requests queued before a policy was tightened, and
@@ -30,6 +30,9 @@ class TermsMiddleware:
         return cls(crawler)
 
     def process_request(self, request: Request) -> None:
+        decision = self.runtime.notices.decide(request.url)
+        if not decision.allowed:
+            self.runtime.refuse_request(decision, "download", request)
         policies = self.runtime.policies
         decision = policies.decide(request.url, datetime.now(UTC).date())
         if not decision.allowed:

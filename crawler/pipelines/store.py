@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from scrapy.exceptions import DropItem
+
 from crawler.compliance.domains import host_of, registered_domain
 from crawler.compliance.store import utcnow
 from crawler.itemfields import item_fields
@@ -33,8 +35,18 @@ class StorePipeline:
     def process_item(self, item: Any) -> Any:
         fields = item_fields(item)
         url = str(fields.get("url") or "")
-        fields.setdefault("host", host_of(url))
-        fields.setdefault("domain", registered_domain(fields["host"]))
+        # The last notice check (DESIGN: before storing): a response that was
+        # in flight when a notice arrived is not stored. The store's write
+        # checks once more inside its transaction (see Store.write).
+        decision = self.runtime.notices.decide(url)
+        if not decision.allowed:
+            decision = decision.at("store", url)
+            self.runtime.refuse(decision)
+            raise DropItem(str(decision), log_level="INFO")
+        # Host and registered domain always come from the URL: purges select
+        # on them, so an item's own "domain" field must not decide where it is filed.
+        fields["host"] = host_of(url)
+        fields["domain"] = registered_domain(fields["host"])
         fields.setdefault("fetched_at", utcnow())
         fields["crawl_id"] = self.runtime.config.crawl_id
         self.runtime.add_item(fields)

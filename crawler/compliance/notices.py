@@ -1,0 +1,314 @@
+"""Cease-and-desist and takedown notices, and the decision they make for a URL.
+
+A notice is a YAML file in ``policies/notices/`` using the Lumen database's
+field names (``id``, ``type``, ``title``, ``sender_name``, ...; Lumen has no
+cease-and-desist type, so such a letter is ``type: Other`` with the tag
+``cease-and-desist``) plus this project's own fields: the ``scope`` it covers
+(a platform id, registered domains, URL patterns), its ``demands``
+(``stop_collection``, ``delete_existing``), ``effective_at`` and ``status``.
+
+The store keeps the registry every crawl reads (``scrapy notice add`` writes
+both); a notice file that is not in the store yet still blocks the crawls
+that read the directory, so hand-filing a notice fails closed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AwareDatetime, Field, model_validator
+
+from crawler.compliance.decision import ALLOW, Decision
+from crawler.compliance.domains import registered_domain
+from crawler.compliance.modelfile import Strict, parse_model_file
+from crawler.compliance.patterns import matches
+
+if TYPE_CHECKING:
+    from crawler.compliance.policy import PolicySet
+
+#: Lumen's notice types (lumendatabase.org); there is no cease-and-desist type.
+NoticeType = Literal[
+    "DMCA", "CourtOrder", "DataProtection", "Defamation", "PrivateInformation", "Trademark",
+    "LawEnforcementRequest", "GovernmentRequest", "LocalLaw", "Other",
+]  # fmt: skip
+NOTICE_TYPES: tuple[str, ...] = NoticeType.__args__  # type: ignore[attr-defined]
+CEASE_AND_DESIST = "cease-and-desist"
+NOTICE_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+UrlPattern = Annotated[
+    str,
+    Field(
+        pattern=r"^https?://[^/*?#\s]+/\S*$",
+        description="a URL with robots.txt pattern syntax in its path ('*' any characters, '$' end); "
+        "the scheme and port are ignored when matching, so an objection to https://x/p also covers http://x/p",
+    ),
+]
+
+
+class Work(Strict):
+    """One work the notice is about, as in Lumen (``problematic_urls`` is Lumen's name)."""
+
+    description: str = ""
+    problematic_urls: list[str] = Field(default_factory=list)
+
+
+class Scope(Strict):
+    """What the notice covers: a platform's domains, registered domains, URL patterns (any mix)."""
+
+    platform: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]*$", description="a platform policy id")
+    domains: list[str] = Field(default_factory=list, description="registered domains; subdomains are covered")
+    url_patterns: list[UrlPattern] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _something_in_scope(self) -> Scope:
+        if self.platform is None and not self.domains and not self.url_patterns:
+            raise ValueError("give at least one of platform, domains or url_patterns")
+        for domain in self.domains:
+            expected = registered_domain(domain)
+            if domain != domain.lower() or expected != domain:
+                raise ValueError(f"domains: {domain!r} is not a registered domain; write {expected!r} (subdomains are covered)")
+        return self
+
+    def describe(self) -> str:
+        parts = []
+        if self.platform:
+            parts.append(f"platform {self.platform}")
+        parts += [f"domain {d}" for d in self.domains]
+        parts += [f"URLs {p}" for p in self.url_patterns]
+        return ", ".join(parts)
+
+
+class Demands(Strict):
+    stop_collection: bool = Field(default=True, description="refuse every request in scope from effective_at on")
+    delete_existing: bool = Field(default=True, description="purge what is held in scope")
+
+
+class Notice(Strict):
+    """A legal notice in Lumen's vocabulary, with the scope and demands this crawler acts on."""
+
+    id: str = Field(pattern=NOTICE_ID_RE, description="unique; refusals are reported as notice.<id>")
+    type: NoticeType = "Other"
+    title: str = ""
+    sender_name: str = Field(min_length=1)
+    principal_name: str = ""
+    recipient_name: str = ""
+    date_sent: date | None = None
+    date_received: date
+    jurisdictions: list[str] = Field(default_factory=list)
+    works: list[Work] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    action_taken: Literal["Yes", "No", "Partial", "Unspecified"] = "Unspecified"
+    # -- ours
+    scope: Scope
+    demands: Demands = Field(default_factory=Demands)
+    effective_at: AwareDatetime = Field(description="when blocking starts (an ISO 8601 time with its zone)")
+    purge_deadline: date | None = Field(default=None, description="the date the sender set for deletion, if any")
+    status: Literal["active", "withdrawn"] = "active"
+    withdrawn_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Notice:
+        if self.status == "withdrawn" and self.withdrawn_at is None:
+            raise ValueError("a withdrawn notice needs withdrawn_at")
+        if self.date_sent is not None and self.date_sent > self.date_received:
+            raise ValueError(f"date_sent ({self.date_sent}) is after date_received ({self.date_received})")
+        return self
+
+    @property
+    def is_cease_and_desist(self) -> bool:
+        return self.type == "Other" and CEASE_AND_DESIST in self.tags
+
+    def as_record(self) -> dict[str, Any]:
+        """The notice as plain JSON-ready data, Lumen fields first (the file's and the store's form)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def notice_type(value: str) -> tuple[str, list[str]]:
+    """``--type`` as given -> (Lumen type, tags): ``cease-and-desist`` is ``Other`` with that tag."""
+    if value.lower() == CEASE_AND_DESIST:
+        return "Other", [CEASE_AND_DESIST]
+    for known in NOTICE_TYPES:
+        if value.lower() == known.lower():
+            return known, []
+    raise ValueError(f"unknown notice type {value!r}; use one of: {CEASE_AND_DESIST}, {', '.join(NOTICE_TYPES)}")
+
+
+# -- matching ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompiledScope:
+    """A scope ready for matching: one dict look-up per URL.
+
+    Used by the gates (is this request covered?) and by the purge (is this
+    stored record covered?), so both agree by construction.
+    """
+
+    domains: frozenset[str]
+    patterns: tuple[tuple[str, str, str], ...]  # (host, path pattern, pattern as written)
+
+    @classmethod
+    def build(cls, scope: Scope, policies: PolicySet | None, extra_domains: Iterable[str] = ()) -> CompiledScope:
+        domains = set(scope.domains) | set(extra_domains)
+        if scope.platform:
+            loaded = next((p for p in policies.platforms if p.policy.id == scope.platform), None) if policies else None
+            if loaded is not None:
+                domains.update(loaded.policy.domains)
+        patterns = []
+        for written in scope.url_patterns:
+            parts = urlsplit(written)
+            path = written.split(parts.netloc, 1)[1] or "/"
+            patterns.append(((parts.hostname or "").lower(), path, written))
+        return cls(frozenset(domains), tuple(patterns))
+
+    def match(self, url: str) -> str | None:
+        """The rule that covers ``url`` (``domain D`` or the URL pattern), or None."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        domain = registered_domain(host)
+        if domain in self.domains:
+            return f"domain {domain}"
+        if self.patterns:
+            target = parts.path or "/"
+            if parts.query:
+                target += "?" + parts.query
+            for pattern_host, path, written in self.patterns:
+                if host == pattern_host and matches(path, target):
+                    return f"URLs {written}"
+        return None
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        """Every registered domain a URL in scope can have (for indexing)."""
+        return self.domains | {registered_domain(host) for host, _, _ in self.patterns}
+
+    def sql_prefixes(self) -> list[str]:
+        """URL prefixes (before any ``*``) that every pattern match starts with, per scheme."""
+        prefixes = []
+        for host, path, _ in self.patterns:
+            literal = re.split(r"[*$]", path, maxsplit=1)[0]
+            prefixes += [f"http://{host}", f"https://{host}"] if not literal else [f"http://{host}{literal}", f"https://{host}{literal}"]
+        return prefixes
+
+
+@dataclass(frozen=True)
+class ActiveNotice:
+    notice: Notice
+    source: str  # where the notice lives: FILE:LINE, or "store" for one filed on another machine
+    scope: CompiledScope
+
+
+@dataclass(frozen=True)
+class NoticeSet:
+    """The notices that block requests, indexed by registered domain."""
+
+    version: str
+    notices: tuple[ActiveNotice, ...] = ()
+    by_domain: Mapping[str, tuple[ActiveNotice, ...]] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def build(cls, notices: Iterable[ActiveNotice], version: str) -> NoticeSet:
+        blocking = tuple(n for n in notices if n.notice.status == "active" and n.notice.demands.stop_collection)
+        index: dict[str, list[ActiveNotice]] = {}
+        for active in blocking:
+            for domain in active.scope.hosts:
+                index.setdefault(domain, []).append(active)
+        return cls(version, blocking, {k: tuple(v) for k, v in index.items()})
+
+    def decide(self, url: str, now: datetime | None = None) -> Decision:
+        if not self.by_domain:
+            return ALLOW
+        candidates = self.by_domain.get(registered_domain((urlsplit(url).hostname or "")))
+        if not candidates:
+            return ALLOW
+        now = now or datetime.now(UTC)
+        for active in candidates:
+            notice = active.notice
+            if notice.effective_at > now:
+                continue
+            rule = active.scope.match(url)
+            if rule is not None:
+                kind = "cease-and-desist" if notice.is_cease_and_desist else f"{notice.type} notice"
+                return Decision.refuse(
+                    f"notice.{notice.id}",
+                    rule=f"{kind} from {notice.sender_name} received {notice.date_received}: stop collecting {rule}",
+                    source=active.source,
+                )
+        return ALLOW
+
+
+# -- files -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedNotice:
+    notice: Notice
+    path: str
+    line: int  # of the ``scope`` key: the part a refusal is about
+
+
+def notice_files(directory: Path) -> list[Path]:
+    notices = directory / "notices"
+    return sorted([*notices.glob("*.yaml"), *notices.glob("*.yml")]) if notices.is_dir() else []
+
+
+def load_notice_files(directory: str | Path, platform_ids: Iterable[str] | None = None) -> tuple[list[LoadedNotice], list[str]]:
+    """Every valid notice file in ``DIR/notices``, and every error of every file.
+
+    With ``platform_ids``, a scope naming an unknown platform is an error
+    (it would block nothing, which must not pass silently).
+    """
+    errors: list[str] = []
+    loaded_notices: list[LoadedNotice] = []
+    seen: dict[str, LoadedNotice] = {}
+    known = set(platform_ids) if platform_ids is not None else None
+    for path in notice_files(Path(directory)):
+        parsed = parse_model_file(path, Notice, errors, "missing")
+        if parsed is None:
+            continue
+        notice, loaded = parsed
+        if path.stem != notice.id:
+            errors.append(f"{path}:{loaded.line_of(('id',))}: id: {notice.id!r} must match the file name ({path.stem}.yaml)")
+            continue
+        if known is not None and notice.scope.platform and notice.scope.platform not in known:
+            errors.append(
+                f"{path}:{loaded.line_of(('scope', 'platform'))}: scope.platform: unknown platform "
+                f"{notice.scope.platform!r}; known: {', '.join(sorted(known)) or '(none)'}"
+            )
+            continue
+        other = seen.get(notice.id)
+        if other is not None:
+            errors.append(f"{path}:1: id: {notice.id!r} is already used by {other.path}")
+            continue
+        entry = LoadedNotice(notice, str(path), loaded.line_of(("scope",)))
+        seen[notice.id] = entry
+        loaded_notices.append(entry)
+    return loaded_notices, errors
+
+
+def merge_notices(
+    from_files: Iterable[LoadedNotice], from_store: Iterable[tuple[Notice, list[str]]], policies: PolicySet | None
+) -> list[ActiveNotice]:
+    """The registry a crawl enforces: the store's notices, and the files' that the store lacks.
+
+    The store wins for an id it holds (a withdrawal there ends blocking even
+    if a stale copy of the file still says active).
+    """
+    merged: dict[str, ActiveNotice] = {}
+    files = {n.notice.id: n for n in from_files}
+    for notice, resolved_domains in from_store:
+        loaded = files.get(notice.id)
+        source = f"{loaded.path}:{loaded.line}" if loaded is not None else f"store: notice {notice.id}"
+        merged[notice.id] = ActiveNotice(notice, source, CompiledScope.build(notice.scope, policies, resolved_domains))
+    for notice_id, loaded in files.items():
+        if notice_id not in merged:
+            merged[notice_id] = ActiveNotice(
+                loaded.notice, f"{loaded.path}:{loaded.line}", CompiledScope.build(loaded.notice.scope, policies)
+            )
+    return list(merged.values())

@@ -1,0 +1,487 @@
+"""Purge: delete what is held in a scope, everywhere the project wrote it, with a receipt.
+
+Locations (GDPR Art. 17(2): erasure reaches every copy):
+
+- ``store``: items in the store (registered domains and their subdomains, or URL patterns);
+- ``httpcache``: Scrapy's HTTP cache, filesystem and DBM backends;
+- ``feed``: local feed files written by crawls (``-o``/``-O``/``FEEDS``),
+  rewritten without the in-scope records (write new, fsync, rename);
+- ``jobdir``: pending requests in a ``JOBDIR``'s disk queues.
+
+Crawls record where they write (``crawl_outputs``); a location still being
+written by a running crawl is ``deferred`` to that crawl, which applies the
+purge when it closes it; a location that cannot be reached from here (a remote
+feed URI, another machine's disk, a format that cannot be rewritten) is listed
+as ``manual_action_required``, never skipped silently.
+
+Crash safety: each location's count is committed only after its change is
+durable (the store deletes and their count in one transaction; files after the
+rename), so a purge killed at any moment and run again resumes the same purge
+record, finishes, and never reports more than it deleted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pickle
+import shutil
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from crawler.compliance.notices import CompiledScope
+from crawler.compliance.store import Store, items, utcnow
+
+CHUNK = 20_000
+
+#: Feed formats whose files can be rewritten record by record.
+REWRITABLE_FEED_FORMATS = ("jsonlines", "jsonl", "jl", "json", "csv", "xml")
+
+
+@dataclass(frozen=True)
+class Location:
+    kind: str  # store, httpcache, feed, jobdir
+    location: str  # a path, a URI, or "store"
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    machine: str = ""
+    crawl_ids: tuple[str, ...] = ()
+
+
+@dataclass
+class Outcome:
+    status: str  # done, manual_action_required, deferred
+    count: int = 0
+    detail: str = ""
+
+
+class PurgeError(RuntimeError):
+    """A location could not be purged; the message says which and why."""
+
+
+# -- scanning and rewriting each kind of location ----------------------------------
+
+
+def _store_condition(scope: CompiledScope) -> tuple[sa.ColumnElement[bool] | None, sa.ColumnElement[bool] | None]:
+    """(rows in scope by registered domain, candidate rows for URL patterns)."""
+    by_domain = items.c.domain.in_(sorted(scope.domains)) if scope.domains else None
+    prefixes = scope.sql_prefixes()
+    by_prefix = sa.or_(*(items.c.url.startswith(p, autoescape=True) for p in prefixes)) if prefixes else None
+    return by_domain, by_prefix
+
+
+def _store_pattern_ids(store: Store, scope: CompiledScope, condition: sa.ColumnElement[bool]) -> Iterator[list[int]]:
+    after = 0
+    while True:
+        rows = store.matching_item_ids(condition, after, CHUNK)
+        if not rows:
+            return
+        after = rows[-1][0]
+        chosen = [i for i, url in rows if scope.match(url) is not None]
+        if chosen:
+            yield chosen
+
+
+def count_store(store: Store, scope: CompiledScope) -> int:
+    by_domain, by_prefix = _store_condition(scope)
+    total = store.count_matching(by_domain) if by_domain is not None else 0
+    if by_prefix is not None:
+        exclude = sa.not_(by_domain) if by_domain is not None else sa.true()
+        total += sum(len(chunk) for chunk in _store_pattern_ids(store, scope, sa.and_(by_prefix, exclude)))
+    return total
+
+
+def purge_store(store: Store, scope: CompiledScope, purge_id: str) -> int:
+    by_domain, by_prefix = _store_condition(scope)
+    total = 0
+    if by_domain is not None:
+        while deleted := store.delete_items_chunk(by_domain, purge_id, "store", CHUNK):
+            total += deleted
+    if by_prefix is not None:
+        for chunk in _store_pattern_ids(store, scope, by_prefix):
+            total += store.delete_item_ids(chunk, purge_id, "store")
+    return total
+
+
+def _cache_entries(path: Path) -> Iterator[tuple[Path, str | None]]:
+    """(entry directory, its request URL) for a filesystem HTTP cache of one spider."""
+    for meta in sorted(path.glob("*/*/pickled_meta")):
+        try:
+            with meta.open("rb") as handle:
+                url = pickle.load(handle).get("url")  # noqa: S301 - Scrapy's own cache format, written by our crawls
+        except Exception:  # noqa: BLE001 - a damaged entry is reported, not fatal
+            url = None
+        yield meta.parent, url
+
+
+def scan_httpcache(location: Location, scope: CompiledScope, *, delete: bool) -> Outcome:
+    path = Path(location.location)
+    if location.options.get("backend") == "dbm":
+        return _dbm_cache(location, scope, delete=delete)
+    if not path.exists():
+        return Outcome("done", 0, "no cache directory (already removed)")
+    count = unreadable = 0
+    for entry, url in _cache_entries(path):
+        if url is None:
+            unreadable += 1
+            continue
+        if scope.match(url) is not None:
+            count += 1
+            if delete:
+                trash = entry.with_name(entry.name + ".purging")
+                os.replace(entry, trash)  # atomic: the cache no longer serves it
+                shutil.rmtree(trash, ignore_errors=True)
+    for leftover in path.glob("*/*.purging"):  # from a purge killed between rename and rmtree
+        if delete:
+            shutil.rmtree(leftover, ignore_errors=True)
+    detail = f"{unreadable} unreadable entries kept" if unreadable else ""
+    return Outcome("done", count, detail)
+
+
+def _dbm_cache(location: Location, scope: CompiledScope, *, delete: bool) -> Outcome:
+    import importlib
+
+    module = importlib.import_module(location.options.get("dbm_module") or "dbm")
+    path = location.location
+    if not any(Path(p).exists() for p in (path, path + ".db", path + ".dat", path + ".pag")):
+        return Outcome("done", 0, "no cache database (already removed)")
+    try:
+        db = module.open(path, "w" if delete else "r")
+    except Exception as exc:  # noqa: BLE001 - a locked or damaged database is reported
+        return Outcome("manual_action_required", 0, f"cannot open the DBM cache: {exc}")
+    count = 0
+    try:
+        keys = [k for k in db.keys() if k.endswith(b"_data")]
+        for key in keys:
+            try:
+                url = pickle.loads(db[key]).get("url")  # noqa: S301 - Scrapy's own cache format
+            except Exception:  # noqa: BLE001
+                continue
+            if url and scope.match(url) is not None:
+                count += 1
+                if delete:
+                    stem = key[: -len(b"_data")]
+                    for suffix in (b"_time", b"_data"):  # _time first: without it the entry is a miss
+                        if stem + suffix in db:
+                            del db[stem + suffix]
+    finally:
+        db.close()
+    return Outcome("done", count)
+
+
+def _feed_records(text: str, fmt: str) -> tuple[list[Any], Callable[[list[Any]], str], Callable[[Any], str | None]]:
+    """Parse a feed file: (records, how to write records back, a record's URL)."""
+    if fmt in ("jsonlines", "jsonl", "jl"):
+        lines = [line for line in text.splitlines() if line.strip()]
+
+        def url_of_line(line: str) -> str | None:
+            try:
+                value = json.loads(line)
+            except ValueError:
+                return None
+            return value.get("url") if isinstance(value, dict) else None
+
+        return lines, lambda kept: "".join(line + "\n" for line in kept), url_of_line
+    if fmt == "json":
+        # Scrapy's JsonItemExporter writes one record per line between "[" and "]";
+        # a crawl killed mid-way leaves no closing bracket, so read line by line.
+        records = []
+        for line in text.splitlines():
+            stripped = line.strip().rstrip(",")
+            if stripped in ("", "[", "]"):
+                continue
+            records.append(stripped)
+
+        def url_of_record(record: str) -> str | None:
+            try:
+                value = json.loads(record)
+            except ValueError:
+                return None
+            return value.get("url") if isinstance(value, dict) else None
+
+        return records, lambda kept: "[\n" + ",\n".join(kept) + ("\n]" if kept else "]"), url_of_record
+    if fmt == "csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+        header = reader.fieldnames or []
+
+        def write_csv(kept: list[Any]) -> str:
+            out = io.StringIO(newline="")
+            writer = csv.DictWriter(out, fieldnames=header, lineterminator="\r\n")
+            writer.writeheader()
+            writer.writerows(kept)
+            return out.getvalue()
+
+        return rows, write_csv, lambda row: row.get("url")
+    if fmt == "xml":
+        root = ET.fromstring(text)  # noqa: S314 - our own export, no entities
+        children = list(root)
+
+        def write_xml(kept: list[Any]) -> str:
+            for child in list(root):
+                root.remove(child)
+            root.extend(kept)
+            return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+        return children, write_xml, lambda element: element.findtext("url")
+    raise PurgeError(f"feed format {fmt!r} cannot be rewritten record by record")
+
+
+def scan_feed(location: Location, scope: CompiledScope, *, delete: bool) -> Outcome:
+    fmt = str(location.options.get("format") or "").lower()
+    if fmt not in REWRITABLE_FEED_FORMATS:
+        return Outcome("manual_action_required", 0, f"feed format {fmt!r} cannot be rewritten safely; delete or edit it by hand")
+    path = Path(location.location)
+    if not path.exists():
+        return Outcome("done", 0, "no feed file (already removed)")
+    try:
+        text = path.read_text(encoding="utf-8")
+        records, write, url_of = _feed_records(text, fmt)
+    except (OSError, UnicodeDecodeError, ValueError, ET.ParseError, csv.Error) as exc:
+        return Outcome("manual_action_required", 0, f"cannot read the feed ({exc}); nothing was changed")
+    kept, removed, no_url = [], 0, 0
+    for record in records:
+        url = url_of(record)
+        if url is None:
+            no_url += 1
+            kept.append(record)
+        elif scope.match(url) is not None:
+            removed += 1
+        else:
+            kept.append(record)
+    if delete and removed:
+        _replace_file(path, write(kept))
+    return Outcome("done", removed, f"{no_url} records without a url kept" if no_url else "")
+
+
+def _replace_file(path: Path, content: str) -> None:
+    """Write a new file beside ``path`` and rename it over: a reader sees the old file or the new."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.purge")
+    mode = path.stat().st_mode & 0o777
+    with temporary.open("w", encoding="utf-8", newline="") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(temporary, mode)
+    os.replace(temporary, path)
+
+
+def _queue_paths(jobdir: Path) -> Iterator[tuple[Path, str]]:
+    """Every disk queue under ``JOBDIR/requests.queue``: (path, "fifo" or "lifo")."""
+    root = jobdir / "requests.queue"
+    if not root.is_dir():
+        return
+    for path in sorted(root.rglob("*")):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue  # our own scratch copies
+        if path.is_dir() and (path / "info.json").is_file():
+            yield path, "fifo"
+        elif path.is_file() and path.suffix != ".json" and not (path.parent / "info.json").exists():
+            yield path, "lifo"
+
+
+def _read_queue(path: Path, kind: str) -> list[bytes]:
+    from queuelib.queue import FifoDiskQueue, LifoDiskQueue
+
+    scratch = path.with_name(f".{path.name}.read")
+    if scratch.exists():
+        shutil.rmtree(scratch) if scratch.is_dir() else scratch.unlink()
+    (shutil.copytree if kind == "fifo" else shutil.copy2)(path, scratch)
+    queue = FifoDiskQueue(str(scratch)) if kind == "fifo" else LifoDiskQueue(str(scratch))
+    records = []
+    while (record := queue.pop()) is not None:
+        records.append(record)
+    queue.close()
+    shutil.rmtree(scratch, ignore_errors=True) if kind == "fifo" else scratch.unlink(missing_ok=True)
+    return records if kind == "fifo" else records[::-1]  # oldest first
+
+
+def _write_queue(path: Path, kind: str, records: list[bytes]) -> None:
+    from queuelib.queue import FifoDiskQueue, LifoDiskQueue
+
+    fresh = path.with_name(f".{path.name}.new")
+    if fresh.exists():
+        shutil.rmtree(fresh) if fresh.is_dir() else fresh.unlink()
+    queue = FifoDiskQueue(str(fresh)) if kind == "fifo" else LifoDiskQueue(str(fresh))
+    for record in records:
+        queue.push(record)
+    queue.close()
+    if kind == "lifo":
+        os.replace(fresh, path)
+        return
+    old = path.with_name(f".{path.name}.old")
+    os.replace(path, old)
+    os.replace(fresh, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_queues(jobdir: Path) -> None:
+    """Finish a queue swap a killed purge left half done (old moved aside, new not in place)."""
+    root = jobdir / "requests.queue"
+    if not root.is_dir():
+        return
+    for old in root.rglob(".*.old"):
+        target = old.with_name(old.name[1 : -len(".old")])
+        if not target.exists():
+            os.replace(old, target)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _request_url(record: bytes) -> str | None:
+    try:
+        value = pickle.loads(record)  # noqa: S301 - Scrapy's own disk-queue format (request_to_dict)
+    except Exception:  # noqa: BLE001
+        return None
+    return value.get("url") if isinstance(value, dict) else None
+
+
+def scan_jobdir(location: Location, scope: CompiledScope, *, delete: bool) -> Outcome:
+    jobdir = Path(location.location)
+    if not jobdir.is_dir():
+        return Outcome("done", 0, "no job directory (already removed)")
+    if delete:
+        _recover_queues(jobdir)
+    removed = unreadable = 0
+    for path, kind in list(_queue_paths(jobdir)):
+        records = _read_queue(path, kind)
+        kept = []
+        for record in records:
+            url = _request_url(record)
+            if url is None:
+                unreadable += 1
+                kept.append(record)
+            elif scope.match(url) is not None:
+                removed += 1
+            else:
+                kept.append(record)
+        if delete and len(kept) != len(records):
+            _write_queue(path, kind, kept)
+    return Outcome("done", removed, f"{unreadable} unreadable requests kept" if unreadable else "")
+
+
+SCANNERS: dict[str, Callable[..., Outcome]] = {"httpcache": scan_httpcache, "feed": scan_feed, "jobdir": scan_jobdir}
+
+
+# -- planning and running ------------------------------------------------------------
+
+
+def plan(store: Store, machine: str) -> list[Location]:
+    """Every location the project wrote to, as recorded by crawls (the store first)."""
+    merged: dict[tuple[str, str, str], Location] = {}
+    for row in store.outputs():
+        key = (row["kind"], row["location"], row["machine"])
+        previous = merged.get(key)
+        crawl_ids = (*previous.crawl_ids, row["crawl_id"]) if previous else (row["crawl_id"],)
+        merged[key] = Location(row["kind"], row["location"], row["options"], row["machine"], crawl_ids)
+    return [Location("store", "store", {}, machine), *merged.values()]
+
+
+def reachability(location: Location, machine: str, running: dict[str, dict[str, Any]]) -> Outcome | None:
+    """None when this process can purge ``location`` now; else why not (deferred or manual)."""
+    owners = [c for c in location.crawl_ids if c in running]
+    if location.kind == "feed" and location.options.get("remote"):
+        return Outcome("manual_action_required", 0, f"remote feed {location.options.get('uri')}: delete the in-scope records there")
+    if location.machine and location.machine != machine:
+        if owners:
+            return Outcome("deferred", 0, f"being written by running crawl {owners[0]} on {location.machine}; it applies this purge when it closes it")
+        return Outcome("manual_action_required", 0, f"on machine {location.machine}: run the same purge command there")
+    if owners:
+        return Outcome("deferred", 0, f"being written by running crawl {owners[0]}; it applies this purge when it closes it")
+    return None
+
+
+def scan(store: Store, scope: CompiledScope, location: Location, *, delete: bool, purge_id: str = "") -> Outcome:
+    if location.kind == "store":
+        if delete:
+            return Outcome("done", purge_store(store, scope, purge_id))
+        return Outcome("done", count_store(store, scope))
+    scanner = SCANNERS.get(location.kind)
+    if scanner is None:
+        return Outcome("manual_action_required", 0, f"unknown kind of location {location.kind!r}")
+    return scanner(location, scope, delete=delete)
+
+
+@dataclass
+class PurgeRequest:
+    scope: CompiledScope
+    scope_record: dict[str, Any]  # as written in the receipt and the ledger
+    reason: str
+    operator: str
+    notice_id: str | None = None
+
+
+def label(location: Location) -> str:
+    return "store" if location.kind == "store" else f"{location.kind}:{location.location}"
+
+
+def run_purge(store: Store, request: PurgeRequest, machine: str) -> dict[str, Any]:
+    """Purge every location and return the receipt (resumes an unfinished purge of the same thing)."""
+    unfinished = store.unfinished_purge(request.notice_id, request.scope_record)
+    if unfinished is not None:
+        purge_id = unfinished["id"]
+        started_at = unfinished["started_at"]
+    else:
+        purge_id = uuid.uuid4().hex
+        store.start_purge(purge_id, request.notice_id, request.reason, request.operator, request.scope_record)
+        started_at = store.purge_record(purge_id)["started_at"]  # type: ignore[index]
+    running = store.running_crawls()
+    for location in plan(store, machine):
+        name = label(location)
+        blocked = reachability(location, machine, running)
+        if blocked is not None:
+            store.record_step(purge_id, name, location.kind, 0, blocked.status, blocked.detail)
+            continue
+        outcome = scan(store, request.scope, location, delete=True, purge_id=purge_id)
+        # The store's deletes were counted in their own transactions; files count here, after the rename.
+        store.record_step(purge_id, name, location.kind, 0 if location.kind == "store" else outcome.count, outcome.status, outcome.detail)
+    return _receipt(store, purge_id, request, started_at)
+
+
+def _receipt(store: Store, purge_id: str, request: PurgeRequest, started_at: Any) -> dict[str, Any]:
+    steps = store.purge_steps(purge_id)
+    if getattr(started_at, "tzinfo", 1) is None:
+        from datetime import UTC
+
+        started_at = started_at.replace(tzinfo=UTC)
+    receipt = {
+        "purge_id": purge_id,
+        "notice_id": request.notice_id,
+        "reason": request.reason,
+        "operator": request.operator,
+        "scope": request.scope_record,
+        "started_at": started_at.isoformat(),
+        "finished_at": utcnow().isoformat(),
+        "counts": {s["location"]: int(s["count"]) for s in steps if s["status"] == "done"},
+        "total_deleted": sum(int(s["count"]) for s in steps),
+        "manual_action_required": [
+            {"location": s["location"], "why": s["detail"]} for s in steps if s["status"] == "manual_action_required"
+        ],
+        "deferred": [{"location": s["location"], "why": s["detail"]} for s in steps if s["status"] == "deferred"],
+        "notes": {s["location"]: s["detail"] for s in steps if s["status"] == "done" and s["detail"]},
+    }
+    entry = store.finish_purge(purge_id, receipt)
+    return {**receipt, "ledger_entry": {"seq": entry.seq, "hash": entry.hash}}
+
+
+def survey(store: Store, scope: CompiledScope, machine: str) -> list[tuple[Location, Outcome]]:
+    """What is in scope at every location, deleting nothing (``--dry-run`` and ``--verify``)."""
+    running = store.running_crawls()
+    found = []
+    for location in plan(store, machine):
+        blocked = reachability(location, machine, running)
+        if blocked is not None and blocked.status == "manual_action_required":
+            found.append((location, blocked))
+            continue
+        if blocked is not None and location.machine and location.machine != machine:
+            found.append((location, blocked))
+            continue
+        found.append((location, scan(store, scope, location, delete=False)))
+    return found

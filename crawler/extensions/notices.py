@@ -1,0 +1,208 @@
+"""Notices, live: polls the registry, gates every transfer, records where the crawl writes.
+
+- Every ``COMPLIANCE_NOTICE_POLL_INTERVAL`` seconds (default 0.25) the store's
+  registry version is read (one indexed row); when it moved, the notices are
+  reloaded. A notice filed by ``scrapy notice add`` in another process, or on
+  another machine sharing the store, is in force here well within a second.
+- The transfer gate: requests that passed the downloader middlewares can wait
+  in a download slot (behind Crawl-delay, the policy's pace, the concurrency
+  cap) for many seconds. Scrapy has no hook between a slot releasing a request
+  and the transfer starting, so the gate wraps the downloader's handler
+  dispatcher (``Downloader.handlers.download_request_async``, public API) and
+  checks notices and platform terms there: a queued request dies when dequeued.
+- Where the crawl writes (local feed files, the HTTP cache, the JOBDIR) is
+  recorded in the store, so ``scrapy purge`` can find every copy; a heartbeat
+  says the crawl is alive. A purge defers the locations a running crawl owns;
+  when the engine stops, the crawl applies those purges to them itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from scrapy import signals
+from scrapy.utils.asyncio import call_later, create_looping_call
+
+from crawler.compliance.notices import CompiledScope, Notice, Scope
+from crawler.compliance.purge import Location, label, scan
+from crawler.runtime import ComplianceRuntime
+
+if TYPE_CHECKING:
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+
+logger = logging.getLogger("crawler.compliance")
+
+HEARTBEAT_EVERY = 2.0
+
+
+def machine_name(settings: Any) -> str:
+    return str(settings.get("COMPLIANCE_MACHINE") or socket.gethostname())
+
+
+class NoticeWatcher:
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.runtime = ComplianceRuntime.of(crawler)
+        self.interval = crawler.settings.getfloat("COMPLIANCE_NOTICE_POLL_INTERVAL", 0.25)
+        self.machine = machine_name(crawler.settings)
+        self.started_at = datetime.now(UTC)
+        self.outputs: dict[tuple[str, str], Location] = {}
+        self.loop = create_looping_call(self.tick)
+        self._last_beat = 0.0
+        for handler, signal in (
+            (self.engine_started, signals.engine_started),
+            (self.spider_opened, signals.spider_opened),
+            (self.spider_closed, signals.spider_closed),
+            (self.engine_stopped, signals.engine_stopped),
+            (self.feed_slot_closed, signals.feed_slot_closed),
+        ):
+            crawler.signals.connect(handler, signal=signal)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> NoticeWatcher:
+        return cls(crawler)
+
+    # -- the transfer gate ------------------------------------------------------
+
+    def engine_started(self) -> None:
+        handlers = self.crawler.engine.downloader.handlers  # type: ignore[union-attr]
+        inner = handlers.download_request_async
+        runtime = self.runtime
+
+        async def gated_download(request: Request) -> Response:
+            decision = runtime.notices.decide(request.url)
+            if decision.allowed:
+                decision = runtime.policies.decide(request.url, datetime.now(UTC).date())
+            if not decision.allowed:
+                runtime.refuse_request(decision, "transfer", request)
+            return await inner(request)
+
+        handlers.download_request_async = gated_download  # type: ignore[method-assign]
+
+    # -- polling and heartbeat --------------------------------------------------
+
+    def spider_opened(self) -> None:
+        self.runtime.refresh_notices()
+        self._beat()
+        self.loop.start(self.interval, now=False)
+        # After every spider_opened handler ran (the feed exporter opens its files there).
+        call_later(0, self.record_outputs)
+
+    def tick(self) -> None:
+        try:
+            self.runtime.refresh_notices()
+            if datetime.now(UTC).timestamp() - self._last_beat >= HEARTBEAT_EVERY:
+                self._beat()
+        except Exception:  # noqa: BLE001 - a store hiccup must not stop polling; it is logged
+            logger.exception("Could not poll the notice registry; retrying in %.2f s", self.interval)
+            if self.crawler.stats is not None:
+                self.crawler.stats.inc_value("compliance/notices/poll_failed")
+
+    def _beat(self, closed: bool = False) -> None:
+        self._last_beat = datetime.now(UTC).timestamp()
+        self.runtime.store.heartbeat(self.runtime.config.crawl_id, self.machine, os.getpid(), closed=closed)
+
+    def spider_closed(self) -> None:
+        if self.loop.running:
+            self.loop.stop()
+
+    # -- where the crawl writes ---------------------------------------------------
+
+    def _record(self, kind: str, location: str, options: dict[str, Any]) -> None:
+        if (kind, location) in self.outputs:
+            return
+        self.outputs[(kind, location)] = Location(kind, location, options, self.machine, (self.runtime.config.crawl_id,))
+        self.runtime.store.record_output(self.runtime.config.crawl_id, self.machine, kind, location, options)
+
+    def record_outputs(self) -> None:
+        settings = self.crawler.settings
+        spider = self.crawler.spider
+        from scrapy.extensions.feedexport import FeedExporter
+
+        for extension in getattr(self.crawler.extensions, "middlewares", ()):
+            if isinstance(extension, FeedExporter):
+                for slot in extension.slots:
+                    self._record_feed(slot.uri, slot.format)
+        if settings.getbool("HTTPCACHE_ENABLED") and spider is not None:
+            from scrapy.utils.project import data_path
+
+            storage = str(settings.get("HTTPCACHE_STORAGE"))
+            directory = Path(data_path(settings.get("HTTPCACHE_DIR"))).resolve()
+            if storage.endswith("FilesystemCacheStorage"):
+                self._record("httpcache", str(directory / spider.name), {"backend": "filesystem"})
+            elif storage.endswith("DbmCacheStorage"):
+                module = settings.get("HTTPCACHE_DBM_MODULE") or "dbm"
+                self._record("httpcache", str(directory / f"{spider.name}.db"), {"backend": "dbm", "dbm_module": module})
+            else:
+                self._record("httpcache", storage, {"backend": "custom"})
+        jobdir = settings.get("JOBDIR")
+        if jobdir:
+            self._record("jobdir", str(Path(jobdir).resolve()), {})
+
+    def _record_feed(self, uri: str, fmt: str) -> None:
+        parts = urlsplit(uri)
+        if parts.scheme in ("", "file") or (len(parts.scheme) == 1 and os.name == "nt"):
+            path = parts.path if parts.scheme == "file" else uri
+            self._record("feed", str(Path(path).resolve()), {"format": fmt, "uri": uri})
+        else:
+            self._record("feed", uri, {"format": fmt, "uri": uri, "remote": True})
+
+    def feed_slot_closed(self, slot: Any) -> None:
+        self._record_feed(slot.uri, slot.format)
+
+    # -- deferred purges -------------------------------------------------------------
+
+    def engine_stopped(self) -> None:
+        """Apply, to this crawl's own locations, the purges and notices that arrived while it ran.
+
+        Runs after the feed exporter and the HTTP cache have closed their files.
+        """
+        store = self.runtime.store
+        try:
+            self.runtime.refresh_notices()
+            scopes: list[tuple[str, str | None, CompiledScope]] = []
+            for purge in store.purges():
+                started = purge["started_at"] if purge["started_at"].tzinfo else purge["started_at"].replace(tzinfo=UTC)
+                if started >= self.started_at:
+                    scope = Scope.model_validate({k: v for k, v in purge["scope"].items() if k in Scope.model_fields})
+                    extra = purge["scope"].get("resolved_domains") or []
+                    scopes.append((purge["id"], purge["notice_id"], CompiledScope.build(scope, self.runtime.policies, extra)))
+            purged_notices = {notice_id for _, notice_id, _ in scopes}
+            for row in store.notice_rows():
+                recorded = row.recorded_at if row.recorded_at.tzinfo else row.recorded_at.replace(tzinfo=UTC)
+                notice = Notice.model_validate(row.data)
+                if recorded >= self.started_at and notice.demands.delete_existing and row.id not in purged_notices:
+                    scopes.append(("", row.id, CompiledScope.build(notice.scope, self.runtime.policies, row.resolved_domains)))
+            if scopes and self.outputs:
+                self._apply(scopes)
+        finally:
+            self._beat(closed=True)
+
+    def _apply(self, scopes: list[tuple[str, str | None, CompiledScope]]) -> None:
+        store = self.runtime.store
+        results = []
+        for purge_id, notice_id, scope in scopes:
+            for location in self.outputs.values():
+                if location.kind == "feed" and location.options.get("remote"):
+                    continue  # listed as manual_action_required in the purge's receipt
+                outcome = scan(store, scope, location, delete=True)
+                if purge_id:
+                    store.record_step(purge_id, label(location), location.kind, outcome.count, outcome.status, outcome.detail)
+                results.append({"purge_id": purge_id or None, "notice_id": notice_id, "location": label(location),
+                                "status": outcome.status, "count": outcome.count, "detail": outcome.detail})  # fmt: skip
+        entry = store.append_ledger(
+            "purge.completed-by-crawl", {"crawl_id": self.runtime.config.crawl_id, "machine": self.machine, "results": results}
+        )
+        removed = sum(r["count"] for r in results)
+        logger.warning(
+            "Applied %d purge(s) to this crawl's own files: %d records removed (ledger entry %d)",
+            len(scopes), removed, entry.seq, extra={"spider": self.crawler.spider},
+        )  # fmt: skip
