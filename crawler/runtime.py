@@ -101,6 +101,10 @@ class ComplianceRuntime:
         self._store_notices = store_notices
         self.registry_version = version
         self.notices = self._build_notices()
+        # Items waiting for the next batch passed the pipeline before this
+        # notice was known: check them again, or they would be written
+        # under the new registry version unchecked.
+        self._items = self._drop_refused(self._items, self._refusals)
         for active in self.notices.notices:
             if active.notice.id not in before:
                 logger.warning(
@@ -134,16 +138,23 @@ class ComplianceRuntime:
     def _filter_batch(self, version: int, rows: list[NoticeRow]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Called inside the store's write transaction when a notice arrived since the last poll."""
         self._adopt_registry(version, rows)
-        kept, refused = [], []
-        for row in self._pending_write:
+        refused: list[dict[str, Any]] = []
+        return self._drop_refused(self._pending_write, refused), refused
+
+    def _drop_refused(self, rows: list[dict[str, Any]], refusals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``rows`` without the items a notice now covers; their refusals are appended to ``refusals``."""
+        if not rows or not self.notices.notices:
+            return rows
+        kept = []
+        for row in rows:
             decision = self.notices.decide(row["url"])
             if decision.allowed:
                 kept.append(row)
                 continue
             decision = decision.at("store", row["url"])
             self._report(decision)
-            refused.append(self._refusal_row(decision))
-        return kept, refused
+            refusals.append(self._refusal_row(decision))
+        return kept
 
     # -- refusals -----------------------------------------------------------
 

@@ -62,6 +62,17 @@ class Outcome:
     detail: str = ""
 
 
+def fault_point(name: str) -> None:
+    """Crash-safety tests kill the purge here: ``COMPLIANCE_FAULT=name`` sends this process SIGKILL.
+
+    Points: ``started``, ``store-chunk``, ``file-replaced``, ``queue-swapped``, ``before-receipt``.
+    """
+    if os.environ.get("COMPLIANCE_FAULT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class PurgeError(RuntimeError):
     """A location could not be purged; the message says which and why."""
 
@@ -104,6 +115,7 @@ def purge_store(store: Store, scope: CompiledScope, purge_id: str) -> int:
     if by_domain is not None:
         while deleted := store.delete_items_chunk(by_domain, purge_id, "store", CHUNK):
             total += deleted
+            fault_point("store-chunk")
     if by_prefix is not None:
         for chunk in _store_pattern_ids(store, scope, by_prefix):
             total += store.delete_item_ids(chunk, purge_id, "store")
@@ -271,6 +283,7 @@ def _replace_file(path: Path, content: str) -> None:
         os.fsync(handle.fileno())
     os.chmod(temporary, mode)
     os.replace(temporary, path)
+    fault_point("file-replaced")
 
 
 def _queue_paths(jobdir: Path) -> Iterator[tuple[Path, str]]:
@@ -318,6 +331,7 @@ def _write_queue(path: Path, kind: str, records: list[bytes]) -> None:
         return
     old = path.with_name(f".{path.name}.old")
     os.replace(path, old)
+    fault_point("queue-swapped")
     os.replace(fresh, path)
     shutil.rmtree(old, ignore_errors=True)
 
@@ -432,6 +446,7 @@ def run_purge(store: Store, request: PurgeRequest, machine: str) -> dict[str, An
         purge_id = uuid.uuid4().hex
         store.start_purge(purge_id, request.notice_id, request.reason, request.operator, request.scope_record)
         started_at = store.purge_record(purge_id)["started_at"]  # type: ignore[index]
+        fault_point("started")
     running = store.running_crawls()
     for location in plan(store, machine):
         name = label(location)
@@ -442,6 +457,7 @@ def run_purge(store: Store, request: PurgeRequest, machine: str) -> dict[str, An
         outcome = scan(store, request.scope, location, delete=True, purge_id=purge_id)
         # The store's deletes were counted in their own transactions; files count here, after the rename.
         store.record_step(purge_id, name, location.kind, 0 if location.kind == "store" else outcome.count, outcome.status, outcome.detail)
+    fault_point("before-receipt")
     return _receipt(store, purge_id, request, started_at)
 
 

@@ -335,3 +335,34 @@ def optout_sites() -> dict[str, Site]:
     })  # type: ignore[arg-type]  # fmt: skip
     return {"optout.test": StaticSite(pages), "aipref.test": aipref, "signal.test": signal,
             "tdm.test": tdm, "tdmbad.test": tdmbad}  # type: ignore[arg-type]  # fmt: skip
+
+
+# -- notices -----------------------------------------------------------------------
+
+
+def notice_sites(pages: int = 400, delay: float = 0.05) -> dict[str, Site]:
+    """A large slow host that receives a notice mid-crawl, and a bystander that must keep its items.
+
+    ``bigsocial.test`` (and ``people.bigsocial.test``) answer every page after
+    ``delay`` seconds and link widely, so dozens of requests wait in the
+    crawler's queues and download slot when the notice arrives.
+    """
+
+    def slow(title: str, links: list[str]) -> WebResponse:
+        return WebResponse(headers=[("Content-Type", "text/html; charset=utf-8")], body=page(title, links), delay=delay)
+
+    social: dict[str, object] = {"/robots.txt": robots("User-agent: *\nAllow: /\n")}
+    social["/"] = slow("bigsocial", [f"/u/{i}" for i in range(1, 30)] + ["http://people.bigsocial.test/"])
+    for i in range(1, pages + 1):
+        social[f"/u/{i}"] = slow(f"user {i}", [f"/u/{(i * 7 + k) % pages + 1}" for k in range(1, 8)])
+    people: dict[str, object] = {"/robots.txt": robots("User-agent: *\nAllow: /\n"), "/": slow("people", ["/p/1", "/p/2"]),
+                                 "/p/1": slow("p1", []), "/p/2": slow("p2", [])}  # fmt: skip
+    bystander: dict[str, object] = {"/robots.txt": robots("User-agent: *\nAllow: /\n")}
+    bystander["/"] = page("bystander", [f"/b/{i}" for i in range(1, 11)])
+    for i in range(1, 11):
+        bystander[f"/b/{i}"] = page(f"b{i}")
+    return {
+        "bigsocial.test": StaticSite(social),  # type: ignore[arg-type]
+        "people.bigsocial.test": StaticSite(people),  # type: ignore[arg-type]
+        "bystander.test": StaticSite(bystander),  # type: ignore[arg-type]
+    }

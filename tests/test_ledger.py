@@ -1,0 +1,96 @@
+"""The ledger: a hash chain that names the first altered, deleted, inserted or reordered entry."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from crawler.compliance.ledger import GENESIS, verify
+from crawler.compliance.store import Store
+from crawler.testing.runner import scrapy_command
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> tuple[Store, Path]:
+    path = tmp_path / "store.sqlite3"
+    store = Store(f"sqlite:///{path}")
+    for n in range(1, 6):
+        store.append_ledger("consent.changed", {"platform": f"p{n}", "n": n})
+    return store, path
+
+
+def run_verify(path: Path) -> tuple[int, str]:
+    done = scrapy_command(["ledger", "verify", "-s", f"COMPLIANCE_STORE=sqlite:///{path}"])
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_intact_chain_verifies(filled: tuple[Store, Path]) -> None:
+    """Five appended entries chain from the genesis value and verify."""
+    store, path = filled
+    entries = list(store.ledger_entries())
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
+    assert entries[0].prev_hash == GENESIS
+    assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:]))
+    assert verify(entries, store.ledger_head()).ok
+    code, out = run_verify(path)
+    assert code == 0 and "intact: 5 entries" in out
+
+
+@pytest.mark.parametrize(
+    ("tamper", "bad", "words"),
+    [
+        ("UPDATE ledger SET payload = '{\"n\":99,\"platform\":\"p3\"}' WHERE seq = 3", 3, "altered"),
+        ("UPDATE ledger SET at = '2020-01-01T00:00:00+00:00' WHERE seq = 2", 2, "altered"),
+        ("DELETE FROM ledger WHERE seq = 2", 2, "missing"),
+        ("DELETE FROM ledger WHERE seq = 5", 5, "cut off the end"),
+        # an entry inserted in the middle: renumber 4,5 -> 5,6 and put a forged 4 in
+        ("UPDATE ledger SET seq = seq + 10 WHERE seq >= 4; UPDATE ledger SET seq = seq - 9 WHERE seq >= 14;"
+         "INSERT INTO ledger VALUES (4, '2026-01-01T00:00:00+00:00', 'consent.changed', '{}', "
+         "(SELECT hash FROM ledger WHERE seq = 3), 'f00d')", 4, "altered"),
+        # two entries swapped (reordered)
+        ("UPDATE ledger SET seq = 100 WHERE seq = 2; UPDATE ledger SET seq = 2 WHERE seq = 3; UPDATE ledger SET seq = 3 WHERE seq = 100",
+         2, "does not follow"),
+    ],
+    ids=["payload-altered", "time-altered", "deleted", "tail-deleted", "inserted", "reordered"],
+)  # fmt: skip
+def test_tampering_is_detected_and_named(filled: tuple[Store, Path], tamper: str, bad: int, words: str) -> None:
+    """`scrapy ledger verify` exits 1 and names the first entry that does not fit."""
+    store, path = filled
+    store.dispose()
+    with sqlite3.connect(path) as db:
+        db.executescript(tamper)
+    code, out = run_verify(path)
+    assert code == 1, out
+    assert f"BROKEN at entry {bad}" in out and words in out, out
+
+
+def test_concurrent_appends_keep_one_chain(tmp_path: Path) -> None:
+    """Appends from several writers at once never fork the chain."""
+    url = f"sqlite:///{tmp_path / 's.sqlite3'}"
+    Store(url)
+
+    def writer(name: str) -> None:
+        store = Store(url)
+        for n in range(15):
+            store.append_ledger("consent.changed", {"writer": name, "n": n})
+
+    threads = [threading.Thread(target=writer, args=(f"w{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store = Store(url)
+    verdict = verify(store.ledger_entries(), store.ledger_head())
+    assert verdict.ok and verdict.entries == 45, verdict.message
+
+
+def test_ledger_show_json_lists_entries(filled: tuple[Store, Path]) -> None:
+    """`scrapy ledger show --json` prints one entry per line with its hashes."""
+    _, path = filled
+    done = scrapy_command(["ledger", "show", "--json", "-s", f"COMPLIANCE_STORE=sqlite:///{path}"])
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode == 0 and len(lines) == 5
+    assert '"kind": "consent.changed"' in lines[0] and '"prev_hash": "' + GENESIS in lines[0]

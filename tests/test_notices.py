@@ -1,0 +1,149 @@
+"""Notices: the model, files with FILE:LINE errors, scope matching and the registry's decisions."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from crawler.compliance.notices import (
+    CompiledScope, Notice, NoticeSet, Scope, load_notice_files, merge_notices, notice_type,
+)  # fmt: skip
+from crawler.compliance.policy import json_schema, load_policies
+from crawler.testing.runner import policy_dir_with_pace, scrapy_command
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def notice(**changes: object) -> Notice:
+    fields: dict[str, object] = {
+        "id": "n1", "sender_name": "Legal Dept", "date_received": "2026-11-20", "type": "Other",
+        "tags": ["cease-and-desist"], "scope": {"domains": ["news.test"]}, "effective_at": "2026-11-20T00:00:00Z",
+    }  # fmt: skip
+    fields.update(changes)
+    return Notice.model_validate(fields)
+
+
+def registry(*notices: Notice) -> NoticeSet:
+    return NoticeSet.build(merge_notices([], [(n, []) for n in notices], None), "test")
+
+
+def test_cease_and_desist_alias_is_lumen_other_with_tag() -> None:
+    """`cease-and-desist` is stored as Lumen's type Other with the tag; Lumen's own types pass through."""
+    assert notice_type("cease-and-desist") == ("Other", ["cease-and-desist"])
+    assert notice_type("dmca") == ("DMCA", [])
+    with pytest.raises(ValueError, match="unknown notice type 'letter'"):
+        notice_type("letter")
+    assert notice().is_cease_and_desist
+    assert not notice(type="DMCA", tags=[]).is_cease_and_desist
+
+
+def test_scope_covers_domain_and_subdomains_only() -> None:
+    """A domain scope covers the registered domain and its subdomains, nothing that merely ends alike."""
+    decide = registry(notice()).decide
+    assert decide("http://news.test/a", NOW).reason == "notice.n1"
+    assert decide("https://blog.news.test/x?y=1", NOW).reason == "notice.n1"
+    assert decide("http://othernews.test/", NOW).allowed
+    assert decide("http://news.test.evil.test/", NOW).allowed
+
+
+def test_url_patterns_match_path_and_ignore_scheme() -> None:
+    """URL patterns use robots syntax in the path; an objection to https also covers http."""
+    decide = registry(notice(scope={"url_patterns": ["https://shop.test/people/*/photos", "https://shop.test/exact$"]})).decide
+    assert not decide("http://shop.test/people/ann/photos/1", NOW).allowed
+    assert not decide("https://shop.test/exact", NOW).allowed
+    assert decide("https://shop.test/exact/more", NOW).allowed
+    assert decide("https://shop.test/people/", NOW).allowed
+    assert decide("https://www.shop.test/people/ann/photos", NOW).allowed
+
+
+def test_decision_names_the_notice_rule_and_source() -> None:
+    """The refusal carries notice.<id>, the sender and the rule, like every gate's decision."""
+    decision = registry(notice()).decide("http://news.test/", NOW)
+    assert decision.reason == "notice.n1"
+    assert "cease-and-desist from Legal Dept" in decision.rule and "domain news.test" in decision.rule
+    assert decision.source == "store: notice n1"
+
+
+def test_future_withdrawn_and_non_blocking_notices_do_not_refuse() -> None:
+    """Blocking starts at effective_at, ends with withdrawal, and needs the stop_collection demand."""
+    later = notice(effective_at=(NOW + timedelta(hours=1)).isoformat())
+    assert registry(later).decide("http://news.test/", NOW).allowed
+    assert not registry(later).decide("http://news.test/", NOW + timedelta(hours=2)).allowed
+    withdrawn = notice(status="withdrawn", withdrawn_at="2026-11-25T00:00:00Z")
+    assert registry(withdrawn).decide("http://news.test/", NOW).allowed
+    keep_crawling = notice(demands={"stop_collection": False, "delete_existing": True})
+    assert registry(keep_crawling).decide("http://news.test/", NOW).allowed
+
+
+def test_platform_scope_uses_the_platform_policy_domains(tmp_path: Path) -> None:
+    """A platform notice covers every domain of that platform's policy, plus those recorded at filing."""
+    policies, errors = load_policies(policy_dir_with_pace(tmp_path / "p"))
+    assert policies is not None, errors
+    scope = CompiledScope.build(Scope(platform="meta"), policies, ["old-meta.test"])
+    assert scope.match("https://www.instagram.com/x") == "domain instagram.com"
+    assert scope.match("https://old-meta.test/") == "domain old-meta.test"
+    assert scope.match("https://x.com/") is None
+
+
+def test_store_version_wins_over_a_stale_file(tmp_path: Path) -> None:
+    """A notice withdrawn in the store stops blocking even if a stale copy of its file says active."""
+    directory = tmp_path / "policies"
+    (directory / "notices").mkdir(parents=True)
+    (directory / "notices" / "n1.yaml").write_text(json.dumps(notice().as_record()), encoding="utf-8")
+    files, errors = load_notice_files(directory)
+    assert not errors and len(files) == 1
+    assert not NoticeSet.build(merge_notices(files, [], None), "v").decide("http://news.test/", NOW).allowed
+    withdrawn = notice(status="withdrawn", withdrawn_at="2026-11-25T00:00:00Z")
+    assert NoticeSet.build(merge_notices(files, [(withdrawn, [])], None), "v").decide("http://news.test/", NOW).allowed
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("id: n1\nsender_name: X\ndate_received: 2026-11-20\nscope: {}\neffective_at: 2026-11-20T00:00:00Z\n",
+         "n1.yaml:4: scope: give at least one of platform, domains or url_patterns"),
+        ("id: n1\nsender_name: X\ndate_received: 2026-11-20\nscope:\n  domains: [www.news.test]\neffective_at: 2026-11-20T00:00:00Z\n",
+         "n1.yaml:4: scope: domains: 'www.news.test' is not a registered domain; write 'news.test'"),
+        ("id: n1\nsender_name: X\ndate_received: 2026-11-20\nscope: {domains: [news.test]}\neffective_at: 2026-11-20T00:00:00\n",
+         "n1.yaml:5: effective_at: Input should have timezone info"),
+        ("id: n1\ntype: Letter\nsender_name: X\ndate_received: 2026-11-20\nscope: {domains: [news.test]}\neffective_at: 2026-11-20T00:00:00Z\n",
+         "n1.yaml:2: type: must be 'DMCA', 'CourtOrder'"),
+        ("id: n1\nsender: X\nsender_name: X\ndate_received: 2026-11-20\nscope: {domains: [news.test]}\neffective_at: 2026-11-20T00:00:00Z\n",
+         "n1.yaml:2: sender: unknown field; accepted here: id, type, title, sender_name"),
+        ("id: n1\nsender_name: X\ndate_received: 2026-11-20\nscope: {platform: nosuch}\neffective_at: 2026-11-20T00:00:00Z\n",
+         "n1.yaml:4: scope.platform: unknown platform 'nosuch'; known: meta"),
+        ("id: other\nsender_name: X\ndate_received: 2026-11-20\nscope: {domains: [news.test]}\neffective_at: 2026-11-20T00:00:00Z\n",
+         "n1.yaml:1: id: 'other' must match the file name (n1.yaml)"),
+        ("id: n1\n  bad: [\n", "n1.yaml:2:"),
+    ],
+)  # fmt: skip
+def test_notice_file_errors_name_file_line_and_field(tmp_path: Path, text: str, expected: str) -> None:
+    """Every problem in a notice file is reported as FILE:LINE: field: message."""
+    (tmp_path / "notices").mkdir()
+    (tmp_path / "notices" / "n1.yaml").write_text(text, encoding="utf-8")
+    loaded, errors = load_notice_files(tmp_path, ["meta"])
+    assert not loaded
+    assert any(expected in e for e in errors), errors
+
+
+def test_schema_covers_notices() -> None:
+    """The one JSON Schema describes notice files too, generated from the model."""
+    schema = json_schema()
+    assert {"$ref": "#/$defs/Notice"} in schema["anyOf"]
+    assert "scope" in schema["$defs"]["Notice"]["required"]
+
+
+def test_policy_validate_checks_notice_files(tmp_path: Path) -> None:
+    """`scrapy policy validate` fails on a broken notice file and names its line."""
+    directory = policy_dir_with_pace(tmp_path / "policies")
+    (directory / "notices").mkdir()
+    (directory / "notices" / "bad.yaml").write_text("id: bad\nsender_name: X\ndate_received: soon\n", encoding="utf-8")
+    done = scrapy_command(["policy", "validate", str(directory)])
+    assert done.returncode == 1
+    assert "bad.yaml:3: date_received:" in done.stdout
+    (directory / "notices" / "bad.yaml").unlink()
+    done = scrapy_command(["policy", "validate", str(directory)])
+    assert done.returncode == 0 and "0 notices" in done.stdout

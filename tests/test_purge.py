@@ -1,0 +1,183 @@
+"""`scrapy purge`: every location, receipts, dry runs, verification, and crash safety under SIGKILL."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crawler.compliance.ledger import verify
+from crawler.compliance.store import Store, item_row
+from crawler.testing.runner import policy_dir_with_pace, scrapy_command
+
+URLS = [
+    "http://a.test/1", "http://a.test/2", "https://blog.a.test/x", "http://a.test/people/ann/photos",
+    "http://b.test/1", "http://b.test/2", "http://ba.test/1",
+]  # fmt: skip
+
+
+def fill(store: Store, urls: list[str], crawl_id: str = "c1") -> None:
+    from crawler.compliance.domains import host_of, registered_domain
+
+    rows = [item_row({"url": u, "host": host_of(u), "domain": registered_domain(host_of(u)), "crawl_id": crawl_id, "title": u})
+            for u in urls]  # fmt: skip
+    store.write(rows, [])
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, Any]:
+    store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    store = Store(store_url)
+    fill(store, URLS)
+    return {"tmp": tmp_path, "store_url": store_url, "store": store, "settings": [
+        "-s", f"COMPLIANCE_STORE={store_url}", "-s", f"COMPLIANCE_POLICY_DIR={policies}", "-s", "COMPLIANCE_MACHINE=here"]}  # fmt: skip
+
+
+def purge(env: dict[str, Any], *args: str, extra_env: dict[str, str] | None = None) -> tuple[int, str, dict[str, Any] | None]:
+    done = scrapy_command(["purge", *args, *env["settings"]], env=extra_env)
+    text = done.stdout
+    receipt = None
+    if text.lstrip().startswith("{"):
+        decoder = json.JSONDecoder()
+        receipt, _ = decoder.raw_decode(text.lstrip())
+    return done.returncode, text + done.stderr, receipt
+
+
+def urls_left(store: Store) -> list[str]:
+    return sorted(r["url"] for r in store.iter_items())
+
+
+def test_purge_domain_deletes_domain_and_subdomains_with_receipt(env: dict[str, Any]) -> None:
+    """Purging a.test removes a.test and blog.a.test items, keeps b.test and ba.test, and chains a receipt."""
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "objection by email", "--operator", "alice")
+    assert code == 0, out
+    assert receipt is not None and receipt["counts"] == {"store": 4} and receipt["total_deleted"] == 4
+    assert receipt["operator"] == "alice" and receipt["reason"] == "objection by email"
+    assert receipt["started_at"] <= receipt["finished_at"]
+    assert urls_left(env["store"]) == ["http://b.test/1", "http://b.test/2", "http://ba.test/1"]
+    store = env["store"]
+    entries = list(store.ledger_entries())
+    assert [e.kind for e in entries] == ["purge.started", "purge.completed"]
+    assert receipt["ledger_entry"] == {"seq": 2, "hash": entries[-1].hash}
+    assert json.loads(entries[-1].payload)["total_deleted"] == 4
+    assert verify(entries, store.ledger_head()).ok
+
+
+def test_dry_run_counts_and_deletes_nothing(env: dict[str, Any]) -> None:
+    """--dry-run reports what is in scope per location and changes nothing, not even the ledger."""
+    code, out, report = purge(env, "--domain", "b.test", "--reason", "check", "--dry-run")
+    assert code == 0 and report is not None
+    assert report["in_scope"]["store"] == {"remaining": 2}
+    assert len(urls_left(env["store"])) == len(URLS)
+    assert list(env["store"].ledger_entries()) == []
+
+
+def test_url_pattern_purge_and_verify(env: dict[str, Any]) -> None:
+    """A URL pattern purges only matching records; --verify then passes (exit 0)."""
+    code, out, receipt = purge(env, "--url-pattern", "https://a.test/people/*", "--reason", "art. 17 request", "--verify")
+    assert code == 0, out
+    assert receipt is not None and receipt["counts"]["store"] == 1
+    assert "http://a.test/people/ann/photos" not in urls_left(env["store"])
+    assert "verified: nothing in scope remains" in out
+
+
+def test_verify_fails_when_something_remains(env: dict[str, Any]) -> None:
+    """--dry-run --verify exits 1 naming the location that still holds data in scope."""
+    code, out, _ = purge(env, "--domain", "b.test", "--reason", "check", "--dry-run", "--verify")
+    assert code == 1
+    assert "error: 2 record(s) in scope remain in store" in out
+
+
+def test_bad_input_is_one_line_error(env: dict[str, Any]) -> None:
+    """Missing reason, non-registered domains and unknown platforms are refused with one line."""
+    for args, message in [
+        (["--domain", "a.test"], "--reason is required"),
+        (["--domain", "www.a.test", "--reason", "x"], "not a registered domain; write 'a.test'"),
+        (["--platform", "nosuch", "--reason", "x"], "no such platform policy"),
+        (["--reason", "x"], "say what is in scope"),
+    ]:
+        code, out, _ = purge(env, *args)
+        assert code == 1 and message in out and "Traceback" not in out, out
+
+
+def write_feeds(tmp: Path) -> dict[str, Path]:
+    records = [{"url": u, "title": u} for u in URLS]
+    paths = {fmt: tmp / f"feed.{fmt}" for fmt in ("jsonlines", "json", "csv", "xml", "marshal")}
+    paths["jsonlines"].write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    paths["json"].write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]", encoding="utf-8")
+    with paths["csv"].open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["title", "url"])
+        writer.writeheader()
+        writer.writerows(records)
+    paths["xml"].write_text('<?xml version="1.0" encoding="utf-8"?>\n<items>'
+                            + "".join(f"<item><url>{r['url']}</url><title>t</title></item>" for r in records) + "</items>",
+                            encoding="utf-8")  # fmt: skip
+    paths["marshal"].write_bytes(b"\x00binary")
+    return paths
+
+
+def test_feeds_are_rewritten_and_unreachable_ones_listed(env: dict[str, Any]) -> None:
+    """Local feeds lose their in-scope records atomically; remote feeds and binary formats are listed for manual action."""
+    store: Store = env["store"]
+    paths = write_feeds(env["tmp"])
+    for fmt, path in paths.items():
+        store.record_output("c1", "here", "feed", str(path), {"format": fmt, "uri": str(path)})
+    store.record_output("c1", "here", "feed", "s3://bucket/items.jl", {"format": "jsonlines", "uri": "s3://bucket/items.jl", "remote": True})
+    store.record_output("c2", "elsewhere", "feed", "/data/items.jl", {"format": "jsonlines", "uri": "/data/items.jl"})
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "notice by phone")
+    assert code == 0, out
+    assert receipt is not None
+    for fmt in ("jsonlines", "json", "csv", "xml"):
+        assert receipt["counts"][f"feed:{paths[fmt]}"] == 4, fmt
+    remaining_json = [r["url"] for r in json.loads(paths["json"].read_text())]
+    assert remaining_json == ["http://b.test/1", "http://b.test/2", "http://ba.test/1"]
+    assert [json.loads(line)["url"] for line in paths["jsonlines"].read_text().splitlines()] == remaining_json
+    assert [row["url"] for row in csv.DictReader(paths["csv"].open(encoding="utf-8"))] == remaining_json
+    assert "http://a.test/1<" not in paths["xml"].read_text() and "http://ba.test/1<" in paths["xml"].read_text()
+    manual = {m["location"]: m["why"] for m in receipt["manual_action_required"]}
+    assert "cannot be rewritten" in manual[f"feed:{paths['marshal']}"]
+    assert "remote feed s3://bucket/items.jl" in manual["feed:s3://bucket/items.jl"]
+    assert "on machine elsewhere" in manual["feed:/data/items.jl"]
+
+
+def test_running_crawl_owns_its_locations(env: dict[str, Any]) -> None:
+    """A feed a running crawl is writing is deferred to that crawl, not rewritten under it."""
+    store: Store = env["store"]
+    feed = env["tmp"] / "live.jl"
+    feed.write_text('{"url": "http://a.test/1"}\n', encoding="utf-8")
+    store.record_output("live", "here", "feed", str(feed), {"format": "jsonlines"})
+    store.heartbeat("live", "here", os.getpid())
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "x")
+    assert code == 0 and receipt is not None
+    assert receipt["deferred"][0]["location"] == f"feed:{feed}" and "running crawl live" in receipt["deferred"][0]["why"]
+    assert "a.test/1" in feed.read_text()
+
+
+@pytest.mark.parametrize("point", ["started", "store-chunk", "file-replaced", "before-receipt"])
+def test_killed_purge_resumes_and_never_overreports(env: dict[str, Any], point: str) -> None:
+    """SIGKILL at each point, then the same command again: it completes, reports at most what it deleted, the ledger verifies."""
+    store: Store = env["store"]
+    fill(store, [f"http://a.test/bulk/{i}" for i in range(300)])
+    before = store.count_items("a.test")
+    feed = write_feeds(env["tmp"])["jsonlines"]
+    store.record_output("c1", "here", "feed", str(feed), {"format": "jsonlines"})
+    code, out, _ = purge(env, "--domain", "a.test", "--reason", "crash test", extra_env={"COMPLIANCE_FAULT": point})
+    assert code == -9, out
+    assert verify(store.ledger_entries(), store.ledger_head()).ok
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "crash test")
+    assert code == 0, out
+    assert receipt is not None
+    assert store.count_items("a.test") == 0 and "a.test/" not in feed.read_text().replace("ba.test/", "")
+    assert receipt["counts"]["store"] <= before and receipt["counts"][f"feed:{feed}"] <= 4
+    if point != "file-replaced":
+        assert receipt["counts"][f"feed:{feed}"] == 4
+    assert receipt["total_deleted"] <= before + 4
+    purges = store.purges()
+    assert len(purges) == 1 and purges[0]["status"] == "done"  # the same purge record, resumed
+    assert verify(store.ledger_entries(), store.ledger_head()).ok
+    assert [e.kind for e in store.ledger_entries()] == ["purge.started", "purge.completed"]
