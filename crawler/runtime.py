@@ -77,6 +77,7 @@ class ComplianceRuntime:
             return False
         if policies.version != self.policies.version:
             self.policies = policies
+            self.record_consent_changes()
             logger.info("Policies reloaded: version %s", policies.version, extra={"spider": self.crawler.spider})
             if self.crawler.stats is not None:
                 self.crawler.stats.inc_value("compliance/policies/reloaded")
@@ -155,6 +156,28 @@ class ComplianceRuntime:
             self._report(decision)
             refusals.append(self._refusal_row(decision))
         return kept
+
+    def record_consent_changes(self) -> int:
+        """Append ``consent.changed`` to the ledger for each platform whose consents differ from the last record."""
+        import hashlib
+
+        from crawler.compliance.ledger import canonical_json
+
+        appended = 0
+        for loaded in self.policies.platforms:
+            policy = loaded.policy
+            consents = [c.model_dump(mode="json") for c in policy.consents]
+            digest = hashlib.sha256(canonical_json(consents).encode()).hexdigest()
+            last = self.store.last_ledger_payload("consent.changed", "platform", policy.id)
+            if (last is None and not consents) or (last is not None and last.get("digest") == digest):
+                continue
+            self.store.append_ledger(
+                "consent.changed",
+                {"platform": policy.id, "file": loaded.path, "consents": consents, "digest": digest,
+                 "previous_digest": last.get("digest") if last else None, "seen_by_crawl": self.config.crawl_id},
+            )  # fmt: skip
+            appended += 1
+        return appended
 
     # -- refusals -----------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 
 from crawler.config import Config, ConfigError
-from crawler.runtime import load_policies_or_fail
+from crawler.runtime import load_notices_or_fail, load_policies_or_fail
 from crawler.spiders.site import SiteSpider, StartUrlError, parse_start_urls
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ class Command(ScrapyCrawlCommand):
         assert self.settings is not None
         try:
             config = Config.from_settings(self.settings)
-            load_policies_or_fail(config.policy_dir)
+            load_notices_or_fail(config.policy_dir, load_policies_or_fail(config.policy_dir))
             if args and args[0] == SiteSpider.name:
                 parse_start_urls(opts.spargs.get("url"))
         except (ConfigError, StartUrlError) as exc:

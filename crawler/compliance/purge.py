@@ -322,6 +322,10 @@ def _write_queue(path: Path, kind: str, records: list[bytes]) -> None:
     fresh = path.with_name(f".{path.name}.new")
     if fresh.exists():
         shutil.rmtree(fresh) if fresh.is_dir() else fresh.unlink()
+    if not records:
+        # queuelib removes an empty queue when closing it; Scrapy recreates it empty on resume.
+        shutil.rmtree(path) if kind == "fifo" else path.unlink()
+        return
     queue = FifoDiskQueue(str(fresh)) if kind == "fifo" else LifoDiskQueue(str(fresh))
     for record in records:
         queue.push(record)

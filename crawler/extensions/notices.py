@@ -91,6 +91,7 @@ class NoticeWatcher:
 
     def spider_opened(self) -> None:
         self.runtime.refresh_notices()
+        self.runtime.record_consent_changes()
         self._beat()
         self.loop.start(self.interval, now=False)
         # After every spider_opened handler ran (the feed exporter opens its files there).

@@ -1,0 +1,224 @@
+"""A notice filed mid-crawl from another process: the host goes quiet, and its data is gone everywhere."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crawler.compliance.ledger import verify
+from crawler.compliance.store import Store
+from crawler.testing.runner import policy_dir_with_pace, run_site_crawl, scrapy_command, start_site_crawl
+from crawler.testing.sites import notice_sites
+from crawler.testing.web import TestWeb
+
+from conftest import GUARD_ENV
+
+SCOPE_HOSTS = ("bigsocial.test", "people.bigsocial.test")
+
+
+@pytest.fixture
+def social_web() -> Any:
+    with TestWeb(notice_sites()) as server:
+        yield server
+        assert not server.unknown_hosts()
+
+
+def cached_urls(cache: Path, backend: str) -> list[str]:
+    if backend == "filesystem":
+        return [pickle.load(p.open("rb"))["url"] for p in cache.glob("site/*/*/pickled_meta")]
+    import dbm
+
+    with dbm.open(str(cache / "site.db"), "r") as db:
+        return [pickle.loads(db[k])["url"] for k in db.keys() if k.endswith(b"_data")]
+
+
+def notice_add(web: TestWeb, settings: dict[str, Any], *args: str) -> tuple[float, Any]:
+    done = scrapy_command(["notice", "add", *args], web=web, settings=settings, env=GUARD_ENV)
+    returned = time.time()
+    assert done.returncode == 0, done.stderr[-3000:]
+    return returned, json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("backend", ["filesystem", "dbm"])
+def test_notice_mid_crawl_stops_host_and_purges_everywhere(social_web: TestWeb, tmp_path: Path, backend: str) -> None:
+    """Filed from another process mid-crawl: no request starts >1 s later; store, cache and feed hold nothing in scope."""
+    store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
+    feed = tmp_path / "items.jl"
+    cache = tmp_path / "cache"
+    storage = "FilesystemCacheStorage" if backend == "filesystem" else "DbmCacheStorage"
+    settings = {
+        "COMPLIANCE_POLICY_DIR": str(policies), "HTTPCACHE_ENABLED": True, "HTTPCACHE_DIR": str(cache),
+        "HTTPCACHE_STORAGE": f"scrapy.extensions.httpcache.{storage}",
+        "FEEDS": json.dumps({str(feed): {"format": "jsonlines"}}),
+    }  # fmt: skip
+    crawl = start_site_crawl(social_web, ["http://bigsocial.test/", "http://bystander.test/"], store_url,
+                             settings=settings, env=GUARD_ENV, log_path=tmp_path / "crawl.log")  # fmt: skip
+    deadline = time.time() + 60
+    while len(social_web.paths("bigsocial.test")) < 30 and crawl.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert crawl.poll() is None, "the crawl ended before the notice could be filed"
+    returned, result = notice_add(
+        social_web, {"COMPLIANCE_STORE": store_url, "COMPLIANCE_POLICY_DIR": str(policies)},
+        "--domain", "bigsocial.test", "--sender", "BigSocial Inc., Legal", "--received", "2026-11-26", "--id", "cd-bigsocial",
+    )  # fmt: skip
+    assert crawl.wait(120) == 0, (tmp_path / "crawl.log").read_text()[-3000:]
+    log = (tmp_path / "crawl.log").read_text()
+
+    late = [(round(e.time - returned, 3), e.host, e.path) for e in social_web.log if e.host in SCOPE_HOSTS and e.time > returned + 1.0]
+    assert not late, f"requests to the noticed host started more than 1 s after `notice add` returned: {late[:5]}"
+    assert "notice.cd-bigsocial" in log
+    assert result["notice"]["type"] == "Other" and result["notice"]["tags"] == ["cease-and-desist"]
+    assert result["purge"]["notice_id"] == "cd-bigsocial"
+
+    store = Store(store_url)
+    assert store.count_items("bigsocial.test") == 0
+    assert store.count_items("bystander.test") == 11, "a host crawled in the same run keeps its items"
+    feed_urls = [json.loads(line)["url"] for line in feed.read_text().splitlines()]
+    assert feed_urls and not [u for u in feed_urls if "bigsocial.test" in u]
+    assert len([u for u in feed_urls if "bystander.test" in u]) == 11
+    cached = cached_urls(cache, backend)
+    assert any("bystander.test" in u for u in cached)
+    assert not [u for u in cached if "bigsocial.test" in u]
+    assert verify(store.ledger_entries(), store.ledger_head()).ok
+    kinds = [e.kind for e in store.ledger_entries()]
+    assert kinds[:3] == ["notice.added", "purge.started", "purge.completed"] and "purge.completed-by-crawl" in kinds
+
+    social_web.clear_log()
+    again = run_site_crawl(social_web, ["http://bigsocial.test/", "http://bystander.test/"], store_url,
+                           settings={"COMPLIANCE_POLICY_DIR": str(policies)}, env=GUARD_ENV).check()  # fmt: skip
+    assert social_web.paths("bigsocial.test") == [] and social_web.paths("people.bigsocial.test") == []
+    assert "compliance/refused/notice.cd-bigsocial" in again.stderr
+    verified = scrapy_command(["purge", "--notice", "cd-bigsocial", "--dry-run", "--verify", "-s", f"COMPLIANCE_STORE={store_url}",
+                               "-s", f"COMPLIANCE_POLICY_DIR={policies}"])  # fmt: skip
+    assert verified.returncode == 0, verified.stdout
+
+
+def test_jobdir_queues_lose_in_scope_requests_and_resume_sends_nothing(social_web: TestWeb, tmp_path: Path) -> None:
+    """Pending requests in a JOBDIR are purged from its disk queues; the resumed crawl never asks the host."""
+    import shutil
+
+    from queuelib.queue import LifoDiskQueue
+
+    store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    policies = policy_dir_with_pace(tmp_path / "policies", 0, 2)
+    jobdir = tmp_path / "job"
+    settings = {"COMPLIANCE_POLICY_DIR": str(policies), "JOBDIR": str(jobdir), "CLOSESPIDER_PAGECOUNT": 4}
+    first = run_site_crawl(social_web, ["http://bigsocial.test/", "http://bystander.test/"], store_url,
+                           settings=settings, env=GUARD_ENV)  # fmt: skip
+    assert first.returncode == 0, first.stderr[-2000:]
+
+    def pending() -> list[str]:
+        """URLs waiting in the job's disk queues, read from a copy with queuelib (reading pops)."""
+        copy = tmp_path / "copy"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(jobdir, copy)
+        urls = []
+        for path in (copy / "requests.queue").rglob("*"):
+            if path.is_file() and path.suffix != ".json":
+                queue = LifoDiskQueue(str(path))
+                while (record := queue.pop()) is not None:
+                    urls.append(pickle.loads(record)["url"])  # noqa: S301
+                queue.close()
+        return urls
+
+    before = pending()
+    assert any("bigsocial.test" in u for u in before), before
+    _, result = notice_add(social_web, {"COMPLIANCE_STORE": store_url, "COMPLIANCE_POLICY_DIR": str(policies)},
+                           "--domain", "bigsocial.test", "--sender", "BigSocial", "--received", "2026-11-26")  # fmt: skip
+    removed = result["purge"]["counts"][f"jobdir:{jobdir.resolve()}"]
+    assert removed == len([u for u in before if "bigsocial.test" in u])
+    after = pending()
+    assert after and not [u for u in after if "bigsocial.test" in u]
+    assert sorted(after) == sorted(u for u in before if "bigsocial.test" not in u)
+
+    social_web.clear_log()
+    settings["CLOSESPIDER_PAGECOUNT"] = 0
+    resumed = run_site_crawl(social_web, ["http://bigsocial.test/", "http://bystander.test/"], store_url,
+                             settings=settings, env=GUARD_ENV).check()  # fmt: skip
+    assert social_web.paths("bigsocial.test") == [] and social_web.paths("people.bigsocial.test") == []
+    assert social_web.paths("bystander.test"), resumed.stderr[-2000:]
+
+
+def test_notice_commands_list_show_withdraw_and_policy_check(social_web: TestWeb, tmp_path: Path) -> None:
+    """list/show/withdraw work from the CLI; `policy check` names the notice; withdrawal never restores data."""
+    store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    settings = {"COMPLIANCE_STORE": store_url, "COMPLIANCE_POLICY_DIR": str(policies)}
+    run_site_crawl(social_web, ["http://bystander.test/"], store_url, settings={"COMPLIANCE_POLICY_DIR": str(policies)}, env=GUARD_ENV).check()
+    _, result = notice_add(social_web, settings, "--domain", "bystander.test", "--sender", "Bystander LLC", "--received",
+                           "2026-11-25", "--type", "DataProtection", "--id", "dp-1")  # fmt: skip
+    assert result["notice"]["type"] == "DataProtection" and result["purge"]["counts"]["store"] == 11
+    assert (policies / "notices" / "dp-1.yaml").is_file()
+    assert scrapy_command(["policy", "validate", str(policies)]).returncode == 0
+
+    listed = scrapy_command(["notice", "list"], settings=settings)
+    assert "dp-1" in listed.stdout and "DataProtection" in listed.stdout and "domain bystander.test" in listed.stdout
+    shown = json.loads(scrapy_command(["notice", "show", "dp-1"], settings=settings).stdout)
+    assert shown["notice"]["sender_name"] == "Bystander LLC" and shown["purges"][0]["total_deleted"] == 11
+
+    check = scrapy_command(["policy", "check", "http://bystander.test/b/1"], settings=settings)
+    assert "REFUSED: notice.dp-1" in check.stdout and "dp-1.yaml" in check.stdout
+
+    again = scrapy_command(["notice", "add", "--domain", "bystander.test", "--sender", "Someone else", "--received", "2026-11-25", "--id", "dp-1"], settings=settings)
+    assert again.returncode == 1 and "already" in again.stderr and "Traceback" not in again.stderr
+
+    withdrawn = scrapy_command(["notice", "withdraw", "dp-1", "--reason", "sender retracted"], settings=settings)
+    assert withdrawn.returncode == 0, withdrawn.stderr
+    assert "status: withdrawn" in (policies / "notices" / "dp-1.yaml").read_text()
+    store = Store(store_url)
+    assert store.count_items("bystander.test") == 0, "withdrawal never restores purged data"
+    assert [e.kind for e in store.ledger_entries()][-1] == "notice.withdrawn"
+    assert "ALLOWED" in scrapy_command(["policy", "check", "http://bystander.test/b/1"], settings=settings).stdout
+    social_web.clear_log()
+    run_site_crawl(social_web, ["http://bystander.test/"], store_url, settings={"COMPLIANCE_POLICY_DIR": str(policies)}, env=GUARD_ENV).check()
+    assert "/b/1" in social_web.paths("bystander.test"), "blocking stops after withdrawal"
+
+
+def test_hand_filed_notice_file_blocks_without_the_store(social_web: TestWeb, tmp_path: Path) -> None:
+    """A notice file someone wrote by hand (never recorded) still blocks crawls reading that directory."""
+    store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    (policies / "notices").mkdir()
+    (policies / "notices" / "by-hand.yaml").write_text(
+        "id: by-hand\ntype: Other\ntags: [cease-and-desist]\nsender_name: People Inc.\ndate_received: 2026-11-01\n"
+        "scope:\n  url_patterns: ['http://people.bigsocial.test/p/*']\neffective_at: 2026-11-01T00:00:00Z\n",
+        encoding="utf-8",
+    )
+    run = run_site_crawl(social_web, ["http://people.bigsocial.test/"], store_url,
+                         settings={"COMPLIANCE_POLICY_DIR": str(policies)}, env=GUARD_ENV).check()  # fmt: skip
+    seen = social_web.paths("people.bigsocial.test")
+    assert "/" in seen and "/p/1" not in seen and "/p/2" not in seen
+    assert "compliance/refused/notice.by-hand" in run.stderr
+    broken = policies / "notices" / "broken.yaml"
+    broken.write_text("id: broken\nsender_name: X\n", encoding="utf-8")
+    refused = run_site_crawl(social_web, ["http://people.bigsocial.test/"], store_url,
+                             settings={"COMPLIANCE_POLICY_DIR": str(policies)}, env=GUARD_ENV)  # fmt: skip
+    assert refused.returncode == 2 and "broken.yaml:1: date_received: required field is missing" in refused.stderr
+
+
+def test_consent_changes_are_recorded_in_the_ledger(social_web: TestWeb, tmp_path: Path) -> None:
+    """A crawl records each platform's consents when they change (and only then), in the hash chain."""
+    store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    settings = {"COMPLIANCE_POLICY_DIR": str(policies)}
+    run_site_crawl(social_web, ["http://bystander.test/"], store_url, settings=settings, env=GUARD_ENV).check()
+    store = Store(store_url)
+    assert [e.kind for e in store.ledger_entries()] == [], "no platform ships with a consent: nothing to record"
+    meta = policies / "platforms" / "meta.yaml"
+    meta.write_text(meta.read_text().replace("consents: []\n", 
+        "consents:\n  - granted_by: Meta Platforms, Inc.\n    reference: LTR-1\n"
+        "    valid_from: 2026-01-01\n    valid_until: 2026-12-31\n"), encoding="utf-8")  # fmt: skip
+    assert "LTR-1" in meta.read_text()
+    for _ in range(2):
+        run_site_crawl(social_web, ["http://bystander.test/"], store_url, settings=settings, env=GUARD_ENV).check()
+    entries = list(store.ledger_entries())
+    assert [e.kind for e in entries] == ["consent.changed"], "recorded once, not once per crawl"
+    payload = json.loads(entries[0].payload)
+    assert payload["platform"] == "meta" and payload["consents"][0]["reference"] == "LTR-1"
+    assert verify(entries, store.ledger_head()).ok
