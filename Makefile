@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench bench-purge clean
 
 install: $(STAMP)
 
@@ -26,6 +26,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/crawl_speed.py
+
+bench-purge: $(STAMP)
+	$(BIN)/python bench/purge_speed.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache
