@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from crawler.compliance.store import Store
-from crawler.testing.runner import project_dir, run_site_crawl, scrapy_command
-from crawler.testing.sites import demo_sites
+from crawler.testing.runner import project_dir, run_site_crawl, scrapy_command, start_site_crawl
+from crawler.testing.sites import demo_sites, notice_sites
 from crawler.testing.web import TestWeb
 
 START_URLS = [
@@ -100,8 +100,70 @@ def main() -> int:
     print("\n$ scrapy policy check http://www.facebook.com/")
     check = scrapy_command(["policy", "check", "http://www.facebook.com/"], settings={"COMPLIANCE_STORE": store_url})
     print("  " + check.stdout.strip().replace("\n", "\n  "))
+    if notice_demo(root) != 0:
+        return 1
     print(f"\nDone in {time.monotonic() - started:.1f}s. Store: {store_path.relative_to(root)}")
     return 0
+
+
+def notice_demo(root: Path) -> int:
+    """A cease-and-desist filed mid-crawl from a second process: the host goes quiet, its data is purged."""
+    import json
+    import shutil
+
+    var = root / "var"
+    policies = var / "demo-policies"
+    shutil.rmtree(policies, ignore_errors=True)
+    shutil.copytree(root / "policies", policies, ignore=shutil.ignore_patterns("notices"))
+    store_path = var / "demo-notice.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{store_path}{suffix}").unlink(missing_ok=True)
+    store_url = f"sqlite:///{store_path}"
+    feed = var / "demo-feed.jl"
+    feed.unlink(missing_ok=True)
+    settings = {"COMPLIANCE_POLICY_DIR": str(policies), "LOG_LEVEL": "WARNING", "FEEDS": json.dumps({str(feed): {"format": "jsonlines"}})}
+    print(_rule("A cease-and-desist, mid-crawl, from a second process"))
+    with TestWeb(notice_sites()) as web:
+        crawl = start_site_crawl(web, ["http://bigsocial.test/", "http://bystander.test/"], store_url,
+                                 settings=settings, log_path=var / "demo-notice-crawl.log")  # fmt: skip
+        while len(web.paths("bigsocial.test")) < 8 and crawl.poll() is None:
+            time.sleep(0.05)
+        began = min(e.time for e in web.log)
+        command = ["notice", "add", "--domain", "bigsocial.test", "--sender", "BigSocial Inc., Legal Department",
+                   "--received", time.strftime("%Y-%m-%d"), "--id", "demo-cease-and-desist"]  # fmt: skip
+        print(f"  crawl running (pid {crawl.pid}); in another process: scrapy {' '.join(command)}")
+        done = scrapy_command(command, settings={"COMPLIANCE_STORE": store_url, "COMPLIANCE_POLICY_DIR": str(policies)})
+        returned = time.time()
+        if done.returncode != 0:
+            print(done.stderr[-2000:], file=sys.stderr)
+            crawl.kill()
+            return 1
+        crawl.wait(120)
+        log = web.log
+    print(f"  `notice add` returned {returned - began:.1f}s into the crawl")
+    print("  requests to bigsocial.test per half second (| = the moment `notice add` returned):")
+    buckets = Counter(int((e.time - began) * 2) for e in log if e.host.endswith("bigsocial.test"))
+    for bucket in range(0, int((max(e.time for e in log) - began) * 2) + 1):
+        marker = " |" if bucket == int((returned - began) * 2) else "  "
+        print(f"   {bucket / 2:5.1f}s{marker} {'#' * buckets.get(bucket, 0)}")
+    late = [e for e in log if e.host.endswith("bigsocial.test") and e.time > returned]
+    print(f"  requests to bigsocial.test that started after `notice add` returned: {len(late)}")
+    receipt = json.loads(done.stdout)["purge"]
+    print("  the purge receipt (printed by `notice add`):")
+    short = {k: receipt[k] for k in ("purge_id", "notice_id", "operator", "started_at", "finished_at", "counts",
+                                     "manual_action_required", "deferred", "ledger_entry")}  # fmt: skip
+    print("    " + json.dumps(short, indent=2).replace("\n", "\n    "))
+    store = Store(store_url)
+    print(f"  after the crawl: items for bigsocial.test {store.count_items('bigsocial.test')}, "
+          f"for bystander.test {store.count_items('bystander.test')}; "
+          f"feed records for bigsocial.test: {sum('bigsocial.test' in line for line in feed.read_text().splitlines())}")
+    print("\n$ scrapy ledger show")
+    shown = scrapy_command(["ledger", "show"], settings={"COMPLIANCE_STORE": store_url})
+    print("  " + shown.stdout.strip().replace("\n", "\n  "))
+    print("$ scrapy ledger verify")
+    verified = scrapy_command(["ledger", "verify"], settings={"COMPLIANCE_STORE": store_url})
+    print("  " + verified.stdout.strip())
+    return verified.returncode
 
 
 if __name__ == "__main__":

@@ -222,3 +222,23 @@ def test_consent_changes_are_recorded_in_the_ledger(social_web: TestWeb, tmp_pat
     payload = json.loads(entries[0].payload)
     assert payload["platform"] == "meta" and payload["consents"][0]["reference"] == "LTR-1"
     assert verify(entries, store.ledger_head()).ok
+
+
+def test_requests_waiting_in_the_download_slot_die_when_dequeued(social_web: TestWeb, tmp_path: Path) -> None:
+    """Crawl-delay keeps a dozen requests waiting in the download slot; after the notice none of them is sent."""
+    store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    policies = policy_dir_with_pace(tmp_path / "policies", 0, 16)
+    settings = {"COMPLIANCE_POLICY_DIR": str(policies), "CONCURRENT_REQUESTS": 16, "CONCURRENT_REQUESTS_PER_DOMAIN": 16}
+    crawl = start_site_crawl(social_web, ["http://paced.test/"], store_url, settings=settings, env=GUARD_ENV,
+                             log_path=tmp_path / "crawl.log")  # fmt: skip
+    deadline = time.time() + 60
+    while len(social_web.paths("paced.test")) < 4 and crawl.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    returned, _ = notice_add(social_web, {"COMPLIANCE_STORE": store_url, "COMPLIANCE_POLICY_DIR": str(policies)},
+                             "--domain", "paced.test", "--sender", "Paced", "--received", "2026-11-26")  # fmt: skip
+    assert crawl.wait(60) == 0
+    log = (tmp_path / "crawl.log").read_text()
+    late = [round(e.time - returned, 2) for e in social_web.log if e.host == "paced.test" and e.time > returned + 1.0]
+    assert not late, f"requests sent after the notice, at +{late} s"
+    assert "at transfer" in log, "the requests waiting in the slot were refused by the transfer gate"
+    assert len(social_web.paths("paced.test")) < 12

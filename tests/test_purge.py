@@ -158,7 +158,38 @@ def test_running_crawl_owns_its_locations(env: dict[str, Any]) -> None:
     assert "a.test/1" in feed.read_text()
 
 
-@pytest.mark.parametrize("point", ["started", "store-chunk", "file-replaced", "before-receipt"])
+def fifo_jobdir(tmp: Path, urls: list[str]) -> Path:
+    """A JOBDIR whose queue is one of queuelib's FIFO disk queues (Scrapy's PickleFifoDiskQueue format)."""
+    import pickle
+
+    from queuelib.queue import FifoDiskQueue
+
+    jobdir = tmp / "job"
+    queue = FifoDiskQueue(str(jobdir / "requests.queue" / "slot" / "0"))
+    for url in urls:
+        queue.push(pickle.dumps({"url": url, "method": "GET"}, protocol=4))
+    queue.close()
+    return jobdir
+
+
+def queued(jobdir: Path) -> list[str]:
+    import pickle
+    import shutil
+
+    from queuelib.queue import FifoDiskQueue
+
+    copy = jobdir.with_name("copy")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(jobdir / "requests.queue" / "slot" / "0", copy)
+    queue = FifoDiskQueue(str(copy))
+    found = []
+    while (record := queue.pop()) is not None:
+        found.append(pickle.loads(record)["url"])  # noqa: S301
+    queue.close()
+    return found
+
+
+@pytest.mark.parametrize("point", ["started", "store-chunk", "file-replaced", "queue-swapped", "before-receipt"])
 def test_killed_purge_resumes_and_never_overreports(env: dict[str, Any], point: str) -> None:
     """SIGKILL at each point, then the same command again: it completes, reports at most what it deleted, the ledger verifies."""
     store: Store = env["store"]
@@ -166,6 +197,8 @@ def test_killed_purge_resumes_and_never_overreports(env: dict[str, Any], point: 
     before = store.count_items("a.test")
     feed = write_feeds(env["tmp"])["jsonlines"]
     store.record_output("c1", "here", "feed", str(feed), {"format": "jsonlines"})
+    jobdir = fifo_jobdir(env["tmp"], URLS)
+    store.record_output("c1", "here", "jobdir", str(jobdir), {})
     code, out, _ = purge(env, "--domain", "a.test", "--reason", "crash test", extra_env={"COMPLIANCE_FAULT": point})
     assert code == -9, out
     assert verify(store.ledger_entries(), store.ledger_head()).ok
@@ -173,10 +206,12 @@ def test_killed_purge_resumes_and_never_overreports(env: dict[str, Any], point: 
     assert code == 0, out
     assert receipt is not None
     assert store.count_items("a.test") == 0 and "a.test/" not in feed.read_text().replace("ba.test/", "")
+    assert queued(jobdir) == ["http://b.test/1", "http://b.test/2", "http://ba.test/1"], "order kept, nothing in scope"
     assert receipt["counts"]["store"] <= before and receipt["counts"][f"feed:{feed}"] <= 4
     if point != "file-replaced":
         assert receipt["counts"][f"feed:{feed}"] == 4
-    assert receipt["total_deleted"] <= before + 4
+    assert receipt["counts"][f"jobdir:{jobdir}"] <= 4
+    assert receipt["total_deleted"] <= before + 8
     purges = store.purges()
     assert len(purges) == 1 and purges[0]["status"] == "done"  # the same purge record, resumed
     assert verify(store.ledger_entries(), store.ledger_head()).ok

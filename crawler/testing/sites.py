@@ -361,7 +361,14 @@ def notice_sites(pages: int = 400, delay: float = 0.05) -> dict[str, Site]:
     bystander["/"] = page("bystander", [f"/b/{i}" for i in range(1, 11)])
     for i in range(1, 11):
         bystander[f"/b/{i}"] = page(f"b{i}")
+    # A host paced by Crawl-delay with many links: requests pile up in the
+    # crawler's download slot, where only the transfer gate can stop them.
+    paced: dict[str, object] = {"/robots.txt": robots("User-agent: *\nCrawl-delay: 0.5\n")}
+    paced["/"] = page("paced", [f"/q/{i}" for i in range(1, 41)])
+    for i in range(1, 41):
+        paced[f"/q/{i}"] = page(f"q{i}")
     return {
+        "paced.test": StaticSite(paced),  # type: ignore[arg-type]
         "bigsocial.test": StaticSite(social),  # type: ignore[arg-type]
         "people.bigsocial.test": StaticSite(people),  # type: ignore[arg-type]
         "bystander.test": StaticSite(bystander),  # type: ignore[arg-type]
