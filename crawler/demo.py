@@ -159,7 +159,7 @@ def notice_demo(root: Path) -> int:
           f"feed records for bigsocial.test: {sum('bigsocial.test' in line for line in feed.read_text().splitlines())}")
     print("\n$ scrapy ledger show")
     shown = scrapy_command(["ledger", "show"], settings={"COMPLIANCE_STORE": store_url})
-    print("  " + shown.stdout.strip().replace("\n", "\n  "))
+    print("\n".join("  " + line for line in shown.stdout.rstrip().splitlines()))
     print("$ scrapy ledger verify")
     verified = scrapy_command(["ledger", "verify"], settings={"COMPLIANCE_STORE": store_url})
     print("  " + verified.stdout.strip())
