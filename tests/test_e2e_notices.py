@@ -45,9 +45,9 @@ def notice_add(web: TestWeb, settings: dict[str, Any], *args: str) -> tuple[floa
 
 
 @pytest.mark.parametrize("backend", ["filesystem", "dbm"])
-def test_notice_mid_crawl_stops_host_and_purges_everywhere(social_web: TestWeb, tmp_path: Path, backend: str) -> None:
+def test_notice_mid_crawl_stops_host_and_purges_everywhere(social_web: TestWeb, tmp_path: Path, any_store_url: str, backend: str) -> None:
     """Filed from another process mid-crawl: no request starts >1 s later; store, cache and feed hold nothing in scope."""
-    store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    store_url = any_store_url
     policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
     feed = tmp_path / "items.jl"
     cache = tmp_path / "cache"
@@ -99,13 +99,13 @@ def test_notice_mid_crawl_stops_host_and_purges_everywhere(social_web: TestWeb, 
     assert verified.returncode == 0, verified.stdout
 
 
-def test_jobdir_queues_lose_in_scope_requests_and_resume_sends_nothing(social_web: TestWeb, tmp_path: Path) -> None:
+def test_jobdir_queues_lose_in_scope_requests_and_resume_sends_nothing(social_web: TestWeb, tmp_path: Path, any_store_url: str) -> None:
     """Pending requests in a JOBDIR are purged from its disk queues; the resumed crawl never asks the host."""
+    store_url = any_store_url
     import shutil
 
     from queuelib.queue import LifoDiskQueue
 
-    store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
     policies = policy_dir_with_pace(tmp_path / "policies", 0, 2)
     jobdir = tmp_path / "job"
     settings = {"COMPLIANCE_POLICY_DIR": str(policies), "JOBDIR": str(jobdir), "CLOSESPIDER_PAGECOUNT": 4}
@@ -145,9 +145,9 @@ def test_jobdir_queues_lose_in_scope_requests_and_resume_sends_nothing(social_we
     assert social_web.paths("bystander.test"), resumed.stderr[-2000:]
 
 
-def test_notice_commands_list_show_withdraw_and_policy_check(social_web: TestWeb, tmp_path: Path) -> None:
+def test_notice_commands_list_show_withdraw_and_policy_check(social_web: TestWeb, tmp_path: Path, any_store_url: str) -> None:
     """list/show/withdraw work from the CLI; `policy check` names the notice; withdrawal never restores data."""
-    store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    store_url = any_store_url
     policies = policy_dir_with_pace(tmp_path / "policies")
     settings = {"COMPLIANCE_STORE": store_url, "COMPLIANCE_POLICY_DIR": str(policies)}
     run_site_crawl(social_web, ["http://bystander.test/"], store_url, settings={"COMPLIANCE_POLICY_DIR": str(policies)}, env=GUARD_ENV).check()
@@ -180,9 +180,9 @@ def test_notice_commands_list_show_withdraw_and_policy_check(social_web: TestWeb
     assert "/b/1" in social_web.paths("bystander.test"), "blocking stops after withdrawal"
 
 
-def test_hand_filed_notice_file_blocks_without_the_store(social_web: TestWeb, tmp_path: Path) -> None:
+def test_hand_filed_notice_file_blocks_without_the_store(social_web: TestWeb, tmp_path: Path, any_store_url: str) -> None:
     """A notice file someone wrote by hand (never recorded) still blocks crawls reading that directory."""
-    store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    store_url = any_store_url
     policies = policy_dir_with_pace(tmp_path / "policies")
     (policies / "notices").mkdir()
     (policies / "notices" / "by-hand.yaml").write_text(
@@ -202,9 +202,9 @@ def test_hand_filed_notice_file_blocks_without_the_store(social_web: TestWeb, tm
     assert refused.returncode == 2 and "broken.yaml:1: date_received: required field is missing" in refused.stderr
 
 
-def test_consent_changes_are_recorded_in_the_ledger(social_web: TestWeb, tmp_path: Path) -> None:
+def test_consent_changes_are_recorded_in_the_ledger(social_web: TestWeb, tmp_path: Path, any_store_url: str) -> None:
     """A crawl records each platform's consents when they change (and only then), in the hash chain."""
-    store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    store_url = any_store_url
     policies = policy_dir_with_pace(tmp_path / "policies")
     settings = {"COMPLIANCE_POLICY_DIR": str(policies)}
     run_site_crawl(social_web, ["http://bystander.test/"], store_url, settings=settings, env=GUARD_ENV).check()
@@ -224,9 +224,9 @@ def test_consent_changes_are_recorded_in_the_ledger(social_web: TestWeb, tmp_pat
     assert verify(entries, store.ledger_head()).ok
 
 
-def test_requests_waiting_in_the_download_slot_die_when_dequeued(social_web: TestWeb, tmp_path: Path) -> None:
+def test_requests_waiting_in_the_download_slot_die_when_dequeued(social_web: TestWeb, tmp_path: Path, any_store_url: str) -> None:
     """Crawl-delay keeps a dozen requests waiting in the download slot; after the notice none of them is sent."""
-    store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    store_url = any_store_url
     policies = policy_dir_with_pace(tmp_path / "policies", 0, 16)
     settings = {"COMPLIANCE_POLICY_DIR": str(policies), "CONCURRENT_REQUESTS": 16, "CONCURRENT_REQUESTS_PER_DOMAIN": 16}
     crawl = start_site_crawl(social_web, ["http://paced.test/"], store_url, settings=settings, env=GUARD_ENV,

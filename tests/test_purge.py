@@ -29,8 +29,8 @@ def fill(store: Store, urls: list[str], crawl_id: str = "c1") -> None:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, Any]:
-    store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+def env(tmp_path: Path, any_store_url: str) -> dict[str, Any]:
+    store_url = any_store_url
     policies = policy_dir_with_pace(tmp_path / "policies")
     store = Store(store_url)
     fill(store, URLS)

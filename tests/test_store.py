@@ -37,9 +37,10 @@ def test_rejects_memory_and_garbage_urls() -> None:
         Store("not a url")
 
 
-def test_domain_filter_matches_domain_and_subdomains(tmp_path: Path) -> None:
+def test_domain_filter_matches_domain_and_subdomains(any_store_url: str) -> None:
     """--domain matches the registered domain and all its subdomains, nothing that merely ends alike."""
-    store = Store(f"sqlite:///{tmp_path / 's.sqlite3'}")
+    store_url = any_store_url
+    store = Store(store_url)
     store.write(
         [_row("http://news.test/", "news.test", "news.test"), _row("http://a.news.test/", "a.news.test", "news.test"),
          _row("http://badnews.test/", "badnews.test", "badnews.test"), _row("http://x_y.test/", "x_y.test", "x_y.test")],
@@ -60,9 +61,10 @@ def _writer(url: str, worker: int, count: int) -> None:
         store.write([_row(f"http://w{worker}.test/{i}", f"w{worker}.test", f"w{worker}.test", f"c{worker}")], [])
 
 
-def test_several_processes_write_at_once(tmp_path: Path) -> None:
+def test_several_processes_write_at_once(any_store_url: str) -> None:
     """Four processes creating and writing one new store at once lose nothing and never fail."""
-    url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    store_url = any_store_url
+    url = store_url
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(url, w, 50)) for w in range(4)]
     for p in procs:
@@ -75,9 +77,10 @@ def test_several_processes_write_at_once(tmp_path: Path) -> None:
     assert all(store.count_items(f"w{w}.test") == 50 for w in range(4))
 
 
-def test_items_commands(tmp_path: Path) -> None:
+def test_items_commands(tmp_path: Path, any_store_url: str) -> None:
     """`scrapy items count` prints the integer last; `items export` writes every field as JSON lines."""
-    url = f"sqlite:///{tmp_path / 's.sqlite3'}"
+    store_url = any_store_url
+    url = store_url
     Store(url).write([_row("http://news.test/", "news.test", "news.test"), _row("http://b.news.test/", "b.news.test", "news.test"),
                       _row("http://o.test/", "o.test", "o.test")], [])  # fmt: skip
     settings = {"COMPLIANCE_STORE": url}
