@@ -50,7 +50,28 @@ EXTENSIONS = {
     # Polls the notice registry, gates every transfer, records where the
     # crawl writes and applies purges to its own files when it stops.
     "crawler.extensions.notices.NoticeWatcher": 0,
+    # Only with COMPLIANCE_DISTRIBUTED: heartbeats, requeueing a dead
+    # worker's requests, and staying open while the cluster has work.
+    "crawler.extensions.cluster.ClusterWorker": 0,
 }
+
+
+def distributed_settings(crawl_id: str, redis_url: str) -> dict[str, object]:
+    """The scrapy-redis settings for one distributed crawl (every worker gets the same)."""
+    from crawler.cluster import keys_for
+
+    keys = keys_for(crawl_id)
+    return {
+        "SCHEDULER": "scrapy_redis.scheduler.Scheduler",
+        "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
+        "SCHEDULER_QUEUE_CLASS": "crawler.cluster.LeasedPriorityQueue",
+        "SCHEDULER_QUEUE_KEY": keys["requests"],
+        "SCHEDULER_DUPEFILTER_KEY": keys["dupefilter"],
+        # Without it the first worker to finish clears the shared queue.
+        "SCHEDULER_PERSIST": True,
+        "SCHEDULER_FLUSH_ON_START": False,
+        "REDIS_URL": redis_url,
+    }
 
 
 class Compliance:
@@ -63,3 +84,7 @@ class Compliance:
         ):
             settings[name].update(components, priority="addon")
         settings.set("ROBOTSTXT_OBEY", False, priority="addon")
+        if settings.getbool("COMPLIANCE_DISTRIBUTED") and settings.get("COMPLIANCE_CRAWL_ID"):
+            redis_url = str(settings.get("COMPLIANCE_REDIS_URL") or "redis://127.0.0.1:6379/0")
+            for name, value in distributed_settings(str(settings.get("COMPLIANCE_CRAWL_ID")), redis_url).items():
+                settings.set(name, value, priority="addon")

@@ -33,6 +33,8 @@ DEFAULTS: dict[str, object] = {
     "COMPLIANCE_STORE_FLUSH_INTERVAL": 2.0,
     "COMPLIANCE_ITEM_TEXT_MAX": 100_000,
     "COMPLIANCE_PURPOSES": "search,train-ai,archive",
+    "COMPLIANCE_DISTRIBUTED": False,
+    "COMPLIANCE_REDIS_URL": "redis://127.0.0.1:6379/0",
 }
 
 
@@ -58,6 +60,8 @@ class Config:
     store_flush_interval: float
     item_text_max: int
     purposes: frozenset[str]
+    distributed: bool = False
+    redis_url: str = "redis://127.0.0.1:6379/0"
 
     @property
     def user_agent(self) -> str:
@@ -95,6 +99,15 @@ class Config:
                 "Fix: 1. remove ROBOTSTXT_OBEY from your settings, or 2. set ROBOTSTXT_OBEY = False."
             )
         _refuse_media_pipelines(settings)
+        distributed = settings.getbool("COMPLIANCE_DISTRIBUTED")
+        if distributed and not crawl_id:
+            raise ConfigError(
+                "COMPLIANCE_DISTRIBUTED is on but COMPLIANCE_CRAWL_ID is not set. Every worker of one crawl must "
+                "share it (it names the Redis queue and seen-set). Fix: pass the same -s COMPLIANCE_CRAWL_ID=NAME to every worker."
+            )
+        redis_url = str(settings.get("COMPLIANCE_REDIS_URL") or DEFAULTS["COMPLIANCE_REDIS_URL"])
+        if distributed and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"COMPLIANCE_REDIS_URL: {redis_url!r} is not a redis:// URL")
         try:
             purposes = parse_purposes(settings.get("COMPLIANCE_PURPOSES", DEFAULTS["COMPLIANCE_PURPOSES"]))
         except ValueError as exc:
@@ -113,6 +126,8 @@ class Config:
             store_flush_interval=number("COMPLIANCE_STORE_FLUSH_INTERVAL", float, 0),
             item_text_max=int(number("COMPLIANCE_ITEM_TEXT_MAX", int, 0)),
             purposes=purposes,
+            distributed=distributed,
+            redis_url=redis_url,
         )
 
 

@@ -38,6 +38,13 @@ class ComplianceRuntime:
         self.config = Config.from_settings(crawler.settings)
         self.policies: PolicySet = load_policies_or_fail(self.config.policy_dir)
         self._store: Store | None = None
+        import os
+        import socket
+
+        #: This process in the store and the cluster: one crawl id, many workers.
+        self.machine = str(crawler.settings.get("COMPLIANCE_MACHINE") or socket.gethostname())
+        self.worker_id = f"{self.config.crawl_id}@{self.machine}:{os.getpid()}"
+        self._cluster: Any = None
         # The notice registry: files in POLICY_DIR/notices (checked now, fail
         # closed) and the store's registry (read when the crawl opens, then
         # polled by crawler.extensions.notices).
@@ -56,6 +63,15 @@ class ComplianceRuntime:
         if runtime is None:
             runtime = _RUNTIMES[crawler] = cls(crawler)
         return runtime
+
+    @property
+    def cluster(self) -> Any:
+        """The :class:`crawler.cluster.Cluster` when COMPLIANCE_DISTRIBUTED is on, else None."""
+        if self._cluster is None and self.config.distributed:
+            from crawler.cluster import Cluster
+
+            self._cluster = Cluster(self.config.redis_url, self.config.crawl_id, self.worker_id)
+        return self._cluster
 
     @property
     def store(self) -> Store:
@@ -184,6 +200,9 @@ class ComplianceRuntime:
     def refuse_request(self, decision: Decision, gate: str, request: Request) -> NoReturn:
         """Stamp ``decision`` with its gate and URL, report it once, and drop ``request``."""
         decision = decision.at(gate, request.url)
+        lease = request.meta.get("compliance_lease")
+        if lease and self.cluster is not None:
+            self.cluster.ack_now(lease)  # refused: nothing more will come of it
         redirected_from = request.meta.get("redirect_urls")
         if redirected_from and not decision.detail:
             decision = dataclasses.replace(decision, detail=f"redirect target of {redirected_from[0]}")
@@ -238,6 +257,7 @@ class ComplianceRuntime:
         item_rows, refusal_rows = self._items, self._refusals
         self._items, self._refusals = [], []
         self._last_flush = time.monotonic()
+        started = time.monotonic()
         if item_rows or refusal_rows:
             self._pending_write = item_rows
             try:
@@ -247,6 +267,10 @@ class ComplianceRuntime:
             if self.crawler.stats is not None:
                 self.crawler.stats.inc_value("compliance/store/items_written", written)
                 self.crawler.stats.inc_value("compliance/store/batches")
+        if self._cluster is not None:
+            # Items of a response reach the buffer a moment after its output
+            # is handled: release only leases handled a second before this write.
+            self._cluster.ack_written(started - 1.0)
 
 
 def load_notices_or_fail(directory: str, policies: PolicySet) -> list[LoadedNotice]:

@@ -385,7 +385,34 @@ def scan_jobdir(location: Location, scope: CompiledScope, *, delete: bool) -> Ou
     return Outcome("done", removed, f"{unreadable} unreadable requests kept" if unreadable else "")
 
 
-SCANNERS: dict[str, Callable[..., Outcome]] = {"httpcache": scan_httpcache, "feed": scan_feed, "jobdir": scan_jobdir}
+def scan_redisqueue(location: Location, scope: CompiledScope, *, delete: bool) -> Outcome:
+    """Requests waiting in a distributed crawl's shared queue (scrapy-redis)."""
+    try:
+        import redis
+
+        from crawler.cluster import leased_urls, queued_urls
+
+        waiting = queued_urls(location.options["redis_url"], location.options["key"])
+        doomed = [member for member, url in waiting if url is not None and scope.match(url) is not None]
+        client = redis.Redis.from_url(location.options["redis_url"], socket_timeout=10)
+        # Requests leased by workers: a dead worker's go back to the queue when another notices.
+        leased = leased_urls(client, location.options["key"])
+        doomed_leases = [(key, field) for key, field, url in leased if url is not None and scope.match(url) is not None]
+        if not delete:
+            return Outcome("done", len(doomed) + len(doomed_leases))
+        removed = 0
+        for start in range(0, len(doomed), 1000):
+            removed += int(client.zrem(location.options["key"], *doomed[start : start + 1000]))
+        for key, field in doomed_leases:
+            removed += int(client.hdel(key, field))
+        return Outcome("done", removed)
+    except Exception as exc:  # noqa: BLE001 - an unreachable Redis is listed, not skipped
+        return Outcome("manual_action_required", 0, f"cannot reach the Redis queue: {exc}")
+
+
+SCANNERS: dict[str, Callable[..., Outcome]] = {
+    "httpcache": scan_httpcache, "feed": scan_feed, "jobdir": scan_jobdir, "redisqueue": scan_redisqueue,
+}  # fmt: skip
 
 
 # -- planning and running ------------------------------------------------------------
@@ -395,15 +422,18 @@ def plan(store: Store, machine: str) -> list[Location]:
     """Every location the project wrote to, as recorded by crawls (the store first)."""
     merged: dict[tuple[str, str, str], Location] = {}
     for row in store.outputs():
-        key = (row["kind"], row["location"], row["machine"])
+        machine_of_row = "" if row["kind"] == "redisqueue" else row["machine"]
+        key = (row["kind"], row["location"], machine_of_row)
         previous = merged.get(key)
         crawl_ids = (*previous.crawl_ids, row["crawl_id"]) if previous else (row["crawl_id"],)
-        merged[key] = Location(row["kind"], row["location"], row["options"], row["machine"], crawl_ids)
+        merged[key] = Location(row["kind"], row["location"], row["options"], machine_of_row, crawl_ids)
     return [Location("store", "store", {}, machine), *merged.values()]
 
 
 def reachability(location: Location, machine: str, running: dict[str, dict[str, Any]]) -> Outcome | None:
     """None when this process can purge ``location`` now; else why not (deferred or manual)."""
+    if location.kind == "redisqueue":
+        return None  # shared by every machine and safe to change under running workers (ZREM is atomic)
     owners = [c for c in location.crawl_ids if c in running]
     if location.kind == "feed" and location.options.get("remote"):
         return Outcome("manual_action_required", 0, f"remote feed {location.options.get('uri')}: delete the in-scope records there")

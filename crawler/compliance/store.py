@@ -293,7 +293,10 @@ class Store:
     # -- crawls -------------------------------------------------------------
 
     def start_crawl(self, crawl_id: str, spider: str, start_urls: list[str], user_agent: str) -> None:
+        """Record a crawl (once: the workers of a distributed crawl share its id)."""
         with self.engine.begin() as conn:
+            if conn.execute(sa.select(crawls.c.id).where(crawls.c.id == crawl_id)).first() is not None:
+                return
             conn.execute(
                 crawls.insert().values(
                     id=crawl_id, spider=spider, started_at=utcnow(), start_urls=start_urls, user_agent=user_agent

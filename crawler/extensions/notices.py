@@ -73,9 +73,12 @@ class NoticeWatcher:
     # -- the transfer gate ------------------------------------------------------
 
     def engine_started(self) -> None:
-        handlers = self.crawler.engine.downloader.handlers  # type: ignore[union-attr]
+        downloader = self.crawler.engine.downloader  # type: ignore[union-attr]
+        handlers = downloader.handlers
         inner = handlers.download_request_async
         runtime = self.runtime
+        cluster = runtime.cluster
+        lease = self.crawler.settings.getfloat("DOWNLOAD_TIMEOUT", 180) + 10
 
         async def gated_download(request: Request) -> Response:
             decision = runtime.notices.decide(request.url)
@@ -83,7 +86,21 @@ class NoticeWatcher:
                 decision = runtime.policies.decide(request.url, datetime.now(UTC).date())
             if not decision.allowed:
                 runtime.refuse_request(decision, "transfer", request)
-            return await inner(request)
+            if cluster is None:
+                return await inner(request)
+            # Distributed: the host's pace and concurrency cap hold across
+            # every worker (the slot's delay is Crawl-delay or the policy's).
+            key = request.meta.get("download_slot") or ""
+            slot = downloader.slots.get(key)
+            token = await cluster.acquire(key, slot.delay if slot else 0.0, slot.concurrency if slot else 1, lease)
+            try:
+                # A notice may have arrived while this request waited for its turn.
+                decision = runtime.notices.decide(request.url)
+                if not decision.allowed:
+                    runtime.refuse_request(decision, "transfer", request)
+                return await inner(request)
+            finally:
+                cluster.release(key, token)
 
         handlers.download_request_async = gated_download  # type: ignore[method-assign]
 
@@ -109,7 +126,7 @@ class NoticeWatcher:
 
     def _beat(self, closed: bool = False) -> None:
         self._last_beat = datetime.now(UTC).timestamp()
-        self.runtime.store.heartbeat(self.runtime.config.crawl_id, self.machine, os.getpid(), closed=closed)
+        self.runtime.store.heartbeat(self.runtime.worker_id, self.machine, os.getpid(), closed=closed)
 
     def spider_closed(self) -> None:
         if self.loop.running:
@@ -120,8 +137,8 @@ class NoticeWatcher:
     def _record(self, kind: str, location: str, options: dict[str, Any]) -> None:
         if (kind, location) in self.outputs:
             return
-        self.outputs[(kind, location)] = Location(kind, location, options, self.machine, (self.runtime.config.crawl_id,))
-        self.runtime.store.record_output(self.runtime.config.crawl_id, self.machine, kind, location, options)
+        self.outputs[(kind, location)] = Location(kind, location, options, self.machine, (self.runtime.worker_id,))
+        self.runtime.store.record_output(self.runtime.worker_id, self.machine, kind, location, options)
 
     def record_outputs(self) -> None:
         settings = self.crawler.settings
@@ -144,6 +161,10 @@ class NoticeWatcher:
                 self._record("httpcache", str(directory / f"{spider.name}.db"), {"backend": "dbm", "dbm_module": module})
             else:
                 self._record("httpcache", storage, {"backend": "custom"})
+        cluster = self.runtime.cluster
+        if cluster is not None:
+            self._record("redisqueue", f"{cluster.redis_url}#{cluster.keys['requests']}",
+                         {"redis_url": cluster.redis_url, "key": cluster.keys["requests"]})  # fmt: skip
         jobdir = settings.get("JOBDIR")
         if jobdir:
             self._record("jobdir", str(Path(jobdir).resolve()), {})
@@ -192,7 +213,7 @@ class NoticeWatcher:
         results = []
         for purge_id, notice_id, scope in scopes:
             for location in self.outputs.values():
-                if location.kind == "feed" and location.options.get("remote"):
+                if location.kind == "redisqueue" or (location.kind == "feed" and location.options.get("remote")):
                     continue  # listed as manual_action_required in the purge's receipt
                 outcome = scan(store, scope, location, delete=True)
                 if purge_id:

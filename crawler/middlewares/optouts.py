@@ -108,7 +108,21 @@ class OptOutSpiderMiddleware(DepthMiddleware):
     def from_crawler(cls, crawler: Crawler) -> OptOutSpiderMiddleware:
         middleware = super().from_crawler(crawler)
         middleware.runtime = ComplianceRuntime.of(crawler)
+        if middleware.runtime.config.distributed:
+            # Distributed crawls only: release the response's lease once its
+            # output is handled (an instance attribute, so single-machine
+            # crawls keep the plain, cheaper method).
+            middleware.process_spider_output_async = middleware._output_then_release  # type: ignore[method-assign]
         return middleware
+
+    async def _output_then_release(self, response: Response, result: Any) -> Any:
+        try:
+            async for output in DepthMiddleware.process_spider_output_async(self, response, result):
+                yield output
+        finally:
+            lease = response.meta.get("compliance_lease") if response is not None else None
+            if lease:
+                self.runtime.cluster.ack_later(lease)
 
     def get_processed_request(self, request: Request, response: Response | None) -> Request | None:
         if response is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urljoin
 
 from scrapy import Request, signals
@@ -26,6 +26,7 @@ from crawler.compliance.robots import (
     classify_status,
     origin_of,
 )
+from crawler.cluster import decode_payload, encode_payload
 from crawler.pacing import pace
 from crawler.runtime import ComplianceRuntime
 from crawler.singleflight import SingleFlight
@@ -44,6 +45,10 @@ PACING_MARGIN = 0.05
 
 #: Meta key marking our own robots.txt requests (they are not checked against themselves).
 ROBOTS_FETCH = "compliance_robots_fetch"
+
+
+def _fetched(state: RobotsState, detail: str, *, body: bytes = b"", final_url: str = "") -> dict[str, Any]:
+    return {"state": state, "detail": detail, "body": body, "final_url": final_url}
 
 
 class RobotsTxtMiddleware:
@@ -103,13 +108,33 @@ class RobotsTxtMiddleware:
         """Fetch once per origin; concurrent requests wait for the same fetch."""
         return await self._flights.run(
             origin,
-            lambda: self._fetch(origin, robots_url),
+            lambda: self._fetch_once(origin, robots_url),
             lambda exc: self.cache.store(  # engine stopping: fail closed for the waiters
                 origin, robots_url, RobotsState.UNREACHABLE, time.time(), detail=f"fetch aborted ({exc!r})"
             ),
         )
 
-    async def _fetch(self, origin: str, robots_url: str) -> RobotsFile:
+    async def _fetch_once(self, origin: str, robots_url: str) -> RobotsFile:
+        """Fetch, or (distributed) take the copy another worker fetched within the TTL."""
+        cluster = self.runtime.cluster
+        if cluster is None:
+            return self._store(origin, robots_url, **await self._fetch(origin, robots_url))
+        config = self.runtime.config
+
+        async def fetch() -> dict[str, Any]:
+            found = await self._fetch(origin, robots_url)
+            ttl = config.robots_ttl if found["state"] is not RobotsState.UNREACHABLE else config.robots_retry_delay
+            return {**found, "state": found["state"].value, "body": encode_payload(found["body"]), "ttl": ttl}
+
+        shared = await cluster.once("robots", origin, config.robots_ttl, fetch)
+        self.crawler.stats.inc_value("compliance/robots/shared_lookups")
+        entry = self.cache.store(
+            origin, robots_url, RobotsState(shared["state"]), shared["fetched_at"], detail=shared["detail"],
+            body=decode_payload(shared["body"]), final_url=shared["final_url"],
+        )  # fmt: skip
+        return entry
+
+    async def _fetch(self, origin: str, robots_url: str) -> dict[str, Any]:
         stats = self.crawler.stats
         url = robots_url
         for hop in range(MAX_REDIRECTS + 1):
@@ -132,31 +157,30 @@ class RobotsTxtMiddleware:
             try:
                 response = await self.crawler.engine.download_async(request)
             except IgnoreRequest as exc:
-                return self._store(origin, robots_url, RobotsState.UNREACHABLE, f"fetch of {url} refused ({exc})")
+                return _fetched(RobotsState.UNREACHABLE, f"fetch of {url} refused ({exc})")
             except Exception as exc:  # noqa: BLE001 - any network failure means unreachable
-                return self._store(origin, robots_url, RobotsState.UNREACHABLE, f"network error fetching {url}: {type(exc).__name__}: {exc}")
+                return _fetched(RobotsState.UNREACHABLE, f"network error fetching {url}: {type(exc).__name__}: {exc}")
             status = response.status
             stats.inc_value(f"compliance/robots/response_status_count/{status}")
             state = classify_status(status)
             if state is None:
                 location = response.headers.get(b"Location")
                 if not location:
-                    return self._store(origin, robots_url, RobotsState.UNREACHABLE, f"HTTP {status} without Location at {url}")
+                    return _fetched(RobotsState.UNREACHABLE, f"HTTP {status} without Location at {url}")
                 url = urljoin(response.url, location.decode("latin-1"))
                 if not url.startswith(("http://", "https://")):
-                    return self._store(origin, robots_url, RobotsState.UNREACHABLE, f"HTTP {status} to non-HTTP URL {url}")
+                    return _fetched(RobotsState.UNREACHABLE, f"HTTP {status} to non-HTTP URL {url}")
                 continue
             if state is RobotsState.RULES and "dataloss" in response.flags:
-                return self._store(origin, robots_url, RobotsState.UNREACHABLE, f"incomplete body from {url}")
+                return _fetched(RobotsState.UNREACHABLE, f"incomplete body from {url}")
             detail = f"HTTP {status}" + (f" after {hop} redirect(s) to {url}" if hop else "")
-            return self._store(origin, robots_url, state, detail, body=response.body, final_url=url)
-        return self._store(
-            origin, robots_url, RobotsState.UNREACHABLE, f"more than {MAX_REDIRECTS} redirects (RFC 9309 2.3.1.2)"
-        )
+            return _fetched(state, detail, body=response.body, final_url=url)
+        return _fetched(RobotsState.UNREACHABLE, f"more than {MAX_REDIRECTS} redirects (RFC 9309 2.3.1.2)")
 
     def _store(
         self, origin: str, robots_url: str, state: RobotsState, detail: str, *, body: bytes = b"", final_url: str = ""
     ) -> RobotsFile:
+        """Cache what a fetch found (for RobotsCache's TTL and retry schedule) and report it."""
         entry = self.cache.store(origin, robots_url, state, time.time(), detail=detail, body=body, final_url=final_url)
         self.crawler.stats.inc_value(f"compliance/robots/{state.value}")
         log = logger.warning if state is RobotsState.UNREACHABLE else logger.debug

@@ -12,13 +12,14 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from scrapy import Request
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http.request import NO_CALLBACK
 
+from crawler.cluster import decode_payload, encode_payload
 from crawler.compliance.optouts import TDMREP_PATH, TdmRule, parse_tdmrep, tdmrep_lookup
 from crawler.compliance.robots import origin_of
 from crawler.runtime import ComplianceRuntime
@@ -76,27 +77,34 @@ class TdmRepMiddleware:
     def _aborted(self, exc: BaseException) -> TdmRepFile:
         return TdmRepFile("", (), 0, f"fetch aborted ({exc!r})")
 
-    async def _fetch(self, origin: str, url: str) -> TdmRepFile:
-        parts = urlsplit(url)
-        file_url = f"{parts.scheme}://{parts.netloc}{TDMREP_PATH}"
+    async def _download(self, file_url: str) -> dict[str, Any]:
+        """The well-known file as fetched: status (0: none), body and what happened."""
         request = Request(file_url, callback=NO_CALLBACK, dont_filter=True, meta={TDMREP_FETCH: True, "handle_httpstatus_all": True})
         self.crawler.stats.inc_value("compliance/tdmrep/request_count")
-        rules: tuple[TdmRule, ...] = ()
         try:
             response = await self.crawler.engine.download_async(request)
         except IgnoreRequest as exc:
-            detail = f"not fetched ({exc})"
+            return {"status": 0, "body": "", "detail": f"not fetched ({exc})"}
         except Exception as exc:  # noqa: BLE001 - unreachable means unset, logged
-            detail = f"unreachable: {type(exc).__name__}: {exc}"
-        else:
-            if 200 <= response.status < 300:
-                try:
-                    rules = parse_tdmrep(response.body)
-                    detail = f"{len(rules)} rule(s)"
-                except ValueError as exc:
-                    detail = f"invalid: {exc}"
-            else:
-                detail = f"HTTP {response.status}"
+            return {"status": 0, "body": "", "detail": f"unreachable: {type(exc).__name__}: {exc}"}
+        return {"status": response.status, "body": encode_payload(response.body), "detail": f"HTTP {response.status}"}
+
+    async def _fetch(self, origin: str, url: str) -> TdmRepFile:
+        parts = urlsplit(url)
+        file_url = f"{parts.scheme}://{parts.netloc}{TDMREP_PATH}"
+        cluster = self.runtime.cluster
+        if cluster is None:
+            fetched = await self._download(file_url)
+        else:  # distributed: one worker fetches it for the whole cluster
+            fetched = await cluster.once("tdmrep", origin, self.ttl, lambda: self._download(file_url))
+        rules: tuple[TdmRule, ...] = ()
+        detail = fetched["detail"]
+        if 200 <= fetched["status"] < 300:
+            try:
+                rules = parse_tdmrep(decode_payload(fetched["body"]))
+                detail = f"{len(rules)} rule(s)"
+            except ValueError as exc:
+                detail = f"invalid: {exc}"
         if not rules and not detail.endswith("rule(s)"):
             level = logging.INFO if detail.startswith("HTTP 404") else logging.WARNING
             logger.log(level, "TDMRep %s: %s; the well-known layer is unset", file_url, detail, extra={"spider": self.crawler.spider})

@@ -1,0 +1,261 @@
+"""Distributed crawling on scrapy-redis with every guarantee intact.
+
+With ``COMPLIANCE_DISTRIBUTED = True`` the add-on switches the scheduler and
+dupefilter to scrapy-redis (one queue and one seen-set per crawl id, shared by
+every worker) and this module makes politeness and start-up work global:
+
+- **Pacing**: before a transfer starts, the worker asks Redis for the host's
+  next free moment (one Lua script: the host's delay, from Crawl-delay or the
+  policy, and its concurrency cap). The host sees the published pace whatever
+  the number of workers.
+- **Once per cluster**: robots.txt and tdmrep.json are fetched by one worker
+  (a lock per origin) and shared through Redis for their TTL.
+- **Leases**: a worker that pops a request holds it in its lease hash until
+  the response's output has been handled and its items written to the store;
+  a worker whose heartbeat stops (SIGKILL, crash) has its leases put back in
+  the queue by the others, so nothing it held is lost.
+
+Requests are pickled by scrapy-redis (``meta`` must be picklable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import redis
+from scrapy_redis.queue import PriorityQueue
+
+if TYPE_CHECKING:
+    from scrapy import Request
+
+logger = logging.getLogger("crawler.compliance")
+
+#: A worker whose heartbeat is older than this is dead; its leases go back to the queue.
+WORKER_TIMEOUT = 10.0
+LEASE_META = "compliance_lease"
+
+# Atomically: drop expired holders; if the host is at its concurrency cap or
+# its next free moment is in the future, answer how many ms to wait;
+# otherwise take a place and set the next free moment.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return 20 end
+local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
+if nxt > now then return nxt - now end
+local delay = tonumber(ARGV[1])
+redis.call('SET', KEYS[1], now + delay, 'PX', delay + 60000)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]) + 60000)
+return 0
+"""
+
+# Pop the best request and lease it to this worker in one step.
+_POP_AND_LEASE = """
+local found = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #found == 0 then return nil end
+redis.call('ZREM', KEYS[1], found[1])
+local lease = redis.sha1hex(found[1])
+redis.call('HSET', KEYS[2], lease, found[2] .. '|' .. found[1])
+return {found[1], lease}
+"""
+
+
+def keys_for(job: str) -> dict[str, str]:
+    base = f"compliance:{job}"
+    return {
+        "requests": f"{base}:requests",
+        "dupefilter": f"{base}:dupefilter",
+        "workers": f"{base}:workers",
+        "leases": f"{base}:leases:",
+        "pace": f"{base}:pace:",
+        "once": f"{base}:once:",
+    }
+
+
+class Cluster:
+    """This worker's view of the cluster: pacing, shared fetches, leases, heartbeats."""
+
+    def __init__(self, redis_url: str, job: str, worker_id: str) -> None:
+        self.redis = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+        self.redis_url = redis_url
+        self.job = job
+        self.worker_id = worker_id
+        self.keys = keys_for(job)
+        self._acquire = self.redis.register_script(_ACQUIRE)
+        self._pending_acks: list[tuple[float, str]] = []
+
+    def ping(self) -> None:
+        self.redis.ping()
+
+    # -- pacing -------------------------------------------------------------------
+
+    async def acquire(self, host: str, delay: float, cap: int, lease: float) -> str:
+        """Wait for the host's next free moment across the cluster; return the token to release."""
+        token = f"{self.worker_id}:{time.monotonic_ns()}"
+        keys = [self.keys["pace"] + host + ":next", self.keys["pace"] + host + ":holders"]
+        while True:
+            wait_ms = int(self._acquire(keys=keys, args=[int(delay * 1000), max(cap, 1), token, int(lease * 1000)]))
+            if wait_ms <= 0:
+                return token
+            await asyncio.sleep(wait_ms / 1000)
+
+    def release(self, host: str, token: str) -> None:
+        self.redis.zrem(self.keys["pace"] + host + ":holders", token)
+
+    # -- fetched once per cluster ----------------------------------------------------
+
+    async def once(self, kind: str, origin: str, ttl: float, fetch: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """The shared result of ``fetch`` for ``origin``: fetched by one worker, reused by all for ``ttl`` s."""
+        key = f"{self.keys['once']}{kind}:{origin}"
+        lock = key + ":lock"
+        deadline = time.monotonic() + 60
+        while True:
+            raw = self.redis.get(key)
+            if raw is not None:
+                return json.loads(raw)
+            if self.redis.set(lock, self.worker_id, nx=True, px=30_000) or time.monotonic() > deadline:
+                try:
+                    payload = await fetch()
+                    payload.setdefault("fetched_at", time.time())
+                    keep = float(payload.get("ttl", ttl))  # e.g. an unreachable file is kept only until its retry
+                    self.redis.set(key, json.dumps(payload), px=max(int(keep * 1000), 1))
+                    return payload
+                finally:
+                    if self.redis.get(lock) == self.worker_id.encode():
+                        self.redis.delete(lock)
+            await asyncio.sleep(0.05)
+
+    # -- leases and heartbeats ----------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        self.redis.hset(self.keys["workers"], self.worker_id, time.time())
+
+    def ack_later(self, lease: str) -> None:
+        """Release a lease once what the request produced is durable (after the next store write)."""
+        self._pending_acks.append((time.monotonic(), lease))
+
+    def ack_written(self, written_before: float) -> None:
+        """Release the leases whose output was handled before ``written_before`` (a store write's start)."""
+        ready = [lease for at, lease in self._pending_acks if at < written_before]
+        if ready:
+            self._pending_acks = [(at, lease) for at, lease in self._pending_acks if at >= written_before]
+            self.redis.hdel(self.keys["leases"] + self.worker_id, *ready)
+
+    def ack_now(self, lease: str) -> None:
+        self.redis.hdel(self.keys["leases"] + self.worker_id, lease)
+
+    def leave(self) -> None:
+        """A clean close: every request this worker took was handled."""
+        pipe = self.redis.pipeline()
+        pipe.delete(self.keys["leases"] + self.worker_id)
+        pipe.hdel(self.keys["workers"], self.worker_id)
+        pipe.execute()
+
+    def release_all(self) -> None:
+        """This worker is idle: everything it took was handled, so it holds nothing."""
+        self._pending_acks.clear()
+        self.redis.delete(self.keys["leases"] + self.worker_id)
+
+    def requeue_dead(self, *, including_self: bool = False) -> int:
+        """Put the leases of workers whose heartbeat stopped (or, on an early close, our own) back into the queue."""
+        now = time.time()
+        moved = 0
+        for raw_worker, raw_beat in self.redis.hgetall(self.keys["workers"]).items():
+            worker = raw_worker.decode()
+            if worker == self.worker_id and not including_self:
+                continue
+            if worker != self.worker_id and now - float(raw_beat) < WORKER_TIMEOUT:
+                continue
+            lease_key = self.keys["leases"] + worker
+            # Only one live worker requeues a given dead worker (the lock), and
+            # the lease hash is deleted in the same transaction as the push.
+            if not self.redis.set(lease_key + ":reaping", self.worker_id, nx=True, px=30_000):
+                continue
+            entries = self.redis.hgetall(lease_key)
+            pipe = self.redis.pipeline()
+            for value in entries.values():
+                score, _, data = value.partition(b"|")
+                pipe.zadd(self.keys["requests"], {data: float(score)})
+            pipe.delete(lease_key)
+            pipe.hdel(self.keys["workers"], worker)
+            pipe.execute()
+            moved += len(entries)
+            if entries:
+                logger.warning("Worker %s stopped without closing; %d request(s) it held are back in the queue", worker, len(entries))
+        return moved
+
+
+class LeasedPriorityQueue(PriorityQueue):
+    """scrapy-redis' priority queue, where a pop leases the request to this worker (see :class:`Cluster`)."""
+
+    def __init__(self, server: Any, spider: Any, key: str, serializer: Any = None) -> None:
+        super().__init__(server, spider, key, serializer)
+        from crawler.runtime import ComplianceRuntime
+
+        runtime = ComplianceRuntime.of(spider.crawler)
+        self.lease_key = keys_for(runtime.config.crawl_id)["leases"] + runtime.worker_id
+        self._pop = server.register_script(_POP_AND_LEASE)
+
+    def pop(self, timeout: int = 0) -> Request | None:
+        found = self._pop(keys=[self.key, self.lease_key])
+        if not found:
+            return None
+        data, lease = found
+        request = self._decode_request(data)
+        request.meta[LEASE_META] = lease.decode() if isinstance(lease, bytes) else lease
+        return request
+
+
+def queued_urls(redis_url: str, key: str) -> list[tuple[bytes, str | None]]:
+    """Every request waiting in a scrapy-redis priority queue: (member, its URL)."""
+    import pickle
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=10)
+    found = []
+    for member, _ in client.zscan_iter(key):
+        try:
+            url = pickle.loads(member).get("url")  # noqa: S301 - scrapy-redis' own pickle format
+        except Exception:  # noqa: BLE001
+            url = None
+        found.append((member, url))
+    return found
+
+
+def leased_urls(client: Any, queue_key: str) -> list[tuple[bytes, bytes, str | None]]:
+    """Every request leased by a worker of the crawl owning ``queue_key``: (lease hash, field, URL)."""
+    import pickle
+
+    prefix = queue_key.removesuffix(":requests") + ":leases:"
+    found = []
+    for key in client.scan_iter(match=prefix + "*"):
+        if key.endswith(b":reaping"):
+            continue
+        for field, value in client.hscan_iter(key):
+            _, _, data = value.partition(b"|")
+            try:
+                url = pickle.loads(data).get("url")  # noqa: S301 - scrapy-redis' own pickle format
+            except Exception:  # noqa: BLE001
+                url = None
+            found.append((key, field, url))
+    return found
+
+
+def encode_payload(body: bytes) -> str:
+    return base64.b64encode(body).decode("ascii")
+
+
+def decode_payload(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"))
+
+
+def digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - a key, not security
