@@ -373,3 +373,26 @@ def notice_sites(pages: int = 400, delay: float = 0.05) -> dict[str, Site]:
         "people.bigsocial.test": StaticSite(people),  # type: ignore[arg-type]
         "bystander.test": StaticSite(bystander),  # type: ignore[arg-type]
     }
+
+
+# -- clusters ------------------------------------------------------------------------
+
+
+def cluster_sites(pages: int = 60, paced_pages: int = 12, delay: float = 0.3) -> dict[str, Site]:
+    """For distributed crawls: a wide fast host and a host that publishes a Crawl-delay."""
+
+    def wide(host_pages: int, robots_text: str) -> StaticSite:
+        content: dict[str, object] = {"/robots.txt": robots(robots_text)}
+        content["/"] = page("home", [f"/n/{i}" for i in range(1, 8)])
+        for i in range(1, host_pages + 1):
+            content[f"/n/{i}"] = WebResponse(
+                headers=[("Content-Type", "text/html; charset=utf-8")],
+                body=page(f"n{i}", [f"/n/{(i * 3 + k) % host_pages + 1}" for k in range(1, 5)]),
+                delay=0.02,
+            )
+        return StaticSite(content)  # type: ignore[arg-type]
+
+    return {
+        "fleet.test": wide(pages, "User-agent: *\nAllow: /\n"),
+        "paced.fleet.test": wide(paced_pages, f"User-agent: *\nCrawl-delay: {delay}\n"),
+    }

@@ -1,0 +1,170 @@
+"""Distributed crawls on scrapy-redis and PostgreSQL: several workers, one crawl, every guarantee intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crawler.cluster import leased_urls, queued_urls
+from crawler.compliance.store import Store
+from crawler.testing.runner import policy_dir_with_pace, scrapy_command, start_site_crawl
+from crawler.testing.sites import cluster_sites, notice_sites
+from crawler.testing.web import TestWeb
+
+from conftest import GUARD_ENV, REQUIRE_SERVICES, postgres_schema_url
+
+REDIS_URL = os.environ.get("COMPLIANCE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+PAGE_FILES = ("/robots.txt", "/.well-known/tdmrep.json")
+
+
+@pytest.fixture
+def redis_job() -> Iterator[str]:
+    """A crawl id whose Redis keys are removed afterwards; skips (or fails under REQUIRE_SERVICES) without Redis."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except Exception as exc:  # noqa: BLE001
+        message = f"Redis is not reachable at {REDIS_URL} ({exc}). Start it (e.g. `service redis-server start`) or set COMPLIANCE_TEST_REDIS"
+        if REQUIRE_SERVICES:
+            pytest.fail(message + " (COMPLIANCE_REQUIRE_SERVICES=1: services are required)")
+        pytest.skip(message)
+    job = f"test-{uuid.uuid4().hex[:10]}"
+    yield job
+    for key in client.scan_iter(match=f"compliance:{job}:*"):
+        client.delete(key)
+
+
+@pytest.fixture
+def pg_store() -> Iterator[str]:
+    yield from postgres_schema_url()
+
+
+def start_workers(web: TestWeb, count: int, urls: list[str], store_url: str, job: str, policies: Path, tmp: Path,
+                  extra: dict[str, Any] | None = None, first: int = 0) -> list[subprocess.Popen[bytes]]:  # fmt: skip
+    settings = {
+        "COMPLIANCE_DISTRIBUTED": True, "COMPLIANCE_CRAWL_ID": job, "COMPLIANCE_REDIS_URL": REDIS_URL,
+        "COMPLIANCE_POLICY_DIR": str(policies), "CONCURRENT_REQUESTS_PER_DOMAIN": 4, **(extra or {}),
+    }  # fmt: skip
+    return [start_site_crawl(web, urls, store_url, settings=settings, env=GUARD_ENV, log_path=tmp / f"worker{first + n}.log")
+            for n in range(count)]  # fmt: skip
+
+
+def wait_all(workers: list[subprocess.Popen[bytes]], tmp: Path, timeout: float = 120) -> None:
+    for n, worker in enumerate(workers):
+        code = worker.wait(timeout)
+        assert code == 0, (tmp / f"worker{n}.log").read_text()[-3000:]
+
+
+def pages_seen(web: TestWeb, host: str) -> Counter[str]:
+    return Counter(e.path for e in web.log if e.host == host and e.path not in PAGE_FILES)
+
+
+def test_workers_share_one_crawl_pace_and_robots(tmp_path: Path, redis_job: str, pg_store: str) -> None:
+    """Three workers: every page once, robots.txt once per host, Crawl-delay held across workers, items in PostgreSQL."""
+    sites = cluster_sites()
+    policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
+    with TestWeb(sites) as web:
+        workers = start_workers(web, 3, ["http://fleet.test/", "http://paced.fleet.test/"], pg_store, redis_job, policies, tmp_path)
+        wait_all(workers, tmp_path)
+        log = web.log
+    for host in ("fleet.test", "paced.fleet.test"):
+        seen = pages_seen(web, host)
+        assert seen and max(seen.values()) == 1, f"duplicates on {host}: {[p for p, n in seen.items() if n > 1]}"
+        robots_fetches = [e for e in log if e.host == host and e.path == "/robots.txt"]
+        assert len(robots_fetches) == 1, f"robots.txt of {host} fetched {len(robots_fetches)} times"
+        assert len([e for e in log if e.host == host and e.path == "/.well-known/tdmrep.json"]) == 1
+    assert len(pages_seen(web, "fleet.test")) == 61 and len(pages_seen(web, "paced.fleet.test")) == 13
+    paced = sorted(e.time for e in log if e.host == "paced.fleet.test" and e.path not in PAGE_FILES)
+    gaps = [b - a for a, b in zip(paced, paced[1:])]
+    assert min(gaps) >= 0.3, f"Crawl-delay 0.3 broken across workers: smallest gap {min(gaps):.3f}s"
+    worked = [n for n in range(3) if "'scheduler/dequeued/redis'" in (tmp_path / f"worker{n}.log").read_text()]
+    assert len(worked) >= 2, "the work was not shared"
+    store = Store(pg_store)
+    assert store.count_items("fleet.test") == 74  # 61 + 13: one item per page, no duplicates
+    assert len({r["url"] for r in store.iter_items()}) == 74
+
+
+def test_notice_stops_every_worker_and_empties_the_queue(tmp_path: Path, redis_job: str, pg_store: str) -> None:
+    """A notice filed mid-crawl: every worker stops within a second, the Redis queue loses the scope, nothing is stored."""
+    policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
+    with TestWeb(notice_sites()) as web:
+        workers = start_workers(web, 2, ["http://bigsocial.test/", "http://bystander.test/"], pg_store, redis_job, policies, tmp_path)
+        deadline = time.time() + 60
+        while len(web.paths("bigsocial.test")) < 30 and time.time() < deadline:
+            time.sleep(0.02)
+        done = scrapy_command(["notice", "add", "--domain", "bigsocial.test", "--sender", "BigSocial", "--received", "2026-11-26",
+                               "--id", "cd-cluster"], settings={"COMPLIANCE_STORE": pg_store, "COMPLIANCE_POLICY_DIR": str(policies)})  # fmt: skip
+        returned = time.time()
+        assert done.returncode == 0, done.stderr[-2000:]
+        receipt = json.loads(done.stdout)["purge"]
+        waiting = [u for _, u in queued_urls(REDIS_URL, f"compliance:{redis_job}:requests") if u and "bigsocial.test" in u]
+        wait_all(workers, tmp_path)
+        late = [round(e.time - returned, 2) for e in web.log if e.host.endswith("bigsocial.test") and e.time > returned + 1.0]
+    assert not late, f"a worker kept going after the notice: {late[:5]}"
+    redis_location = next(k for k in receipt["counts"] if k.startswith("redisqueue:"))
+    assert receipt["counts"][redis_location] > 0, "in-scope requests were waiting in Redis and were purged"
+    assert not waiting
+    store = Store(pg_store)
+    assert store.count_items("bigsocial.test") == 0 and store.count_items("bystander.test") == 11
+    for n in range(2):
+        assert "notice.cd-cluster" in (tmp_path / f"worker{n}.log").read_text()
+
+
+def test_killed_worker_loses_nothing(tmp_path: Path, redis_job: str, pg_store: str) -> None:
+    """SIGKILL one of three workers mid-crawl: the others finish every page, and the store has them all."""
+    sites = cluster_sites(pages=80)
+    policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
+    with TestWeb(sites) as web:
+        workers = start_workers(web, 3, ["http://fleet.test/"], pg_store, redis_job, policies, tmp_path)
+        deadline = time.time() + 60
+        while len(web.paths("fleet.test")) < 25 and time.time() < deadline:
+            time.sleep(0.02)
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait(10)
+        wait_all(workers[1:], tmp_path)  # type: ignore[arg-type]
+    assert set(pages_seen(web, "fleet.test")) == {"/", *(f"/n/{i}" for i in range(1, 81))}
+    store = Store(pg_store)
+    assert {r["url"] for r in store.iter_items()} == {"http://fleet.test/", *(f"http://fleet.test/n/{i}" for i in range(1, 81))}
+    requeued = sum("compliance/cluster/requeued" in (tmp_path / f"worker{n}.log").read_text() for n in (1, 2))
+    assert requeued, "a surviving worker put the dead worker's requests back"
+
+
+def test_purge_while_workers_are_down(tmp_path: Path, redis_job: str, pg_store: str) -> None:
+    """Workers killed with requests queued and leased; a purge; a new worker then sends nothing in scope."""
+    policies = policy_dir_with_pace(tmp_path / "policies", 0, 2)
+    with TestWeb(notice_sites()) as web:
+        workers = start_workers(web, 2, ["http://bigsocial.test/", "http://bystander.test/"], pg_store, redis_job, policies, tmp_path)
+        deadline = time.time() + 60
+        while len(web.paths("bigsocial.test")) < 20 and time.time() < deadline:
+            time.sleep(0.02)
+        for worker in workers:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(10)
+        queue = f"compliance:{redis_job}:requests"
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        assert any(u and "bigsocial.test" in u for _, u in queued_urls(REDIS_URL, queue))
+        done = scrapy_command(["purge", "--domain", "bigsocial.test", "--reason", "objection", "--verify"],
+                              settings={"COMPLIANCE_STORE": pg_store, "COMPLIANCE_POLICY_DIR": str(policies)})  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        assert not [u for _, u in queued_urls(REDIS_URL, queue) if u and "bigsocial.test" in u]
+        assert not [u for _, _, u in leased_urls(client, queue) if u and "bigsocial.test" in u]
+        before = len(web.log)
+        again = start_workers(web, 1, ["http://bystander.test/"], pg_store, redis_job, policies, tmp_path, first=2)
+        assert again[0].wait(120) == 0, (tmp_path / "worker2.log").read_text()[-3000:]
+        after = web.log[before:]
+    assert not [e.path for e in after if e.host.endswith("bigsocial.test")], "the resumed crawl asked the purged host"
+    assert Store(pg_store).count_items("bigsocial.test") == 0
