@@ -43,6 +43,8 @@ def test_intact_chain_verifies(filled: tuple[Store, str]) -> None:
     [
         ("UPDATE ledger SET payload = '{\"n\":99,\"platform\":\"p3\"}' WHERE seq = 3", 3, "altered"),
         ("UPDATE ledger SET at = '2020-01-01T00:00:00+00:00' WHERE seq = 2", 2, "altered"),
+        ("UPDATE ledger SET payload = '{\"n\": 3, \"platform\": \"p3\"}' WHERE seq = 3", 3, "canonical"),
+        ("UPDATE store_meta SET value = 'garbage' WHERE key = 'ledger_head'", 5, "recorded head"),
         ("DELETE FROM ledger WHERE seq = 2", 2, "missing"),
         ("DELETE FROM ledger WHERE seq = 5", 5, "cut off the end"),
         # an entry inserted in the middle: renumber 4,5 -> 5,6 and put a forged 4 in
@@ -53,7 +55,7 @@ def test_intact_chain_verifies(filled: tuple[Store, str]) -> None:
         ("UPDATE ledger SET seq = 100 WHERE seq = 2; UPDATE ledger SET seq = 2 WHERE seq = 3; UPDATE ledger SET seq = 3 WHERE seq = 100",
          2, "does not follow"),
     ],
-    ids=["payload-altered", "time-altered", "deleted", "tail-deleted", "inserted", "reordered"],
+    ids=["payload-altered", "time-altered", "reformatted", "head-garbled", "deleted", "tail-deleted", "inserted", "reordered"],
 )  # fmt: skip
 def test_tampering_is_detected_and_named(filled: tuple[Store, str], tamper: str, bad: int, words: str) -> None:
     """`scrapy ledger verify` exits 1 and names the first entry that does not fit."""

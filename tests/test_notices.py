@@ -118,6 +118,8 @@ def test_store_version_wins_over_a_stale_file(tmp_path: Path) -> None:
         ("id: other\nsender_name: X\ndate_received: 2026-11-20\nscope: {domains: [news.test]}\neffective_at: 2026-11-20T00:00:00Z\n",
          "n1.yaml:1: id: 'other' must match the file name (n1.yaml)"),
         ("id: n1\n  bad: [\n", "n1.yaml:2:"),
+        ("id: n1\nsender_name: X\ndate_received: 2024-02-30\nscope: {domains: [news.test]}\neffective_at: 2026-11-20T00:00:00Z\n",
+         "n1.yaml:3: date_received: Input should be a valid date"),
     ],
 )  # fmt: skip
 def test_notice_file_errors_name_file_line_and_field(tmp_path: Path, text: str, expected: str) -> None:
@@ -147,3 +149,21 @@ def test_policy_validate_checks_notice_files(tmp_path: Path) -> None:
     (directory / "notices" / "bad.yaml").unlink()
     done = scrapy_command(["policy", "validate", str(directory)])
     assert done.returncode == 0 and "0 notices" in done.stdout
+
+
+def test_clock_skew_enforces_early_not_late() -> None:
+    """A notice stamped by a machine whose clock runs ahead is enforced at once (up to a minute early)."""
+    ahead = notice(effective_at=(NOW + timedelta(seconds=30)).isoformat())
+    assert not registry(ahead).decide("http://news.test/", NOW).allowed
+    far = notice(effective_at=(NOW + timedelta(days=1)).isoformat())
+    assert registry(far).decide("http://news.test/", NOW).allowed
+
+
+def test_idn_and_trailing_dot_hosts_are_covered() -> None:
+    """A Unicode domain is stored in IDNA form and covers the punycode URLs Scrapy requests; a trailing dot changes nothing."""
+    idn = notice(scope={"domains": ["bücher.test"]})
+    assert idn.scope.domains == ["xn--bcher-kva.test"]
+    assert not registry(idn).decide("https://xn--bcher-kva.test/x", NOW).allowed
+    pattern = notice(scope={"url_patterns": ["https://news.test/private/*"]})
+    assert not registry(pattern).decide("https://news.test./private/a", NOW).allowed
+    assert not registry(notice()).decide("https://news.test./a", NOW).allowed

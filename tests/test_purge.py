@@ -142,7 +142,7 @@ def test_feeds_are_rewritten_and_unreachable_ones_listed(env: dict[str, Any]) ->
     manual = {m["location"]: m["why"] for m in receipt["manual_action_required"]}
     assert "cannot be rewritten" in manual[f"feed:{paths['marshal']}"]
     assert "remote feed s3://bucket/items.jl" in manual["feed:s3://bucket/items.jl"]
-    assert "on machine elsewhere" in manual["feed:/data/items.jl"]
+    assert "on machine elsewhere" in manual["feed:/data/items.jl@elsewhere"]
 
 
 def test_running_crawl_owns_its_locations(env: dict[str, Any]) -> None:
@@ -216,3 +216,56 @@ def test_killed_purge_resumes_and_never_overreports(env: dict[str, Any], point: 
     assert len(purges) == 1 and purges[0]["status"] == "done"  # the same purge record, resumed
     assert verify(store.ledger_entries(), store.ledger_head()).ok
     assert [e.kind for e in store.ledger_entries()] == ["purge.started", "purge.completed"]
+
+
+def test_feed_edge_cases_keep_every_out_of_scope_record(env: dict[str, Any]) -> None:
+    """Indented JSON, U+2028 inside strings and records without a url: nothing out of scope is lost or mangled."""
+    store: Store = env["store"]
+    tmp: Path = env["tmp"]
+    records = [{"url": "http://a.test/1", "t": "x"}, {"url": "http://b.test/1", "t": "line\u2028sep\u0085"}]
+    indented = tmp / "indented.json"
+    indented.write_text(json.dumps(records, indent=2, ensure_ascii=False), encoding="utf-8")
+    lines = tmp / "lines.jl"
+    lines.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records) + '{"title": "no url"}\n', encoding="utf-8")
+    store.record_output("c1", "here", "feed", str(indented), {"format": "json", "indent": 2})
+    store.record_output("c1", "here", "feed", str(lines), {"format": "jsonlines"})
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "edge cases")
+    assert code == 0 and receipt is not None, out
+    assert json.loads(indented.read_text()) == records[1:]
+    assert [json.loads(line) for line in lines.read_text().split("\n") if line] == [records[1], {"title": "no url"}]
+    manual = {m["location"]: m["why"] for m in receipt["manual_action_required"]}
+    assert "1 record(s) without a url kept" in manual[f"feed:{lines}"]
+    assert receipt["counts"][f"feed:{indented}"] == 1
+
+
+def test_dbm_cache_purge_leaves_no_body_on_disk(env: dict[str, Any]) -> None:
+    """Purging a DBM cache rebuilds the file: the in-scope response body is gone from disk, not just unindexed."""
+    import dbm
+    import pickle
+
+    tmp: Path = env["tmp"]
+    path = str(tmp / "cache" / "site.db")
+    (tmp / "cache").mkdir()
+    with dbm.open(path, "c") as db:
+        for n, url in enumerate(["http://a.test/secret", "http://b.test/kept"]):
+            db[f"k{n}_data"] = pickle.dumps({"url": url, "body": f"BODY-{url}".encode()})
+            db[f"k{n}_time"] = "1"
+    env["store"].record_output("c1", "here", "httpcache", path, {"backend": "dbm", "dbm_module": "dbm"})
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "dbm")
+    assert code == 0 and receipt is not None and receipt["counts"][f"httpcache:{path}"] == 1, out
+    on_disk = b"".join(p.read_bytes() for p in (tmp / "cache").iterdir())
+    assert b"BODY-http://a.test/secret" not in on_disk and b"BODY-http://b.test/kept" in on_disk
+    with dbm.open(path, "r") as db:
+        assert sorted(db.keys()) == [b"k1_data", b"k1_time"]
+
+
+def test_scope_normalisation_idn_trailing_dot_and_ports(env: dict[str, Any]) -> None:
+    """Unicode domains are purged in their IDNA form; ports and trailing dots do not hide items from a URL pattern."""
+    store: Store = env["store"]
+    fill(store, ["https://xn--bcher-kva.test/a", "https://shop.test:8443/people/x", "https://shop.test./people/y",
+                 "https://SHOP.test/people/z", "https://shop.test/other"])  # fmt: skip
+    code, out, receipt = purge(env, "--domain", "bücher.test", "--reason", "idn")
+    assert code == 0 and receipt is not None and receipt["counts"]["store"] == 1, out
+    code, out, receipt = purge(env, "--url-pattern", "https://shop.test/people/*", "--reason", "pattern")
+    assert code == 0 and receipt is not None and receipt["counts"]["store"] == 3, out
+    assert "https://shop.test/other" in urls_left(store)

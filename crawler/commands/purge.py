@@ -60,25 +60,25 @@ class Command(ComplianceCommand):
         machine = machine_of(self.settings)
         if opts.dry_run:
             found = survey(store, request.scope, machine)
-            print_json({"dry_run": True, "scope": request.scope_record, "in_scope": _counts(found)})
-            return _verdict(found) if opts.verify else 0
+            print_json({"dry_run": True, "scope": request.scope_record, "in_scope": _counts(found, machine)})
+            return _verdict(found, machine) if opts.verify else 0
         receipt = run_purge(store, request, machine)
         print_json(receipt)
         if opts.verify:
             found = survey(store, request.scope, machine)
-            print_json({"verify": _counts(found)})
-            return _verdict(found)
+            print_json({"verify": _counts(found, machine)})
+            return _verdict(found, machine)
         return 0
 
 
-def _counts(found: list[Any]) -> dict[str, Any]:
-    return {label(loc): ({"remaining": out.count} if out.status == "done" else {"status": out.status, "why": out.detail})
+def _counts(found: list[Any], machine: str) -> dict[str, Any]:
+    return {label(loc, machine): ({"remaining": out.count} if out.status == "done" else {"status": out.status, "why": out.detail})
             for loc, out in found}  # fmt: skip
 
 
-def _verdict(found: list[Any]) -> int:
-    remaining = [(label(loc), out.count) for loc, out in found if out.status == "done" and out.count]
-    unverified = [label(loc) for loc, out in found if out.status != "done"]
+def _verdict(found: list[Any], machine: str) -> int:
+    remaining = [(label(loc, machine), out.count) for loc, out in found if out.count]
+    unverified = [label(loc, machine) for loc, out in found if out.status != "done"]
     for name, count in remaining:
         print(f"error: {count} record(s) in scope remain in {name}")
     for name in unverified:

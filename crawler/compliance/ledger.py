@@ -82,6 +82,8 @@ def verify(entries: Iterable[Entry], head: tuple[int, str] | None) -> Verdict:
             payload = json.loads(entry.payload)
         except ValueError:
             return Verdict(False, count, f"entry {entry.seq} ({entry.kind}): payload is not JSON (altered)", entry.seq)
+        if canonical_json(payload) != entry.payload:
+            return Verdict(False, count, f"entry {entry.seq} ({entry.kind}) was altered: its payload is not in canonical form", entry.seq)
         recomputed = entry_hash(entry.seq, entry.at, entry.kind, payload, entry.prev_hash)
         if recomputed != entry.hash:
             return Verdict(
@@ -93,6 +95,9 @@ def verify(entries: Iterable[Entry], head: tuple[int, str] | None) -> Verdict:
         prev_hash = entry.hash
         expected_seq += 1
         last = entry
+    if head is not None and head[0] < 0:
+        return Verdict(False, count, f"the recorded head {head[1][:32]!r} is not a 'seq:hash' value (store_meta ledger_head was altered)",
+                       last.seq if last is not None else 1)  # fmt: skip
     if head is not None:
         head_seq, head_hash = head
         if last is None or last.seq != head_seq or last.hash != head_hash:

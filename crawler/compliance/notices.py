@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -40,6 +40,8 @@ NoticeType = Literal[
 NOTICE_TYPES: tuple[str, ...] = NoticeType.__args__  # type: ignore[attr-defined]
 CEASE_AND_DESIST = "cease-and-desist"
 NOTICE_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+#: How far another machine's clock may be ahead of ours without a notice being enforced late.
+CLOCK_SKEW = timedelta(seconds=60)
 
 UrlPattern = Annotated[
     str,
@@ -58,12 +60,35 @@ class Work(Strict):
     problematic_urls: list[str] = Field(default_factory=list)
 
 
+def ascii_host(host: str) -> str:
+    """A host as URLs carry it: lower case, no trailing dot, IDNA (``bücher.de`` -> ``xn--bcher-kva.de``)."""
+    host = host.strip().lower().rstrip(".")
+    try:
+        return host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        return host
+
+
+def _pattern_path(path: str) -> str:
+    """Percent-encode what a URL would encode, so ``/café/*`` matches ``/caf%C3%A9/x``."""
+    from urllib.parse import quote
+
+    return quote(path, safe="/*$?=&%:@!~'()+,;-._")
+
+
 class Scope(Strict):
     """What the notice covers: a platform's domains, registered domains, URL patterns (any mix)."""
 
     platform: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]*$", description="a platform policy id")
     domains: list[str] = Field(default_factory=list, description="registered domains; subdomains are covered")
     url_patterns: list[UrlPattern] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ascii_domains(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("domains"), list):
+            data = {**data, "domains": [ascii_host(d) if isinstance(d, str) else d for d in data["domains"]]}
+        return data
 
     @model_validator(mode="after")
     def _something_in_scope(self) -> Scope:
@@ -163,14 +188,14 @@ class CompiledScope:
         patterns = []
         for written in scope.url_patterns:
             parts = urlsplit(written)
-            path = written.split(parts.netloc, 1)[1] or "/"
-            patterns.append(((parts.hostname or "").lower(), path, written))
-        return cls(frozenset(domains), tuple(patterns))
+            path = _pattern_path(written.split(parts.netloc, 1)[1] or "/")
+            patterns.append((ascii_host(parts.hostname or ""), path, written))
+        return cls(frozenset(ascii_host(d) for d in domains), tuple(patterns))
 
     def match(self, url: str) -> str | None:
         """The rule that covers ``url`` (``domain D`` or the URL pattern), or None."""
         parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
+        host = ascii_host(parts.hostname or "")
         domain = registered_domain(host)
         if domain in self.domains:
             return f"domain {domain}"
@@ -188,13 +213,10 @@ class CompiledScope:
         """Every registered domain a URL in scope can have (for indexing)."""
         return self.domains | {registered_domain(host) for host, _, _ in self.patterns}
 
-    def sql_prefixes(self) -> list[str]:
-        """URL prefixes (before any ``*``) that every pattern match starts with, per scheme."""
-        prefixes = []
-        for host, path, _ in self.patterns:
-            literal = re.split(r"[*$]", path, maxsplit=1)[0]
-            prefixes += [f"http://{host}", f"https://{host}"] if not literal else [f"http://{host}{literal}", f"https://{host}{literal}"]
-        return prefixes
+    @property
+    def pattern_domains(self) -> frozenset[str]:
+        """Registered domains of the URL patterns' hosts (candidates are selected by domain, then matched)."""
+        return frozenset(registered_domain(host) for host, _, _ in self.patterns) - self.domains
 
 
 @dataclass(frozen=True)
@@ -224,13 +246,18 @@ class NoticeSet:
     def decide(self, url: str, now: datetime | None = None) -> Decision:
         if not self.by_domain:
             return ALLOW
-        candidates = self.by_domain.get(registered_domain((urlsplit(url).hostname or "")))
+        host = urlsplit(url).hostname or ""
+        if host.endswith(".") or not host.isascii():
+            host = ascii_host(host)
+        candidates = self.by_domain.get(registered_domain(host))
         if not candidates:
             return ALLOW
         now = now or datetime.now(UTC)
         for active in candidates:
             notice = active.notice
-            if notice.effective_at > now:
+            # The filer's clock set effective_at; this machine's may be behind.
+            # Enforcing up to CLOCK_SKEW early fails closed; later is a breach.
+            if notice.effective_at > now + CLOCK_SKEW:
                 continue
             rule = active.scope.match(url)
             if rule is not None:

@@ -81,11 +81,16 @@ class PurgeError(RuntimeError):
 
 
 def _store_condition(scope: CompiledScope) -> tuple[sa.ColumnElement[bool] | None, sa.ColumnElement[bool] | None]:
-    """(rows in scope by registered domain, candidate rows for URL patterns)."""
+    """(rows in scope by registered domain, candidate rows for URL patterns).
+
+    Pattern candidates are selected by the registered-domain column (indexed,
+    and the same on every engine, whatever the URL's case, port or trailing
+    dot), then matched in Python with the gates' own matcher.
+    """
     by_domain = items.c.domain.in_(sorted(scope.domains)) if scope.domains else None
-    prefixes = scope.sql_prefixes()
-    by_prefix = sa.or_(*(items.c.url.startswith(p, autoescape=True) for p in prefixes)) if prefixes else None
-    return by_domain, by_prefix
+    candidates = scope.pattern_domains
+    by_pattern = items.c.domain.in_(sorted(candidates)) if candidates else None
+    return by_domain, by_pattern
 
 
 def _store_pattern_ids(store: Store, scope: CompiledScope, condition: sa.ColumnElement[bool]) -> Iterator[list[int]]:
@@ -122,11 +127,14 @@ def purge_store(store: Store, scope: CompiledScope, purge_id: str) -> int:
     return total
 
 
-def _cache_entries(path: Path) -> Iterator[tuple[Path, str | None]]:
+def _cache_entries(path: Path, gzipped: bool = False) -> Iterator[tuple[Path, str | None]]:
     """(entry directory, its request URL) for a filesystem HTTP cache of one spider."""
+    import gzip
+
+    opener = gzip.open if gzipped else open
     for meta in sorted(path.glob("*/*/pickled_meta")):
         try:
-            with meta.open("rb") as handle:
+            with opener(meta, "rb") as handle:
                 url = pickle.load(handle).get("url")  # noqa: S301 - Scrapy's own cache format, written by our crawls
         except Exception:  # noqa: BLE001 - a damaged entry is reported, not fatal
             url = None
@@ -135,12 +143,15 @@ def _cache_entries(path: Path) -> Iterator[tuple[Path, str | None]]:
 
 def scan_httpcache(location: Location, scope: CompiledScope, *, delete: bool) -> Outcome:
     path = Path(location.location)
-    if location.options.get("backend") == "dbm":
+    backend = location.options.get("backend")
+    if backend == "dbm":
         return _dbm_cache(location, scope, delete=delete)
+    if backend != "filesystem":
+        return Outcome("manual_action_required", 0, f"HTTPCACHE_STORAGE {location.location} is not one this purge knows; purge it by hand")
     if not path.exists():
         return Outcome("done", 0, "no cache directory (already removed)")
     count = unreadable = 0
-    for entry, url in _cache_entries(path):
+    for entry, url in _cache_entries(path, gzipped=bool(location.options.get("gzip"))):
         if url is None:
             unreadable += 1
             continue
@@ -153,8 +164,9 @@ def scan_httpcache(location: Location, scope: CompiledScope, *, delete: bool) ->
     for leftover in path.glob("*/*.purging"):  # from a purge killed between rename and rmtree
         if delete:
             shutil.rmtree(leftover, ignore_errors=True)
-    detail = f"{unreadable} unreadable entries kept" if unreadable else ""
-    return Outcome("done", count, detail)
+    if unreadable:
+        return Outcome("manual_action_required", count, f"{count} in-scope entries removed; {unreadable} unreadable entries kept: check them by hand")
+    return Outcome("done", count)
 
 
 def _dbm_cache(location: Location, scope: CompiledScope, *, delete: bool) -> Outcome:
@@ -169,56 +181,95 @@ def _dbm_cache(location: Location, scope: CompiledScope, *, delete: bool) -> Out
     except Exception as exc:  # noqa: BLE001 - a locked or damaged database is reported
         return Outcome("manual_action_required", 0, f"cannot open the DBM cache: {exc}")
     count = 0
+    doomed: set[bytes] = set()
     try:
-        keys = [k for k in db.keys() if k.endswith(b"_data")]
-        for key in keys:
+        for key in [k for k in db.keys() if k.endswith(b"_data")]:
             try:
                 url = pickle.loads(db[key]).get("url")  # noqa: S301 - Scrapy's own cache format
             except Exception:  # noqa: BLE001
                 continue
             if url and scope.match(url) is not None:
                 count += 1
-                if delete:
-                    stem = key[: -len(b"_data")]
-                    for suffix in (b"_time", b"_data"):  # _time first: without it the entry is a miss
-                        if stem + suffix in db:
-                            del db[stem + suffix]
+                stem = key[: -len(b"_data")]
+                doomed.update((stem + b"_data", stem + b"_time"))
+        if delete and doomed:
+            _rebuild_dbm(module, db, path, doomed)
     finally:
         db.close()
     return Outcome("done", count)
 
 
-def _feed_records(text: str, fmt: str) -> tuple[list[Any], Callable[[list[Any]], str], Callable[[Any], str | None]]:
+def _rebuild_dbm(module: Any, db: Any, path: str, doomed: set[bytes]) -> None:
+    """Copy the kept entries into a new database and rename it into place.
+
+    Deleting a key from a DBM file leaves its bytes on disk (dbm.dumb and
+    gdbm reuse the space later, if ever); a purge must not leave the body.
+    """
+    fresh = path + ".purging"
+    out = module.open(fresh, "n")
+    try:
+        for key in db.keys():
+            if key not in doomed:
+                out[key] = db[key]
+    finally:
+        out.close()
+    for suffix in ("", ".db", ".pag", ".dat", ".dir", ".bak"):
+        if Path(fresh + suffix).exists():
+            os.replace(fresh + suffix, path + suffix)
+
+
+def _json_values(text: str) -> list[Any]:
+    """Every top-level JSON value of a JSON or JSON-lines text, in order.
+
+    Handles any indentation (FEED_EXPORT_INDENT), an array cut short by a
+    killed crawl (no closing bracket), and line separators such as U+2028
+    inside strings (only "\n" ends a JSON-lines record).
+    """
+    decoder = json.JSONDecoder()
+    values = []
+    position = 0
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            whole = json.loads(text)
+            if isinstance(whole, list):
+                return whole
+        except ValueError:
+            position = text.index("[") + 1  # a truncated array: read its elements one by one
+    length = len(text)
+    while position < length:
+        while position < length and text[position] in " \t\r\n,":
+            position += 1
+        if position >= length or text[position] == "]":
+            break
+        value, position = decoder.raw_decode(text, position)
+        values.append(value)
+    return values
+
+
+def _feed_records(text: str, fmt: str, options: dict[str, Any]) -> tuple[list[Any], Callable[[list[Any]], str], Callable[[Any], str | None]]:
     """Parse a feed file: (records, how to write records back, a record's URL)."""
+
+    def url_of(value: Any) -> str | None:
+        return value.get("url") if isinstance(value, dict) and isinstance(value.get("url"), str) else None
+
+    indent = options.get("indent")
     if fmt in ("jsonlines", "jsonl", "jl"):
-        lines = [line for line in text.splitlines() if line.strip()]
+        records = _json_values(text)
 
-        def url_of_line(line: str) -> str | None:
-            try:
-                value = json.loads(line)
-            except ValueError:
-                return None
-            return value.get("url") if isinstance(value, dict) else None
+        def write_lines(kept: list[Any]) -> str:
+            return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
 
-        return lines, lambda kept: "".join(line + "\n" for line in kept), url_of_line
+        return records, write_lines, url_of
     if fmt == "json":
-        # Scrapy's JsonItemExporter writes one record per line between "[" and "]";
-        # a crawl killed mid-way leaves no closing bracket, so read line by line.
-        records = []
-        for line in text.splitlines():
-            stripped = line.strip().rstrip(",")
-            if stripped in ("", "[", "]"):
-                continue
-            records.append(stripped)
+        records = _json_values(text)
 
-        def url_of_record(record: str) -> str | None:
-            try:
-                value = json.loads(record)
-            except ValueError:
-                return None
-            return value.get("url") if isinstance(value, dict) else None
+        def write_json(kept: list[Any]) -> str:
+            if indent:
+                return json.dumps(kept, ensure_ascii=False, indent=indent) + "\n"
+            return "[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in kept) + ("\n]" if kept else "]")
 
-        return records, lambda kept: "[\n" + ",\n".join(kept) + ("\n]" if kept else "]"), url_of_record
+        return records, write_json, url_of
     if fmt == "csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
         rows = list(reader)
@@ -255,7 +306,7 @@ def scan_feed(location: Location, scope: CompiledScope, *, delete: bool) -> Outc
         return Outcome("done", 0, "no feed file (already removed)")
     try:
         text = path.read_text(encoding="utf-8")
-        records, write, url_of = _feed_records(text, fmt)
+        records, write, url_of = _feed_records(text, fmt, location.options)
     except (OSError, UnicodeDecodeError, ValueError, ET.ParseError, csv.Error) as exc:
         return Outcome("manual_action_required", 0, f"cannot read the feed ({exc}); nothing was changed")
     kept, removed, no_url = [], 0, 0
@@ -270,7 +321,10 @@ def scan_feed(location: Location, scope: CompiledScope, *, delete: bool) -> Outc
             kept.append(record)
     if delete and removed:
         _replace_file(path, write(kept))
-    return Outcome("done", removed, f"{no_url} records without a url kept" if no_url else "")
+    if no_url:
+        # Records this purge cannot place: kept, and a person must look.
+        return Outcome("manual_action_required", removed, f"{removed} in-scope record(s) removed; {no_url} record(s) without a url kept: check them by hand")
+    return Outcome("done", removed)
 
 
 def _replace_file(path: Path, content: str) -> None:
@@ -466,8 +520,12 @@ class PurgeRequest:
     notice_id: str | None = None
 
 
-def label(location: Location) -> str:
-    return "store" if location.kind == "store" else f"{location.kind}:{location.location}"
+def label(location: Location, machine: str = "") -> str:
+    """How a location is named in receipts: a path on another machine carries that machine's name."""
+    if location.kind == "store":
+        return "store"
+    name = f"{location.kind}:{location.location}"
+    return f"{name}@{location.machine}" if location.machine and location.machine != machine else name
 
 
 def run_purge(store: Store, request: PurgeRequest, machine: str) -> dict[str, Any]:
@@ -481,14 +539,21 @@ def run_purge(store: Store, request: PurgeRequest, machine: str) -> dict[str, An
         store.start_purge(purge_id, request.notice_id, request.reason, request.operator, request.scope_record)
         started_at = store.purge_record(purge_id)["started_at"]  # type: ignore[index]
         fault_point("started")
-    running = store.running_crawls()
     for location in plan(store, machine):
-        name = label(location)
+        name = label(location, machine)
+        # Re-read who writes this location right before touching it: a crawl
+        # that started writing it during this purge owns it now.
+        running = store.running_crawls()
+        location = Location(location.kind, location.location, location.options, location.machine,
+                            store.output_owners(location.kind, location.location) or location.crawl_ids)  # fmt: skip
         blocked = reachability(location, machine, running)
         if blocked is not None:
             store.record_step(purge_id, name, location.kind, 0, blocked.status, blocked.detail)
             continue
-        outcome = scan(store, request.scope, location, delete=True, purge_id=purge_id)
+        try:
+            outcome = scan(store, request.scope, location, delete=True, purge_id=purge_id)
+        except (OSError, ValueError, PurgeError) as exc:
+            outcome = Outcome("manual_action_required", 0, f"could not purge: {type(exc).__name__}: {exc}")
         # The store's deletes were counted in their own transactions; files count here, after the rename.
         store.record_step(purge_id, name, location.kind, 0 if location.kind == "store" else outcome.count, outcome.status, outcome.detail)
     fault_point("before-receipt")
@@ -533,5 +598,8 @@ def survey(store: Store, scope: CompiledScope, machine: str) -> list[tuple[Locat
         if blocked is not None and location.machine and location.machine != machine:
             found.append((location, blocked))
             continue
-        found.append((location, scan(store, scope, location, delete=False)))
+        try:
+            found.append((location, scan(store, scope, location, delete=False)))
+        except (OSError, ValueError, PurgeError) as exc:
+            found.append((location, Outcome("manual_action_required", 0, f"could not read: {type(exc).__name__}: {exc}")))
     return found

@@ -128,7 +128,7 @@ purge_steps = sa.Table(
     "purge_steps",
     metadata,
     sa.Column("purge_id", sa.String(40), primary_key=True),
-    sa.Column("location", sa.String(1000), primary_key=True),
+    sa.Column("location", sa.Text, primary_key=True),
     sa.Column("kind", sa.String(40), nullable=False),
     # done, manual_action_required, deferred (a running crawl owns it), pending
     sa.Column("status", sa.String(40), nullable=False),
@@ -469,8 +469,11 @@ class Store:
             head = conn.execute(sa.select(store_meta.c.value).where(store_meta.c.key == "ledger_head")).scalar()
         if not head:
             return None
-        seq, digest = head.split(":", 1)
-        return int(seq), digest
+        seq, _, digest = head.partition(":")
+        try:
+            return int(seq), digest
+        except ValueError:
+            return -1, head  # an altered head: verify() reports it, nothing crashes
 
     def last_ledger_payload(self, kind: str, key: str, value: str) -> dict[str, Any] | None:
         """The newest ``kind`` entry whose payload has ``key == value`` (e.g. a platform's consents)."""
@@ -526,8 +529,14 @@ class Store:
         self, conn: sa.Connection, purge_id: str, location: str, kind: str, count: int, status: str, detail: str = ""
     ) -> None:
         where = (purge_steps.c.purge_id == purge_id) & (purge_steps.c.location == location)
+        # A location already purged stays "done": a late "deferred" (from a
+        # stale view of running crawls) must not hide what was deleted.
+        new_status = status if status == "done" else sa.case((purge_steps.c.status == "done", "done"), else_=status)
+        new_detail = detail if status == "done" else sa.case((purge_steps.c.status == "done", purge_steps.c.detail), else_=detail)
         updated = conn.execute(
-            purge_steps.update().where(where).values(count=purge_steps.c.count + count, status=status, detail=detail, updated_at=utcnow())
+            purge_steps.update().where(where).values(
+                count=purge_steps.c.count + count, status=new_status, detail=new_detail, updated_at=utcnow()
+            )
         ).rowcount
         if not updated:
             conn.execute(
@@ -594,6 +603,14 @@ class Store:
                     crawl_id=crawl_id, machine=machine, kind=kind, location=location, options=options, recorded_at=utcnow()
                 )
             )
+
+    def output_owners(self, kind: str, location: str) -> tuple[str, ...]:
+        """The crawls (workers) that recorded writing ``location``."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(crawl_outputs.c.crawl_id).where(crawl_outputs.c.kind == kind, crawl_outputs.c.location == location)
+            ).scalars()
+            return tuple(dict.fromkeys(rows))
 
     def outputs(self) -> list[dict[str, Any]]:
         with self._read() as conn:

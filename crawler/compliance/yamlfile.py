@@ -52,6 +52,18 @@ def _index(node: yaml.Node, loc: Location, lines: dict[Location, int]) -> None:
             _index(item, (*loc, position), lines)
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that leaves dates and times as text.
+
+    PyYAML would build ``date`` objects itself and crash on ``2024-02-30``
+    with no line; as text, the model validates them and the error names the
+    file, line and field like any other.
+    """
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
+
+
 def load_yaml(path: str | Path, text: str | None = None) -> LoadedYaml:
     """Parse one YAML document safely; raise YamlSyntaxError with file, line and column."""
     name = str(path)
@@ -61,7 +73,7 @@ def load_yaml(path: str | Path, text: str | None = None) -> LoadedYaml:
         except UnicodeDecodeError as exc:
             raise YamlSyntaxError(name, 1, exc.start + 1, "the file is not UTF-8 text") from None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
         try:
             node = loader.get_single_node()
             data = loader.construct_document(node) if node is not None else None

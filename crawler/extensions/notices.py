@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from scrapy import signals
 from scrapy.utils.asyncio import call_later, create_looping_call
 
-from crawler.compliance.notices import CompiledScope, Notice, Scope
+from crawler.compliance.notices import CLOCK_SKEW, CompiledScope, Notice, Scope
 from crawler.compliance.purge import Location, label, scan
 from crawler.runtime import ComplianceRuntime
 
@@ -129,8 +129,9 @@ class NoticeWatcher:
         self.runtime.store.heartbeat(self.runtime.worker_id, self.machine, os.getpid(), closed=closed)
 
     def spider_closed(self) -> None:
-        if self.loop.running:
-            self.loop.stop()
+        # Keep beating until the engine stops: feeds and caches close after
+        # this, and a purge must not take the crawl for dead meanwhile.
+        pass
 
     # -- where the crawl writes ---------------------------------------------------
 
@@ -148,14 +149,15 @@ class NoticeWatcher:
         for extension in getattr(self.crawler.extensions, "middlewares", ()):
             if isinstance(extension, FeedExporter):
                 for slot in extension.slots:
-                    self._record_feed(slot.uri, slot.format)
+                    self._record_feed(slot.uri, slot.format, slot.feed_options.get("indent"))
         if settings.getbool("HTTPCACHE_ENABLED") and spider is not None:
             from scrapy.utils.project import data_path
 
             storage = str(settings.get("HTTPCACHE_STORAGE"))
             directory = Path(data_path(settings.get("HTTPCACHE_DIR"))).resolve()
             if storage.endswith("FilesystemCacheStorage"):
-                self._record("httpcache", str(directory / spider.name), {"backend": "filesystem"})
+                self._record("httpcache", str(directory / spider.name),
+                             {"backend": "filesystem", "gzip": settings.getbool("HTTPCACHE_GZIP")})  # fmt: skip
             elif storage.endswith("DbmCacheStorage"):
                 module = settings.get("HTTPCACHE_DBM_MODULE") or "dbm"
                 self._record("httpcache", str(directory / f"{spider.name}.db"), {"backend": "dbm", "dbm_module": module})
@@ -169,16 +171,16 @@ class NoticeWatcher:
         if jobdir:
             self._record("jobdir", str(Path(jobdir).resolve()), {})
 
-    def _record_feed(self, uri: str, fmt: str) -> None:
+    def _record_feed(self, uri: str, fmt: str, indent: Any = None) -> None:
         parts = urlsplit(uri)
         if parts.scheme in ("", "file") or (len(parts.scheme) == 1 and os.name == "nt"):
             path = parts.path if parts.scheme == "file" else uri
-            self._record("feed", str(Path(path).resolve()), {"format": fmt, "uri": uri})
+            self._record("feed", str(Path(path).resolve()), {"format": fmt, "uri": uri, "indent": indent})
         else:
             self._record("feed", uri, {"format": fmt, "uri": uri, "remote": True})
 
     def feed_slot_closed(self, slot: Any) -> None:
-        self._record_feed(slot.uri, slot.format)
+        self._record_feed(slot.uri, slot.format, slot.feed_options.get("indent"))
 
     # -- deferred purges -------------------------------------------------------------
 
@@ -188,12 +190,14 @@ class NoticeWatcher:
         Runs after the feed exporter and the HTTP cache have closed their files.
         """
         store = self.runtime.store
+        if self.loop.running:
+            self.loop.stop()
         try:
             self.runtime.refresh_notices()
             scopes: list[tuple[str, str | None, CompiledScope]] = []
             for purge in store.purges():
                 started = purge["started_at"] if purge["started_at"].tzinfo else purge["started_at"].replace(tzinfo=UTC)
-                if started >= self.started_at:
+                if started >= self.started_at - CLOCK_SKEW:
                     scope = Scope.model_validate({k: v for k, v in purge["scope"].items() if k in Scope.model_fields})
                     extra = purge["scope"].get("resolved_domains") or []
                     scopes.append((purge["id"], purge["notice_id"], CompiledScope.build(scope, self.runtime.policies, extra)))
@@ -201,7 +205,7 @@ class NoticeWatcher:
             for row in store.notice_rows():
                 recorded = row.recorded_at if row.recorded_at.tzinfo else row.recorded_at.replace(tzinfo=UTC)
                 notice = Notice.model_validate(row.data)
-                if recorded >= self.started_at and notice.demands.delete_existing and row.id not in purged_notices:
+                if recorded >= self.started_at - CLOCK_SKEW and notice.demands.delete_existing and row.id not in purged_notices:
                     scopes.append(("", row.id, CompiledScope.build(notice.scope, self.runtime.policies, row.resolved_domains)))
             if scopes and self.outputs:
                 self._apply(scopes)
@@ -217,8 +221,8 @@ class NoticeWatcher:
                     continue  # listed as manual_action_required in the purge's receipt
                 outcome = scan(store, scope, location, delete=True)
                 if purge_id:
-                    store.record_step(purge_id, label(location), location.kind, outcome.count, outcome.status, outcome.detail)
-                results.append({"purge_id": purge_id or None, "notice_id": notice_id, "location": label(location),
+                    store.record_step(purge_id, label(location, self.machine), location.kind, outcome.count, outcome.status, outcome.detail)
+                results.append({"purge_id": purge_id or None, "notice_id": notice_id, "location": label(location, self.machine),
                                 "status": outcome.status, "count": outcome.count, "detail": outcome.detail})  # fmt: skip
         entry = store.append_ledger(
             "purge.completed-by-crawl", {"crawl_id": self.runtime.config.crawl_id, "machine": self.machine, "results": results}

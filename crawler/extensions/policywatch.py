@@ -9,6 +9,7 @@ the last valid set stays in force, so a typo never opens anything up.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,8 @@ from crawler.runtime import ComplianceRuntime
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
+
+logger = logging.getLogger("crawler.compliance")
 
 
 def _signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
@@ -60,8 +63,13 @@ class PolicyWatcher:
             self.loop.stop()
 
     def check(self) -> None:
-        current = _signature(self.directory)
-        if current != self.last:
-            self.last = current
-            self.runtime.reload_policies()
-            self.runtime.reload_notice_files()
+        # An exception would stop the looping call for the rest of the crawl,
+        # and with it every later reload: report it and keep watching.
+        try:
+            current = _signature(self.directory)
+            if current != self.last:
+                self.last = current
+                self.runtime.reload_policies()
+                self.runtime.reload_notice_files()
+        except Exception:  # noqa: BLE001
+            logger.exception("Could not reload the policy files; the last valid ones stay in force")
