@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test test-fast bench bench-purge clean
+.PHONY: install demo test test-fast bench bench-purge bench-cluster clean
 
 install: $(STAMP)
 
@@ -29,6 +29,9 @@ bench: $(STAMP)
 
 bench-purge: $(STAMP)
 	$(BIN)/python bench/purge_speed.py
+
+bench-cluster: $(STAMP)
+	$(BIN)/python bench/cluster_speed.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache
