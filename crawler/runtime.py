@@ -286,9 +286,21 @@ def _fallback_notice(row: NoticeRow) -> Notice:
 
     return Notice(
         id=row.id, sender_name=str(row.data.get("sender_name") or "unknown"), date_received=row.recorded_at.date(),
-        scope=Scope(domains=sorted({*row.resolved_domains, *((row.data.get("scope") or {}).get("domains") or [])}) or ["invalid"]),
+        scope=_fallback_scope(row),
         effective_at=row.recorded_at if row.recorded_at.tzinfo else row.recorded_at.replace(tzinfo=UTC),
     )  # fmt: skip
+
+
+def _fallback_scope(row: NoticeRow) -> Any:
+    """The widest scope still readable from a stored notice that no longer validates (fail closed)."""
+    from crawler.compliance.notices import Scope
+
+    scope = row.data.get("scope") or {}
+    domains = sorted({*row.resolved_domains, *(scope.get("domains") or [])})
+    patterns = [p for p in scope.get("url_patterns") or [] if isinstance(p, str)]
+    # A pattern that is itself broken: block its whole registered domain instead.
+    domains += sorted({registered_domain(host_of(p)) for p in patterns if host_of(p)} - set(domains))
+    return Scope(domains=domains or ["invalid"])
 
 
 def load_policies_or_fail(directory: str) -> PolicySet:
