@@ -43,7 +43,7 @@ from crawler.testing.web import TestWeb  # noqa: E402
 
 REDIS_URL = os.environ.get("COMPLIANCE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("COMPLIANCE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-NETGUARD = ROOT / "tests" / "netguard"
+NETGUARD = ROOT / "crawler" / "testing" / "netguard"
 
 
 def fresh_schema() -> tuple[str, str]:

@@ -11,7 +11,7 @@ What it does:
    ``bench_sites()``), from the test web (``python -m crawler.testing.web``)
    in a separate process on 127.0.0.1. The crawls reach it as their HTTP
    proxy, so no name is resolved and nothing leaves 127.0.0.1 (the crawls
-   also load tests/netguard/sitecustomize.py when it exists, which refuses
+   also load crawler/testing/netguard/sitecustomize.py when it exists, which refuses
    any other address).
 2. Crawls the whole site from ``http://bench.test/page/0``, alternately:
 
@@ -62,7 +62,7 @@ from crawler.testing.runner import policy_dir_with_pace
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = BENCH_DIR.parent
 STOCK_SPIDER = BENCH_DIR / "stock_spider.py"
-NETGUARD_DIR = PROJECT_DIR / "tests" / "netguard"
+NETGUARD_DIR = PROJECT_DIR / "crawler" / "testing" / "netguard"
 
 HOST = "bench.test"
 START_URL = f"http://{HOST}/page/0"

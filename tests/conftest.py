@@ -1,7 +1,7 @@
 """Shared fixtures: the test web, a fresh store, and crawls through the real CLI.
 
 No test touches the internet: this process and every crawl subprocess load
-tests/netguard/sitecustomize.py, which refuses any name or address other
+crawler/testing/netguard/sitecustomize.py, which refuses any name or address other
 than 127.0.0.1, and made-up hosts are reached through the test web's proxy.
 """
 
@@ -15,7 +15,10 @@ from typing import Any
 
 import pytest
 
-NETGUARD = Path(__file__).parent / "netguard"
+# One harness: the guard, the runner and the test web are the ones the
+# pytest plugin (crawler/testing/plugin.py) ships to users.
+from crawler.testing.plugin import NETGUARD  # noqa: E402
+
 sys.path.insert(0, str(NETGUARD))
 import sitecustomize  # noqa: E402,F401  (installs the guard in this process)
 

@@ -133,3 +133,15 @@ def test_robotstxt_obey_conflict(web, crawl) -> None:
     run = crawl(["http://shop.test/"], {"ROBOTSTXT_OBEY": True})
     assert run.returncode == 2 and "ROBOTSTXT_OBEY" in run.stderr and "Fix:" in run.stderr
     assert web.log == []
+
+
+def test_no_disallowed_fetch_on_any_robots_host(run_compliance_crawl) -> None:  # type: ignore[no-untyped-def]
+    """Through the pytest plugin users get: every robots.txt edge-case host, and not one disallowed fetch."""
+    from crawler.testing.assertions import assert_no_disallowed_fetch, assert_refused
+    from crawler.testing.sites import robots_sites
+
+    hosts = sorted(h for h in robots_sites() if ":" not in h and not h.startswith(("https", "http")))
+    result = run_compliance_crawl("site", [f"http://{h}/" for h in hosts]).check()
+    assert_no_disallowed_fetch(result)
+    assert_refused(result, "http://shop.test/private/secret", "robots.disallow")
+    assert len({e.host for e in result.requests}) >= 8

@@ -1,0 +1,29 @@
+"""A spider as a user of the framework would write it (used by tests/test_plugin.py).
+
+It follows every link and yields every image it sees, as a careless spider
+would: the compliance stack must keep it compliant anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import scrapy
+
+
+class CarelessSpider(scrapy.Spider):
+    name = "careless"
+
+    async def start(self) -> AsyncIterator[Any]:
+        for url in self.start_urls:
+            yield scrapy.Request(url)
+
+    def parse(self, response: Any) -> Iterator[Any]:
+        if not hasattr(response, "css"):
+            return
+        yield {"url": response.url, "title": response.css("title::text").get(""),
+               "images": response.urljoin(response.css("img::attr(src)").get("") or "/none.jpg")}  # fmt: skip
+        for href in response.css("a::attr(href), img::attr(src)").getall():
+            if not href.startswith(("mailto:", "javascript:")):
+                yield response.follow(href)
