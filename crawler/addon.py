@@ -84,6 +84,10 @@ class Compliance:
         ):
             settings[name].update(components, priority="addon")
         settings.set("ROBOTSTXT_OBEY", False, priority="addon")
+        if settings.get("COMPLIANCE_CASSETTE"):
+            # Replay a recorded site offline (crawler/cassettes.py).
+            handler = "crawler.cassettes.CassetteDownloadHandler"
+            settings["DOWNLOAD_HANDLERS"].update({"http": handler, "https": handler}, priority="addon")
         if settings.getbool("COMPLIANCE_DISTRIBUTED") and settings.get("COMPLIANCE_CRAWL_ID"):
             redis_url = str(settings.get("COMPLIANCE_REDIS_URL") or "redis://127.0.0.1:6379/0")
             for name, value in distributed_settings(str(settings.get("COMPLIANCE_CRAWL_ID")), redis_url).items():

@@ -32,3 +32,10 @@ class Command(ScrapyCrawlCommand):
             self.exitcode = 2
             return
         super().run(args, opts)
+        from crawler.cassettes import MISSES
+
+        if MISSES:
+            for miss in MISSES:
+                print(f"error: cassette miss: {miss}", file=sys.stderr)
+            print(f"error: {len(MISSES)} request(s) were not in the cassette; record them or fix the spider", file=sys.stderr)
+            self.exitcode = 1

@@ -20,19 +20,21 @@ from crawler.config import DEFAULTS
 if TYPE_CHECKING:
     import argparse
 
-ACTIONS = ("validate", "check", "schema", "list")
+ACTIONS = ("validate", "check", "schema", "list", "audit")
 
 
 class Command(ComplianceCommand):
     def syntax(self) -> str:
-        return "validate [DIR] | check URL [--json] | schema | list"
+        return "validate [DIR] | check URL [--json] | schema | list | audit [--platform P] [--cassette FILE] [--json]"
 
     def short_desc(self) -> str:
         return "Validate, explain and list the compliance policies"
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.add_argument("--json", action="store_true", help="check: print the decision as JSON")
+        parser.add_argument("--json", action="store_true", help="check, audit: print JSON")
+        parser.add_argument("--platform", metavar="P", help="audit: only this platform policy")
+        parser.add_argument("--cassette", metavar="FILE", help="audit: replay this vcrpy cassette instead of the network")
 
     def policy_dir(self) -> str:
         assert self.settings is not None
@@ -55,6 +57,8 @@ class Command(ComplianceCommand):
             return 0
         if action == "list":
             return self.list()
+        if action == "audit":
+            return self.audit(opts)
         if len(rest) != 1:
             raise UsageError("check needs one URL", print_help=False)
         return self.check(rest[0], opts.json)
@@ -88,6 +92,35 @@ class Command(ComplianceCommand):
         default = policies.default
         print(f"{'(default)':<12} {default.collection:<19} {'n/a':<15} every other host, "
               f"min_delay {default.rate.min_delay:g}s, max_concurrency {default.rate.max_concurrency}")
+        return 0
+
+    def audit(self, opts: argparse.Namespace) -> int:
+        """Fetch each platform's terms (and robots.txt); exit 1 when the sha256 differs from the reviewed one."""
+        from crawler.terms_audit import audit_platforms
+        from crawler.config import Config, ConfigError
+
+        policies = self.load()
+        selected = [p for p in policies.platforms if not opts.platform or p.policy.id == opts.platform]
+        if not selected:
+            known = ", ".join(sorted(p.policy.id for p in policies.platforms))
+            raise CommandFailed(f"--platform {opts.platform!r}: no such platform policy; known: {known}")
+        assert self.settings is not None
+        try:
+            config = Config.from_settings(self.settings)
+        except ConfigError as exc:
+            raise CommandFailed(str(exc)) from None
+        findings = audit_platforms(selected, config.user_agent, config.bot_name, cassette=opts.cassette)
+        if opts.json:
+            print(json.dumps([f.as_dict() for f in findings], indent=2))
+        else:
+            for finding in findings:
+                print(finding.line())
+        needs_review = [f for f in findings if f.status != "unchanged"]
+        if needs_review:
+            print(f"{len(needs_review)} platform(s) need a person to re-read their terms: "
+                  f"{', '.join(f.platform for f in needs_review)}")  # fmt: skip
+            return 1
+        print(f"all {len(findings)} platform(s) unchanged since review")
         return 0
 
     def seen_by_crawls(self, url: str) -> dict[str, Any] | None:

@@ -41,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     crawler.signals.connect(lambda spider, reason: reasons.append(reason), signal=signals.spider_closed, weak=False)
     process.crawl(crawler, start_urls=list(args.urls))
     process.start()
-    return 0 if reasons == ["finished"] else 1
+    from crawler.cassettes import MISSES
+
+    for miss in MISSES:
+        print(f"error: cassette miss: {miss}", file=sys.stderr)
+    return 0 if reasons == ["finished"] and not MISSES else 1
 
 
 if __name__ == "__main__":
