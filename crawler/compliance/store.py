@@ -311,6 +311,18 @@ class Store:
                 .values(finished_at=utcnow(), finish_reason=reason, stats=json.loads(json.dumps(stats, default=str)))
             )
 
+    def crawl(self, crawl_id: str) -> dict[str, Any] | None:
+        """One crawl's record (times, reason, start URLs), JSON-ready; None if unknown."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(crawls).where(crawls.c.id == crawl_id)).mappings().first()
+        if row is None:
+            return None
+        record = {k: row[k] for k in ("id", "spider", "started_at", "finished_at", "finish_reason", "start_urls", "user_agent")}
+        for key in ("started_at", "finished_at"):
+            if isinstance(record[key], datetime):
+                record[key] = (record[key] if record[key].tzinfo else record[key].replace(tzinfo=UTC)).isoformat(timespec="seconds")
+        return record
+
     def last_crawl_id(self) -> str | None:
         with self._read() as conn:
             return conn.execute(sa.select(crawls.c.id).order_by(crawls.c.started_at.desc()).limit(1)).scalar()
