@@ -128,9 +128,18 @@ def test_killed_worker_loses_nothing(tmp_path: Path, redis_job: str, pg_store: s
     policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
     with TestWeb(sites) as web:
         workers = start_workers(web, 3, ["http://fleet.test/"], pg_store, redis_job, policies, tmp_path)
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        leases = f"compliance:{redis_job}:leases:{redis_job}@"
         deadline = time.time() + 60
-        while len(web.paths("fleet.test")) < 25 and time.time() < deadline:
-            time.sleep(0.02)
+        # Kill the first worker while it holds requests (its lease hash is not empty).
+        while time.time() < deadline:
+            held = [k for k in client.scan_iter(match=leases + "*") if k.decode().endswith(f":{workers[0].pid}") and client.hlen(k)]
+            if held and len(web.paths("fleet.test")) >= 10:
+                break
+            time.sleep(0.01)
+        assert held, "the first worker never held a request"
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait(10)
         wait_all(workers[1:], tmp_path)  # type: ignore[arg-type]

@@ -103,7 +103,9 @@ class ClusterWorker:
             if now - float(raw_beat) < WORKER_TIMEOUT and redis.hlen(keys["leases"] + worker) > 0:
                 raise DontCloseSpider
             if now - float(raw_beat) >= WORKER_TIMEOUT and redis.hlen(keys["leases"] + worker) > 0:
-                self.cluster.requeue_dead()
+                moved = self.cluster.requeue_dead()
+                if moved and self.crawler.stats is not None:
+                    self.crawler.stats.inc_value("compliance/cluster/requeued", moved)
                 raise DontCloseSpider
 
     def spider_closed(self, reason: str) -> None:
