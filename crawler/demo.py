@@ -100,6 +100,11 @@ def main() -> int:
     print("\n$ scrapy policy check http://www.facebook.com/")
     check = scrapy_command(["policy", "check", "http://www.facebook.com/"], settings={"COMPLIANCE_STORE": store_url})
     print("  " + check.stdout.strip().replace("\n", "\n  "))
+    report = root / "var" / "demo-report.html"
+    print(f"\n$ scrapy compliance report --html {report.relative_to(root)}   (first lines)")
+    done = scrapy_command(["compliance", "report", "--html", str(report)], settings={"COMPLIANCE_STORE": store_url})
+    print("\n".join("  " + line for line in done.stdout.splitlines()[:14]))
+    print(f"  ... the full report, with charts, is in {report.relative_to(root)} (open it in a browser)")
     if notice_demo(root) != 0:
         return 1
     print(f"\nDone in {time.monotonic() - started:.1f}s. Store: {store_path.relative_to(root)}")
