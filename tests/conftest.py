@@ -22,7 +22,8 @@ from crawler.testing.plugin import NETGUARD  # noqa: E402
 sys.path.insert(0, str(NETGUARD))
 import sitecustomize  # noqa: E402,F401  (installs the guard in this process)
 
-from crawler.testing.runner import CrawlRun, policy_dir_with_pace, run_site_crawl  # noqa: E402
+from crawler.testing.plugin import ComplianceResult, run_crawl  # noqa: E402
+from crawler.testing.runner import policy_dir_with_pace  # noqa: E402
 from crawler.testing.sites import robots_sites  # noqa: E402
 from crawler.testing.web import TestWeb  # noqa: E402
 
@@ -113,11 +114,11 @@ def policy_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def crawl(web: TestWeb, store_url: str, policy_dir: Path) -> Callable[..., CrawlRun]:
-    """Run ``scrapy crawl site`` against the test web, guarded, into the test's store."""
+def crawl(web: TestWeb, store_url: str, policy_dir: Path, tmp_path: Path) -> Callable[..., ComplianceResult]:
+    """Run ``scrapy crawl site`` against the test web into the test's store, with the plugin's runner (one harness)."""
 
-    def run(urls: Sequence[str], settings: dict[str, Any] | None = None, **kwargs: Any) -> CrawlRun:
-        merged = {"COMPLIANCE_POLICY_DIR": str(policy_dir), **(settings or {})}
-        return run_site_crawl(web, urls, store_url, settings=merged, env=GUARD_ENV, **kwargs)
+    def run(urls: Sequence[str], settings: dict[str, Any] | None = None, contact: bool = True) -> ComplianceResult:
+        merged = {"COMPLIANCE_POLICY_DIR": str(policy_dir), "COMPLIANCE_STORE": store_url, **(settings or {})}
+        return run_crawl(web, "site", urls, tmp_path, merged, contact=contact)
 
     return run

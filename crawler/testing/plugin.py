@@ -78,6 +78,18 @@ class ComplianceResult:
         """The crawl's final stats as text (``'compliance/refused/robots.disallow': '3'``)."""
         return dict(re.findall(r"'([\w/.\-]+)': ([^,\n]+)", self.log.rsplit("Dumping Scrapy stats", 1)[-1]))
 
+    @property
+    def stderr(self) -> str:
+        """The crawl's log (Scrapy logs to stderr)."""
+        return self.log
+
+    @property
+    def store(self) -> Any:
+        """The crawl's store (a :class:`crawler.compliance.store.Store`)."""
+        from crawler.compliance.store import Store
+
+        return Store(self.store_url)
+
     def check(self) -> ComplianceResult:
         assert self.returncode == 0, f"the crawl exited {self.returncode}:\n{self.log[-3000:]}"
         return self
@@ -118,6 +130,7 @@ class ComplianceResult:
 
 def run_crawl(
     web: TestWeb, spider: str | type, urls: Sequence[str], tmp_path: Path, settings: Mapping[str, Any] | None = None,
+    *, contact: bool = True,
 ) -> ComplianceResult:  # fmt: skip
     """Run ``spider`` with the compliance stack through ``web`` (see the module docstring)."""
     import subprocess
@@ -134,6 +147,10 @@ def run_crawl(
         source = FRAMEWORK_POLICIES if FRAMEWORK_POLICIES.is_dir() else None
         merged["COMPLIANCE_POLICY_DIR"] = str(policy_dir_with_pace(tmp_path / f"{crawl_id}-policies", platforms_from=source))
     merged.update(settings or {})
+    if not contact:
+        merged.pop("COMPLIANCE_CONTACT")  # to test what happens without one
+    store_url = str(merged["COMPLIANCE_STORE"])
+    crawl_id = str(merged["COMPLIANCE_CRAWL_ID"])
     if spider == "site":
         command = [sys.executable, "-m", "scrapy", "crawl", "site", "-a", "url=" + ",".join(urls)]
         try:
@@ -154,6 +171,7 @@ def run_crawl(
     if Path(store_url.removeprefix("sqlite:///")).exists():
         store = Store(store_url)
         result.items = [i for i in store.iter_items() if i.get("crawl_id") == crawl_id]
+        # (a store shared by several crawls keeps theirs; this result is this crawl's)
         result.refusals = store.refusals(crawl_id)
         store.dispose()
     return result
