@@ -51,6 +51,10 @@ def test_robots_directive_scoping(values: list[str], expected: list[str]) -> Non
         ('train-ai=n, search="', {}),  # parse error: the whole statement is unknown
         ("train-ai=n, train-ai=y", {}),  # duplicate key: unknown
         ("train-ai=n;q=1, other=y", {"train-ai": "n"}),  # parameters ignored, unknown keys ignored
+        ("ai-use=n", {"train-ai": "n"}),  # vocab-08's AI Use, filed under train-ai (strict)
+        ("train-ai=y, ai-use=n, search=y", {"train-ai": "n", "search": "y"}),  # n wins within a purpose
+        ("ai-use=y, train-ai=maybe", {"train-ai": "y"}),
+        ("bots=n, all=n", {}),  # retired labels of older revisions are unknown labels: ignored
     ],
 )
 def test_content_usage_per_aipref_vocab(header: str, expected: dict) -> None:

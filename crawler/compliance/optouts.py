@@ -11,7 +11,7 @@ specifications". These signals are such objections, not hints:
   (``otherbot: noindex``). The most restrictive directive wins.
 * IETF AI Preferences (draft-ietf-aipref-vocab-08, -attach-05): the
   ``Content-Usage`` header, an RFC 9651 dictionary with ``y``/``n`` tokens for
-  ``train-ai`` and ``search``; anything else, a duplicate key or a parse
+  ``train-ai``, ``ai-use`` (filed under train-ai) and ``search``; anything else, a duplicate key or a parse
   error means *unknown*; when statements combine, any ``n`` wins, then ``y``.
 * Cloudflare's ``Content-Signal: search=yes, ai-train=no, ai-input=no``.
 * W3C TDMRep (2024): ``tdm-reservation`` 1 reserves text and data mining
@@ -43,7 +43,10 @@ _ROBOTS_DIRECTIVES: dict[str, tuple[str, ...]] = {
 _NOFOLLOW = {"nofollow", "none"}
 
 #: aipref vocabulary categories we map; unknown keys are ignored (vocab-08).
-_AIPREF_CATEGORIES = {"train-ai": "train-ai", "search": "search"}
+#: vocab-08's categories onto this crawl's purposes. ``ai-use`` (an asset as
+#: input to a generative model) has no purpose of its own here; like
+#: Content-Signal's ``ai-input`` it is filed under train-ai, the strict reading.
+_AIPREF_CATEGORIES = {"train-ai": "train-ai", "ai-use": "train-ai", "search": "search"}
 #: Cloudflare Content-Signal keys onto our purposes. ``ai-input`` (using the
 #: content as input to an AI answer) has no purpose of its own here; the
 #: strict reading files it under train-ai.
@@ -74,7 +77,11 @@ def parse_content_usage(value: str) -> dict[str, str | None]:
             continue
         item = member[0] if isinstance(member, tuple) else member
         token = str(item) if isinstance(item, http_sf.Token) else None
-        result[_AIPREF_CATEGORIES[key]] = token if token in ("y", "n") else None
+        token = token if token in ("y", "n") else None
+        purpose = _AIPREF_CATEGORIES[key]
+        # Two categories on one purpose (train-ai, ai-use): n, then y, then unknown.
+        previous = result.get(purpose)
+        result[purpose] = "n" if "n" in (token, previous) else (token or previous)
     return result
 
 
