@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import logging
 import time
@@ -165,6 +164,11 @@ class Cluster:
         self._pending_acks.clear()
         self.redis.delete(self.keys["leases"] + self.worker_id)
 
+    def others_hold_work(self) -> bool:
+        """True while another worker (alive, or dead and not yet requeued) holds leased requests."""
+        workers = [w.decode() for w in self.redis.hkeys(self.keys["workers"])]
+        return any(self.redis.hlen(self.keys["leases"] + w) for w in workers if w != self.worker_id)
+
     def requeue_dead(self, *, including_self: bool = False) -> int:
         """Put the leases of workers whose heartbeat stopped (or, on an early close, our own) back into the queue."""
         now = time.time()
@@ -255,7 +259,3 @@ def encode_payload(body: bytes) -> str:
 
 def decode_payload(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"))
-
-
-def digest(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - a key, not security

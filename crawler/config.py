@@ -154,6 +154,13 @@ def _refuse_media_pipelines(settings: BaseSettings) -> None:
             )
 
 
+def machine_name(settings: BaseSettings) -> str:
+    """This machine's name in the store (``COMPLIANCE_MACHINE``, else the host name): which files are local."""
+    import socket
+
+    return str(settings.get("COMPLIANCE_MACHINE") or socket.gethostname())
+
+
 def new_crawl_id() -> str:
     """Sortable and unique: ``20261126T120000Z-1a2b3c``."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +13,7 @@ import yaml
 from crawler.cli import CommandFailed
 from crawler.compliance.notices import CompiledScope, Notice, Scope
 from crawler.compliance.purge import PurgeRequest
-from crawler.config import DEFAULTS
+from crawler.config import DEFAULTS, machine_name
 
 if TYPE_CHECKING:
     import argparse
@@ -53,10 +52,6 @@ def _first_error(exc: Exception) -> str:
     return str(exc)
 
 
-def machine_of(settings: BaseSettings) -> str:
-    return str(settings.get("COMPLIANCE_MACHINE") or socket.gethostname())
-
-
 def operator_of(opts: argparse.Namespace, settings: BaseSettings) -> str:
     given = opts.operator or settings.get("COMPLIANCE_OPERATOR") or os.environ.get("COMPLIANCE_OPERATOR")
     if given:
@@ -65,7 +60,7 @@ def operator_of(opts: argparse.Namespace, settings: BaseSettings) -> str:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return f"{user}@{machine_of(settings)}"
+    return f"{user}@{machine_name(settings)}"
 
 
 def purge_request(scope: Scope, policies: PolicySet, reason: str, operator: str, notice_id: str | None,

@@ -59,14 +59,14 @@ def build(store: Store, crawl_id: str | None) -> dict[str, Any]:
                                 *scope.get("domains", []), *scope.get("url_patterns", [])]),
         })  # fmt: skip
     purges = [p["receipt"] or {"purge_id": p["id"], "status": p["status"], "notice_id": p["notice_id"]} for p in store.purges()]
-    head = store.ledger_head()
-    verdict = verify(store.ledger_entries(), head)
+    verdict = verify(store.ledger_entries(), store.ledger_head())
+    stored = store.items_per_host(crawl_id)
     return {
         "generated_at": utcnow().isoformat(timespec="seconds"),
         "store": store.url.split("@")[-1],
         "crawl": crawl,
-        "stored_per_host": store.items_per_host(crawl_id),
-        "stored_total": sum(n for _, n in store.items_per_host(crawl_id)),
+        "stored_per_host": stored,
+        "stored_total": sum(n for _, n in stored),
         "refusals_total": len(refusal_rows),
         "refusals_by_reason": by_reason.most_common(),
         "refusals_by_host": by_host.most_common(),

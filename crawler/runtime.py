@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -18,8 +19,8 @@ from weakref import WeakKeyDictionary
 from crawler.compliance.domains import host_of, registered_domain
 from crawler.compliance.notices import LoadedNotice, Notice, NoticeSet, load_notice_files, merge_notices
 from crawler.compliance.policy import PolicySet, load_policies
-from crawler.compliance.store import NoticeRow, Store, StoreError, item_row, utcnow
-from crawler.config import Config, ConfigError
+from crawler.compliance.store import NoticeRow, Store, item_row, utcnow
+from crawler.config import Config, ConfigError, machine_name
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -38,11 +39,8 @@ class ComplianceRuntime:
         self.config = Config.from_settings(crawler.settings)
         self.policies: PolicySet = load_policies_or_fail(self.config.policy_dir)
         self._store: Store | None = None
-        import os
-        import socket
-
         #: This process in the store and the cluster: one crawl id, many workers.
-        self.machine = str(crawler.settings.get("COMPLIANCE_MACHINE") or socket.gethostname())
+        self.machine = machine_name(crawler.settings)
         self.worker_id = f"{self.config.crawl_id}@{self.machine}:{os.getpid()}"
         self._cluster: Any = None
         # The notice registry: files in POLICY_DIR/notices (checked now, fail
@@ -180,11 +178,12 @@ class ComplianceRuntime:
         from crawler.compliance.ledger import canonical_json
 
         appended = 0
+        recorded = self.store.latest_ledger_payloads("consent.changed", "platform")
         for loaded in self.policies.platforms:
             policy = loaded.policy
             consents = [c.model_dump(mode="json") for c in policy.consents]
             digest = hashlib.sha256(canonical_json(consents).encode()).hexdigest()
-            last = self.store.last_ledger_payload("consent.changed", "platform", policy.id)
+            last = recorded.get(policy.id)
             if (last is None and not consents) or (last is not None and last.get("digest") == digest):
                 continue
             self.store.append_ledger(
@@ -282,8 +281,6 @@ def load_notices_or_fail(directory: str, policies: PolicySet) -> list[LoadedNoti
 
 
 def _fallback_notice(row: NoticeRow) -> Notice:
-    from crawler.compliance.notices import Scope
-
     return Notice(
         id=row.id, sender_name=str(row.data.get("sender_name") or "unknown"), date_received=row.recorded_at.date(),
         scope=_fallback_scope(row),

@@ -76,7 +76,7 @@ def test_policy_audit_on_cassettes(tmp_path: Path) -> None:
     def write(sha: str | None) -> None:
         (policies / "platforms" / "termsco.yaml").write_text(
             "id: termsco\nname: TermsCo\nowner: TermsCo Inc.\ndomains: [terms.test]\ncollection: forbidden\n"
-            f"terms:\n  url: http://terms.test/tos\n  clause: No scraping.\n  reviewed: 2026-11-01\n"
+            "terms:\n  url: http://terms.test/tos\n  clause: No scraping.\n  reviewed: 2026-11-01\n"
             + (f'  sha256: "{sha}"\n' if sha else ""), encoding="utf-8")  # fmt: skip
 
     settings = {"COMPLIANCE_POLICY_DIR": str(policies), "COMPLIANCE_CONTACT": TEST_CONTACT}

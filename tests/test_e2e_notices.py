@@ -14,6 +14,7 @@ from crawler.compliance.ledger import verify
 from crawler.compliance.store import Store
 from crawler.testing.runner import policy_dir_with_pace, run_site_crawl, scrapy_command, start_site_crawl
 from crawler.testing.sites import notice_sites
+from crawler.testing.plugin import serving
 from crawler.testing.web import TestWeb
 
 from conftest import GUARD_ENV
@@ -23,9 +24,8 @@ SCOPE_HOSTS = ("bigsocial.test", "people.bigsocial.test")
 
 @pytest.fixture
 def social_web() -> Any:
-    with TestWeb(notice_sites()) as server:
+    with serving(notice_sites()) as server:
         yield server
-        assert not server.unknown_hosts()
 
 
 def cached_urls(cache: Path, backend: str) -> list[str]:

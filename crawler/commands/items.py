@@ -39,11 +39,11 @@ class Command(ComplianceCommand):
         except OSError as exc:
             raise CommandFailed(f"cannot write {opts.output}: {exc.strerror or exc}") from None
         # An export is a copy of stored data: record it, so purges find it too.
-        import socket
         from pathlib import Path
 
+        from crawler.config import machine_name
+
         assert self.settings is not None
-        machine = str(self.settings.get("COMPLIANCE_MACHINE") or socket.gethostname())
-        store.record_output("items-export", machine, "feed", str(Path(opts.output).resolve()), {"format": "jsonlines"})
+        store.record_output("items-export", machine_name(self.settings), "feed", str(Path(opts.output).resolve()), {"format": "jsonlines"})
         print(f"wrote {written} items to {opts.output}")
         return 0

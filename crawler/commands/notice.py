@@ -12,11 +12,11 @@ from crawler.cli import CommandFailed, ComplianceCommand
 from crawler.compliance.notices import NOTICE_ID_RE, Notice, load_notice_files, notice_type
 from crawler.compliance.purge import run_purge
 from crawler.notices_cli import (
-    add_scope_options, machine_of, notice_yaml, operator_of, policy_dir, print_json, purge_request,
+    add_scope_options, notice_yaml, operator_of, policy_dir, print_json, purge_request,
     scope_from_options, write_atomically, _first_error,
 )  # fmt: skip
 from crawler.runtime import load_policies_or_fail
-from crawler.config import ConfigError
+from crawler.config import ConfigError, machine_name
 
 if TYPE_CHECKING:
     import argparse
@@ -108,7 +108,7 @@ class Command(ComplianceCommand):
         if entry is not None:
             result["ledger_entry"] = {"seq": entry.seq, "hash": entry.hash}
         if notice.demands.delete_existing:
-            result["purge"] = run_purge(store, request, machine_of(self.settings))
+            result["purge"] = run_purge(store, request, machine_name(self.settings))
         else:
             result["purge"] = None
         print_json(result)

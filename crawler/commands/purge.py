@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 from crawler.cli import CommandFailed, ComplianceCommand
 from crawler.compliance.notices import Notice
 from crawler.compliance.purge import label, run_purge, survey
-from crawler.config import ConfigError
+from crawler.config import ConfigError, machine_name
 from crawler.notices_cli import (
-    add_scope_options, machine_of, operator_of, policy_dir, print_json, purge_request, scope_from_options,
+    add_scope_options, operator_of, policy_dir, print_json, purge_request, scope_from_options,
 )  # fmt: skip
 from crawler.runtime import load_policies_or_fail
 
@@ -57,7 +57,7 @@ class Command(ComplianceCommand):
             scope = scope_from_options(opts, policies)
             reason = opts.reason.strip()
         request = purge_request(scope, policies, reason, operator_of(opts, self.settings), opts.notice, resolved)
-        machine = machine_of(self.settings)
+        machine = machine_name(self.settings)
         if opts.dry_run:
             found = survey(store, request.scope, machine)
             print_json({"dry_run": True, "scope": request.scope_record, "in_scope": _counts(found, machine)})

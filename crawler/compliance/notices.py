@@ -14,7 +14,6 @@ that read the directory, so hand-filing a notice fails closed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta

@@ -93,6 +93,22 @@ def _store_condition(scope: CompiledScope) -> tuple[sa.ColumnElement[bool] | Non
     return by_domain, by_pattern
 
 
+def _partition(records: list[Any], url_of: Callable[[Any], str | None], scope: CompiledScope) -> tuple[list[Any], int, int]:
+    """(records to keep, how many are in scope, how many have no readable URL and are kept)."""
+    kept: list[Any] = []
+    removed = unplaced = 0
+    for record in records:
+        url = url_of(record)
+        if url is None:
+            unplaced += 1
+            kept.append(record)
+        elif scope.match(url) is not None:
+            removed += 1
+        else:
+            kept.append(record)
+    return kept, removed, unplaced
+
+
 def _store_pattern_ids(store: Store, scope: CompiledScope, condition: sa.ColumnElement[bool]) -> Iterator[list[int]]:
     after = 0
     while True:
@@ -106,23 +122,23 @@ def _store_pattern_ids(store: Store, scope: CompiledScope, condition: sa.ColumnE
 
 
 def count_store(store: Store, scope: CompiledScope) -> int:
-    by_domain, by_prefix = _store_condition(scope)
+    # The two conditions select disjoint domains (pattern_domains leaves out scope.domains).
+    by_domain, by_pattern = _store_condition(scope)
     total = store.count_matching(by_domain) if by_domain is not None else 0
-    if by_prefix is not None:
-        exclude = sa.not_(by_domain) if by_domain is not None else sa.true()
-        total += sum(len(chunk) for chunk in _store_pattern_ids(store, scope, sa.and_(by_prefix, exclude)))
+    if by_pattern is not None:
+        total += sum(len(chunk) for chunk in _store_pattern_ids(store, scope, by_pattern))
     return total
 
 
 def purge_store(store: Store, scope: CompiledScope, purge_id: str) -> int:
-    by_domain, by_prefix = _store_condition(scope)
+    by_domain, by_pattern = _store_condition(scope)
     total = 0
     if by_domain is not None:
         while deleted := store.delete_items_chunk(by_domain, purge_id, "store", CHUNK):
             total += deleted
             fault_point("store-chunk")
-    if by_prefix is not None:
-        for chunk in _store_pattern_ids(store, scope, by_prefix):
+    if by_pattern is not None:
+        for chunk in _store_pattern_ids(store, scope, by_pattern):
             total += store.delete_item_ids(chunk, purge_id, "store")
     return total
 
@@ -309,16 +325,7 @@ def scan_feed(location: Location, scope: CompiledScope, *, delete: bool) -> Outc
         records, write, url_of = _feed_records(text, fmt, location.options)
     except (OSError, UnicodeDecodeError, ValueError, ET.ParseError, csv.Error) as exc:
         return Outcome("manual_action_required", 0, f"cannot read the feed ({exc}); nothing was changed")
-    kept, removed, no_url = [], 0, 0
-    for record in records:
-        url = url_of(record)
-        if url is None:
-            no_url += 1
-            kept.append(record)
-        elif scope.match(url) is not None:
-            removed += 1
-        else:
-            kept.append(record)
+    kept, removed, no_url = _partition(records, url_of, scope)
     if delete and removed:
         _replace_file(path, write(kept))
     if no_url:
@@ -424,17 +431,10 @@ def scan_jobdir(location: Location, scope: CompiledScope, *, delete: bool) -> Ou
     removed = unreadable = 0
     for path, kind in list(_queue_paths(jobdir)):
         records = _read_queue(path, kind)
-        kept = []
-        for record in records:
-            url = _request_url(record)
-            if url is None:
-                unreadable += 1
-                kept.append(record)
-            elif scope.match(url) is not None:
-                removed += 1
-            else:
-                kept.append(record)
-        if delete and len(kept) != len(records):
+        kept, in_scope, unplaced = _partition(records, _request_url, scope)
+        removed += in_scope
+        unreadable += unplaced
+        if delete and in_scope:
             _write_queue(path, kind, kept)
     return Outcome("done", removed, f"{unreadable} unreadable requests kept" if unreadable else "")
 
@@ -451,14 +451,14 @@ def scan_redisqueue(location: Location, scope: CompiledScope, *, delete: bool) -
         client = redis.Redis.from_url(location.options["redis_url"], socket_timeout=10)
         # Requests leased by workers: a dead worker's go back to the queue when another notices.
         leased = leased_urls(client, location.options["key"])
-        doomed_leases = [(key, field) for key, field, url in leased if url is not None and scope.match(url) is not None]
+        doomed_leases = [(key, name) for key, name, url in leased if url is not None and scope.match(url) is not None]
         if not delete:
             return Outcome("done", len(doomed) + len(doomed_leases))
         removed = 0
         for start in range(0, len(doomed), 1000):
             removed += int(client.zrem(location.options["key"], *doomed[start : start + 1000]))
-        for key, field in doomed_leases:
-            removed += int(client.hdel(key, field))
+        for key, name in doomed_leases:
+            removed += int(client.hdel(key, name))
         return Outcome("done", removed)
     except Exception as exc:  # noqa: BLE001 - an unreachable Redis is listed, not skipped
         return Outcome("manual_action_required", 0, f"cannot reach the Redis queue: {exc}")

@@ -487,17 +487,14 @@ class Store:
         except ValueError:
             return -1, head  # an altered head: verify() reports it, nothing crashes
 
-    def last_ledger_payload(self, kind: str, key: str, value: str) -> dict[str, Any] | None:
-        """The newest ``kind`` entry whose payload has ``key == value`` (e.g. a platform's consents)."""
+    def latest_ledger_payloads(self, kind: str, key: str) -> dict[Any, dict[str, Any]]:
+        """The newest ``kind`` entry's payload per value of ``payload[key]`` (e.g. each platform's consents), in one scan."""
+        latest: dict[Any, dict[str, Any]] = {}
         with self._read() as conn:
-            rows = conn.execute(
-                sa.select(ledger.c.payload).where(ledger.c.kind == kind).order_by(ledger.c.seq.desc())
-            ).scalars()
-            for text in rows:
+            for text in conn.execute(sa.select(ledger.c.payload).where(ledger.c.kind == kind).order_by(ledger.c.seq)).scalars():
                 payload = json.loads(text)
-                if payload.get(key) == value:
-                    return payload
-        return None
+                latest[payload.get(key)] = payload
+        return latest
 
     # -- purges ---------------------------------------------------------------
 

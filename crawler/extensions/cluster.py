@@ -19,7 +19,7 @@ from scrapy import signals
 from scrapy.exceptions import DontCloseSpider, NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
-from crawler.cluster import LEASE_META, WORKER_TIMEOUT
+from crawler.cluster import LEASE_META
 from crawler.runtime import ComplianceRuntime
 
 if TYPE_CHECKING:
@@ -66,12 +66,15 @@ class ClusterWorker:
         self.cluster.heartbeat()
         self.loop.start(1.0, now=False)
 
+    def _requeue_dead(self) -> None:
+        moved = self.cluster.requeue_dead()
+        if moved and self.crawler.stats is not None:
+            self.crawler.stats.inc_value("compliance/cluster/requeued", moved)
+
     def tick(self) -> None:
         try:
             self.cluster.heartbeat()
-            moved = self.cluster.requeue_dead()
-            if moved and self.crawler.stats is not None:
-                self.crawler.stats.inc_value("compliance/cluster/requeued", moved)
+            self._requeue_dead()
         except Exception:  # noqa: BLE001 - Redis hiccup: logged, retried next second
             logger.exception("Cluster heartbeat failed; retrying in 1 s")
 
@@ -89,24 +92,9 @@ class ClusterWorker:
         # Idle: every request this worker took is handled; write its items, then it holds nothing.
         self.runtime.flush()
         self.cluster.release_all()
-        redis = self.cluster.redis
-        keys = self.cluster.keys
-        if redis.zcard(keys["requests"]) > 0:
+        self._requeue_dead()
+        if self.cluster.redis.zcard(self.cluster.keys["requests"]) > 0 or self.cluster.others_hold_work():
             raise DontCloseSpider
-        import time
-
-        now = time.time()
-        for raw_worker, raw_beat in redis.hgetall(keys["workers"]).items():
-            worker = raw_worker.decode()
-            if worker == self.cluster.worker_id:
-                continue
-            if now - float(raw_beat) < WORKER_TIMEOUT and redis.hlen(keys["leases"] + worker) > 0:
-                raise DontCloseSpider
-            if now - float(raw_beat) >= WORKER_TIMEOUT and redis.hlen(keys["leases"] + worker) > 0:
-                moved = self.cluster.requeue_dead()
-                if moved and self.crawler.stats is not None:
-                    self.crawler.stats.inc_value("compliance/cluster/requeued", moved)
-                raise DontCloseSpider
 
     def spider_closed(self, reason: str) -> None:
         if self.loop.running:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,16 +42,12 @@ logger = logging.getLogger("crawler.compliance")
 HEARTBEAT_EVERY = 2.0
 
 
-def machine_name(settings: Any) -> str:
-    return str(settings.get("COMPLIANCE_MACHINE") or socket.gethostname())
-
-
 class NoticeWatcher:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.runtime = ComplianceRuntime.of(crawler)
         self.interval = crawler.settings.getfloat("COMPLIANCE_NOTICE_POLL_INTERVAL", 0.25)
-        self.machine = machine_name(crawler.settings)
+        self.machine = self.runtime.machine
         self.started_at = datetime.now(UTC)
         self.outputs: dict[tuple[str, str], Location] = {}
         self.loop = create_looping_call(self.tick)

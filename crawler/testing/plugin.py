@@ -21,6 +21,7 @@ guarantees: ``assert_no_disallowed_fetch``, ``assert_no_images``,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -177,13 +178,20 @@ def run_crawl(
     return result
 
 
-@pytest.fixture
-def compliance_web() -> Iterator[TestWeb]:
-    """The hostile test web (see the module docstring); fails the test on requests for unknown hosts."""
-    with TestWeb(hostile_sites()) as web:
+@contextlib.contextmanager
+def serving(sites: Mapping[str, Any]) -> Iterator[TestWeb]:
+    """A running test web for ``sites``; on leaving, fails if anything asked for a host it does not serve."""
+    with TestWeb(sites) as web:
         yield web
         unknown = web.unknown_hosts()
         assert not unknown, f"requests for hosts the test web does not serve: {unknown}"
+
+
+@pytest.fixture
+def compliance_web() -> Iterator[TestWeb]:
+    """The hostile test web (see the module docstring); fails the test on requests for unknown hosts."""
+    with serving(hostile_sites()) as web:
+        yield web
 
 
 @pytest.fixture
