@@ -40,32 +40,70 @@ def test_robots_directive_scoping(values: list[str], expected: list[str]) -> Non
     assert robots_directives(values, TOKEN) == expected
 
 
+# The examples draft-ietf-aipref-vocab gives in its own text (section numbers
+# of the -07/-08 layout), each with the outcome the draft states.
+VOCAB_EXAMPLES = [
+    # 6: "allow model training, disallow search, other categories unknown"
+    ("train-ai=y, search=n", {"train-ai": "y", "search": "n"}),
+    # 6.5.1: the last value of a repeated key applies; a boolean and a string
+    # are not tokens, so every preference is unknown
+    ('train-ai=y, train-ai, search=n, search="n"', {"train-ai": None, "search": None}),
+    # 6.5.1: keys with uppercase characters fail to parse: all unknown
+    ("Train-AI=n, SEARCH=n", {}),
+    # 6.5.2: only the selected value's parameters count: no parameters, allowed
+    ("train-ai;allow=n, train-ai=y", {"train-ai": "y"}),
+    # 6.5.2: parameters on a value that is not a token: unknown. The draft
+    # prints it with a trailing ";", which RFC 9651 rejects: unknown too.
+    ('train-ai;has;parameters="?"', {"train-ai": None}),
+    ('train-ai;has;parameters="?";', {}),
+    # attach-05 section 1.1: the header example
+    ("train-ai=n", {"train-ai": "n"}),
+]
+
+
+@pytest.mark.parametrize(("statement", "expected"), VOCAB_EXAMPLES)
+def test_content_usage_draft_examples(statement: str, expected: dict) -> None:
+    """Every example in the aipref vocabulary draft gives the preference the draft says it does."""
+    assert parse_content_usage(statement) == expected
+
+
 @pytest.mark.parametrize(
-    ("header", "expected"),
+    ("header", "expected", "note"),
     [
-        ("train-ai=n", {"train-ai": "n"}),
-        ("train-ai=y, search=n", {"train-ai": "y", "search": "n"}),
-        ("train-ai=maybe", {"train-ai": None}),
-        ('train-ai="n"', {"train-ai": None}),  # a string, not the token n
-        ("train-ai", {"train-ai": None}),  # boolean true, not y/n
-        ('train-ai=n, search="', {}),  # parse error: the whole statement is unknown
-        ("train-ai=n, train-ai=y", {}),  # duplicate key: unknown
-        ("train-ai=n;q=1, other=y", {"train-ai": "n"}),  # parameters ignored, unknown keys ignored
-        ("ai-use=n", {"train-ai": "n"}),  # vocab-08's AI Use, filed under train-ai (strict)
-        ("train-ai=y, ai-use=n, search=y", {"train-ai": "n", "search": "y"}),  # n wins within a purpose
-        ("ai-use=y, train-ai=maybe", {"train-ai": "y"}),
-        ("bots=n, all=n", {}),  # retired labels of older revisions are unknown labels: ignored
+        ("train-ai=maybe", {"train-ai": None}, "train-ai: maybe is not y or n, so unknown"),
+        ('train-ai="n"', {"train-ai": None}, 'train-ai: "n" is not y or n, so unknown'),
+        ("train-ai=(n)", {"train-ai": None}, "train-ai: an inner list is not y or n, so unknown"),
+        ('train-ai=n, search="', {}, "not an RFC 9651 dictionary"),  # one bad member: the whole statement
+        ("train-ai=n, train-ai=y", {"train-ai": "y"}, "train-ai appears more than once: its last value applies"),
+        ("train-ai=n;q=1, other=y", {"train-ai": "n"}, "not in the vocabulary, ignored: other"),
+        # Labels of other or earlier revisions are not in the vocabulary: ignored.
+        ("ai-use=n, all=n, bots=n", {}, "not in the vocabulary, ignored: ai-use, all, bots"),
+        ("train-ai=n\u00e9", {}, "not an RFC 9651 dictionary"),  # bytes, not text
+        ("", {}, None),
     ],
 )
-def test_content_usage_per_aipref_vocab(header: str, expected: dict) -> None:
-    """Content-Usage is an RFC 9651 dictionary; only the tokens y/n count; errors mean unknown."""
-    assert parse_content_usage(header) == expected
+def test_content_usage_odd_values(header: str, expected: dict, note: str | None) -> None:
+    """Anything but the tokens y/n is unknown, each with a reason; no value raises."""
+    notes: list[str] = []
+    assert parse_content_usage(header, notes) == expected
+    if note is None:
+        assert notes == []
+    else:
+        assert any(n.startswith(note) for n in notes), notes
 
 
 def test_content_usage_statements_combine_n_wins() -> None:
-    """Two Content-Usage headers combine: any n wins over y (aipref vocab)."""
-    signals = collect_signals({"content-usage": ["train-ai=y", "train-ai=n"]}, [], TOKEN)
-    assert signals.content_usage == {"train-ai": "n"}
+    """Header field lines form one dictionary; separate statements (header, robots.txt) combine: any n wins."""
+    lines = collect_signals({"content-usage": ["train-ai=n", "train-ai=y"]}, [], TOKEN)
+    assert lines.content_usage == {"train-ai": "y"}  # one field, last value
+    both = collect_signals(
+        {"content-usage": ["train-ai=y, search=y"]}, [], TOKEN,
+        robots_usage={"content-usage": [("train-ai=n", "r:4"), ("search=y", "r:5")]},
+    )  # fmt: skip
+    assert both.content_usage == {"train-ai": "n", "search": "y"}
+    unknown = collect_signals({"content-usage": ["train-ai=maybe"]}, [], TOKEN, robots_usage={"content-usage": [("train-ai=y", "r:2")]})
+    assert unknown.content_usage == {"train-ai": "y"}  # unknown does not reset y
+    assert "Content-Usage header 'train-ai=maybe': train-ai: maybe is not y or n, so unknown" in unknown.problems
 
 
 def test_content_signal() -> None:
@@ -124,8 +162,8 @@ def test_every_signal_end_to_end(oweb: TestWeb, store_url: str, policy_dir: Path
     """With every purpose, each opted-out page is not stored, nofollow links are not followed, the rest is."""
     run = _crawl(oweb, store_url, policy_dir, guard_env)
     stored = {i["url"].removeprefix("http://optout.test") for i in run.store.iter_items()}
-    assert stored == {"/", "/other-bot", "/nofollow", "/cu-unknown", "/cu-broken", "/tdm-meta-override",
-                      "/from-noindex", "/from-other-bot", "/plain"}  # fmt: skip
+    assert stored == {"/", "/other-bot", "/nofollow", "/cu-unknown", "/cu-broken", "/cu-last-wins", "/cu-other-labels",
+                      "/tdm-meta-override", "/from-noindex", "/from-other-bot", "/plain"}  # fmt: skip
     requested = set(oweb.paths("optout.test"))
     assert "/from-noindex" in requested  # not stored, but its links are followed
     assert "/from-nofollow" not in requested and "/from-none" not in requested
@@ -133,7 +171,7 @@ def test_every_signal_end_to_end(oweb: TestWeb, store_url: str, policy_dir: Path
     assert reasons == {
         "/noindex": "optout.noindex", "/xrt-noindex": "optout.noindex", "/our-bot": "optout.noindex",
         "/none": "optout.noindex", "/noarchive": "optout.noarchive", "/noai": "optout.noai",
-        "/cu-train-n": "optout.content-usage", "/cs": "optout.content-signal", "/tdm-header": "optout.tdmrep",
+        "/cu-train-n": "optout.content-usage", "/cu-two-lines": "optout.content-usage", "/cs": "optout.content-signal", "/tdm-header": "optout.tdmrep",
         "/tdm-bad-meta": "optout.tdmrep",
     }  # fmt: skip
     assert "compliance/refused/optout.tdmrep': 2" in run.stderr
@@ -163,21 +201,62 @@ def test_search_only_crawl_keeps_ai_opted_out_pages(oweb: TestWeb, store_url: st
     assert not {"/noindex", "/xrt-noindex", "/none", "/our-bot"} & stored
 
 
+ATTACH_EXAMPLE = (
+    b"User-Agent: *\nAllow: /\nDisallow: /never/\nContent-Usage: train-ai=n\nContent-Usage: /ai-ok/ train-ai=y\n\n"
+    b"User-Agent: ExampleBot\nAllow: /\nContent-Usage: train-ai=y\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("agent", "path", "crawl", "preference"),
+    [
+        # draft-ietf-aipref-attach-05 section 3.4, its table of paths
+        ("EthicalCrawler", "/test", True, ["train-ai=n"]),
+        ("EthicalCrawler", "/never/test", False, None),
+        ("EthicalCrawler", "/ai-ok/test", True, ["train-ai=y"]),
+        # and its ExampleBot group
+        ("ExampleBot", "/never/test", True, ["train-ai=y"]),
+    ],
+)
+def test_robots_txt_usage_attach_example(agent: str, path: str, crawl: bool, preference: list[str] | None) -> None:
+    """The attach draft's robots.txt example gives the table of crawl and usage it prints."""
+    from crawler.compliance.robots import RobotsRules
+
+    rules = RobotsRules(ATTACH_EXAMPLE, "http://h.test/robots.txt")
+    assert rules.decide(f"http://h.test{path}", agent).allowed is crawl
+    if preference is not None:
+        assert [v for v, _ in rules.usage_rules(f"http://h.test{path}", agent)["content-usage"]] == preference
+
+
 def test_robots_txt_usage_rules() -> None:
-    """Content-Usage rules in our robots.txt group apply by longest path prefix; other groups' do not."""
+    """Our group's rules: longest pattern wins (with * and $); identical paths all apply; SP or HTAB ends the path."""
     from crawler.compliance.robots import RobotsRules
 
     rules = RobotsRules(
-        b"User-agent: *\nContent-Usage: train-ai=n\nContent-Usage: /ai-ok/ train-ai=y\n\nUser-agent: otherbot\nContent-Usage: search=n\n",
+        b"User-agent: *\nContent-Usage: train-ai=n\nContent-Usage: /ai-ok/ train-ai=y\n"
+        b"Content-Usage: /ai-ok/split/ train-ai=y\ncontent-usage :\t/ai-ok/split/\tsearch=n, train-ai=n # why\n"
+        b"Content-Usage: /*.pdf$ train-ai=y\nContent-Usage: /caf%C3%A9/ search=n\n\n"
+        b"User-agent: otherbot\nContent-Usage: search=n\n",
         "http://h.test/robots.txt",
     )
-    assert rules.usage_rules("http://h.test/a", TOKEN) == {"content-usage": ("train-ai=n", "http://h.test/robots.txt:2")}
-    assert rules.usage_rules("http://h.test/ai-ok/x", TOKEN) == {"content-usage": ("train-ai=y", "http://h.test/robots.txt:3")}
-    assert rules.usage_rules("http://h.test/a", "otherbot") == {"content-usage": ("search=n", "http://h.test/robots.txt:6")}
+    usage = lambda url, agent=TOKEN: rules.usage_rules(url, agent).get("content-usage")  # noqa: E731
+    assert usage("http://h.test/a") == [("train-ai=n", "http://h.test/robots.txt:2")]
+    assert usage("http://h.test/ai-ok/x") == [("train-ai=y", "http://h.test/robots.txt:3")]
+    assert usage("http://h.test/ai-ok/split/x") == [
+        ("train-ai=y", "http://h.test/robots.txt:4"), ("search=n, train-ai=n", "http://h.test/robots.txt:5"),
+    ]  # fmt: skip
+    assert usage("http://h.test/docs/a.pdf") == [("train-ai=y", "http://h.test/robots.txt:6")]
+    assert usage("http://h.test/docs/a.pdf?x=1") == [("train-ai=n", "http://h.test/robots.txt:2")]  # $ anchors
+    assert usage("http://h.test/caf\u00e9/menu") == [("search=n", "http://h.test/robots.txt:7")]  # percent-encoded alike
+    assert usage("http://h.test/a", "otherbot") == [("search=n", "http://h.test/robots.txt:10")]
     # A robots.txt statement combines with the header: any n wins.
-    signals = collect_signals({"content-usage": ["train-ai=y"]}, [], TOKEN, robots_usage={"content-usage": ("train-ai=n", "r:2")})
+    signals = collect_signals(
+        {"content-usage": ["train-ai=y"]}, [], TOKEN,
+        robots_usage=rules.usage_rules("http://h.test/ai-ok/split/x", TOKEN),
+    )  # fmt: skip
     decision = storage_decision(signals, ALL)
-    assert (decision.reason, decision.source) == ("optout.content-usage", "Content-Usage header; Content-Usage in r:2")
+    assert (decision.reason, decision.rule) == ("optout.content-usage", "search=n")
+    assert decision.source == "Content-Usage header; Content-Usage in http://h.test/robots.txt:4; Content-Usage in http://h.test/robots.txt:5"
 
 
 def test_robots_txt_signals_end_to_end(oweb: TestWeb, store_url: str, policy_dir: Path, guard_env: dict) -> None:
@@ -189,7 +268,13 @@ def test_robots_txt_signals_end_to_end(oweb: TestWeb, store_url: str, policy_dir
     stored = {i["url"] for i in run.store.iter_items()}
     assert stored == {"http://aipref.test/ai-ok/page"}
     reasons = {r["url"]: (r["reason"], r["source"]) for r in run.store.refusals()}
-    assert reasons["http://aipref.test/article"] == ("optout.content-usage", "Content-Usage in http://aipref.test/robots.txt:3")
+    assert reasons["http://aipref.test/article"] == ("optout.content-usage", "Content-Usage in http://aipref.test/robots.txt:4")
+    # Identical paths: both rules apply, and n wins.
+    assert reasons["http://aipref.test/ai-ok/split/page"] == (
+        "optout.content-usage", "Content-Usage in http://aipref.test/robots.txt:6; Content-Usage in http://aipref.test/robots.txt:7"
+    )  # fmt: skip
+    assert reasons["http://aipref.test/never/page"][0] == "robots.disallow"
+    assert "/never/page" not in oweb.paths("aipref.test")
     assert reasons["http://signal.test/article"] == ("optout.content-signal", "Content-Signal in http://signal.test/robots.txt:2")
     assert sorted(oweb.paths("signal.test")) == sorted(["/robots.txt", "/.well-known/tdmrep.json", "/", "/article"])
 

@@ -9,10 +9,12 @@ specifications". These signals are such objections, not hints:
   ``noai``/``noimageai`` (DeviantArt's, not standardised) -> not stored for
   ``train-ai``. Comma lists, case-insensitive, optionally scoped to one bot
   (``otherbot: noindex``). The most restrictive directive wins.
-* IETF AI Preferences (draft-ietf-aipref-vocab-08, -attach-05): the
-  ``Content-Usage`` header, an RFC 9651 dictionary with ``y``/``n`` tokens for
-  ``train-ai``, ``ai-use`` (filed under train-ai) and ``search``; anything else, a duplicate key or a parse
-  error means *unknown*; when statements combine, any ``n`` wins, then ``y``.
+* IETF AI Preferences (draft-ietf-aipref-vocab, -attach-05): the
+  ``Content-Usage`` header and robots.txt rule, an RFC 9651 dictionary with
+  ``y``/``n`` tokens for the categories ``train-ai`` and ``search``. Other
+  labels and all parameters are ignored; a duplicated key keeps its last
+  value; any other value is *unknown*, and a parse error makes the whole
+  statement unknown. When statements combine, any ``n`` wins, then ``y``.
 * Cloudflare's ``Content-Signal: search=yes, ai-train=no, ai-input=no``.
 * W3C TDMRep (2024): ``tdm-reservation`` 1 reserves text and data mining
   (-> not stored for ``train-ai``); the well-known file, overridden by the
@@ -42,46 +44,56 @@ _ROBOTS_DIRECTIVES: dict[str, tuple[str, ...]] = {
 }
 _NOFOLLOW = {"nofollow", "none"}
 
-#: aipref vocabulary categories we map; unknown keys are ignored (vocab-08).
-#: vocab-08's categories onto this crawl's purposes. ``ai-use`` (an asset as
-#: input to a generative model) has no purpose of its own here; like
-#: Content-Signal's ``ai-input`` it is filed under train-ai, the strict reading.
-_AIPREF_CATEGORIES = {"train-ai": "train-ai", "ai-use": "train-ai", "search": "search"}
+#: The aipref vocabulary's categories (vocab section 4, labels in section 6.1),
+#: which are also purposes of ours. Any other label is ignored (section 6.4),
+#: including labels of earlier revisions such as ``all``, ``bots``, ``ai-use``.
+AIPREF_CATEGORIES = ("train-ai", "search")
 #: Cloudflare Content-Signal keys onto our purposes. ``ai-input`` (using the
 #: content as input to an AI answer) has no purpose of its own here; the
 #: strict reading files it under train-ai.
 _CONTENT_SIGNAL_KEYS = {"search": "search", "ai-train": "train-ai", "ai-input": "train-ai"}
 
 
-class _Duplicate(Exception):
-    pass
+def parse_content_usage(value: str, problems: list[str] | None = None) -> dict[str, str | None]:
+    """A statement of preference as {category: 'y' | 'n' | None (unknown)}.
 
-
-def _refuse_duplicates(key: str, *_: Any) -> None:
-    raise _Duplicate(key)
-
-
-def parse_content_usage(value: str) -> dict[str, str | None]:
-    """``Content-Usage`` as {category: 'y' | 'n' | None(unknown)} (aipref vocab-08).
-
-    A parse error or a duplicate key makes the whole statement unknown (an
-    empty result); a value other than the tokens ``y`` / ``n`` is unknown.
+    The processing algorithm of the aipref vocabulary (section 6.5): the bytes
+    are parsed as an RFC 9651 Dictionary; for each category of the vocabulary
+    the Token ``y`` allows, the Token ``n`` disallows, anything else (a
+    string, a boolean, another token) is unknown. Parameters are disregarded.
+    A key that appears twice keeps its last value, as RFC 9651 parsing does
+    (section 6.5.1); a parse error, uppercase keys included, makes every
+    preference unknown (an empty result). Categories the statement does not
+    mention are absent. Why a value was not understood is appended to
+    ``problems``.
     """
+    notes = problems if problems is not None else []
+    duplicates: list[str] = []
+
+    def note_duplicate(key: str, kind: str) -> None:
+        if kind == "dictionary" and key in AIPREF_CATEGORIES:
+            duplicates.append(key)
+
     try:
-        parsed = http_sf.parse(value.encode("latin-1", "replace"), tltype="dictionary", on_duplicate_key=_refuse_duplicates)
-    except (http_sf.StructuredFieldError, _Duplicate, ValueError):
+        parsed = http_sf.parse(value.encode("latin-1", "replace"), tltype="dictionary", on_duplicate_key=note_duplicate)
+    except (http_sf.StructuredFieldError, ValueError) as exc:
+        notes.append(f"not an RFC 9651 dictionary ({exc}): every preference is unknown")
         return {}
+    ignored = [key for key in parsed if key not in AIPREF_CATEGORIES]  # type: ignore[union-attr]
+    if ignored:
+        notes.append(f"not in the vocabulary, ignored: {', '.join(ignored)}")
+    for key in dict.fromkeys(duplicates):
+        notes.append(f"{key} appears more than once: its last value applies")
     result: dict[str, str | None] = {}
-    for key, member in parsed.items():  # type: ignore[union-attr]
-        if key not in _AIPREF_CATEGORIES:
+    for key in AIPREF_CATEGORIES:
+        if key not in parsed:  # type: ignore[operator]
             continue
+        member = parsed[key]  # type: ignore[index]
         item = member[0] if isinstance(member, tuple) else member
-        token = str(item) if isinstance(item, http_sf.Token) else None
-        token = token if token in ("y", "n") else None
-        purpose = _AIPREF_CATEGORIES[key]
-        # Two categories on one purpose (train-ai, ai-use): n, then y, then unknown.
-        previous = result.get(purpose)
-        result[purpose] = "n" if "n" in (token, previous) else (token or previous)
+        token = str(item) if isinstance(item, http_sf.Token) and str(item) in ("y", "n") else None
+        if token is None:
+            notes.append(f"{key}: {http_sf.ser(item) if not isinstance(item, list) else 'an inner list'} is not y or n, so unknown")
+        result[key] = token
     return result
 
 
@@ -166,10 +178,10 @@ class PageSignals:
 def collect_signals(
     headers: Mapping[str, list[str]], metas: Iterable[tuple[str, str]], token: str, *, tdm_well_known: int | None = None,
     tdm_well_known_source: str = "", tdm_well_known_policy: str = "",
-    robots_usage: Mapping[str, tuple[str, str]] | None = None,
+    robots_usage: Mapping[str, list[tuple[str, str]]] | None = None,
 ) -> PageSignals:
     """Gather the signals from lower-cased ``headers``, ``(name, content)`` meta
-    pairs and the robots.txt group rules (``{"content-usage": (value, source)}``)."""
+    pairs and the robots.txt group rules (``{"content-usage": [(value, source), ...]}``)."""
     token_l = token.lower()
     problems: list[str] = []
     robots: list[tuple[str, str]] = [(d, "X-Robots-Tag header") for d in robots_directives(headers.get("x-robots-tag", []), token)]
@@ -186,25 +198,24 @@ def collect_signals(
         elif name == "tdm-policy":
             meta_tdm_policy = content.strip()
     robots_usage = robots_usage or {}
-    usage_statements = [(v, "Content-Usage header") for v in headers.get("content-usage", [])]
-    if "content-usage" in robots_usage:
-        value, source = robots_usage["content-usage"]
-        usage_statements.append((value, f"Content-Usage in {source}"))
+    # Several Content-Usage field lines are one field (RFC 9651 section 4.2):
+    # joined with commas and parsed as one dictionary. Each robots.txt rule
+    # that applies is a statement of its own.
+    usage_statements = [(", ".join(headers["content-usage"]), "Content-Usage header")] if headers.get("content-usage") else []
+    usage_statements += [(v, f"Content-Usage in {source}") for v, source in robots_usage.get("content-usage", [])]
     usage: dict[str, str | None] = {}
     usage_sources: list[str] = []
     for value, source in usage_statements:
-        parsed = parse_content_usage(value)
-        if not parsed or None in parsed.values():
-            problems.append(f"{source} {value!r}: unparsable or not y/n, counts as unknown")
-        if parsed and source not in usage_sources:
+        notes: list[str] = []
+        parsed = parse_content_usage(value, notes)
+        problems += [f"{source} {value!r}: {note}" for note in notes]
+        if any(answer is not None for answer in parsed.values()) and source not in usage_sources:
             usage_sources.append(source)
         for purpose, answer in parsed.items():
-            # Combining statements: any n wins, then any y, else unknown.
+            # Combining statements (vocab section 5.1): any n wins, then any y, else unknown.
             usage[purpose] = "n" if "n" in (answer, usage.get(purpose)) else (answer or usage.get(purpose))
     signal_statements = [(v, "Content-Signal header") for v in headers.get("content-signal", [])]
-    if "content-signal" in robots_usage:
-        value, source = robots_usage["content-signal"]
-        signal_statements.append((value, f"Content-Signal in {source}"))
+    signal_statements += [(v, f"Content-Signal in {source}") for v, source in robots_usage.get("content-signal", [])]
     signal: dict[str, str] = {}
     signal_sources: list[str] = []
     for value, source in signal_statements:

@@ -29,9 +29,10 @@ from enum import Enum
 from urllib.parse import urlsplit
 
 from protego import Protego
-from protego._utils import _quote_path, _quote_pattern  # see RobotsRules._explain
+from protego._utils import _quote_path, _quote_pattern  # see RobotsRules._explain and usage_rules
 
 from crawler.compliance.decision import Decision
+from crawler.compliance.patterns import matches
 
 #: RFC 9309 §2.5: crawlers must parse at least 500 kibibytes.
 MAX_PARSE_BYTES = 500 * 1024
@@ -154,6 +155,19 @@ def _prepare(text: str) -> tuple[str, list[_RuleLine]]:
     return "\n".join(out), rules
 
 
+def _split_usage_rule(value: str) -> tuple[str, str]:
+    """A Content-Usage rule value as (path, preferences); an absent path is ``/``.
+
+    attach-05 section 3.2: a value that starts with ``/`` names a path, which
+    ends before the first SP or HTAB; otherwise the whole value is the
+    statement of preference.
+    """
+    if not value.startswith("/"):
+        return "/", value
+    path, _, rest = value.replace("\t", " ").partition(" ")
+    return path, rest.strip()
+
+
 class RobotsRules:
     """A parsed robots.txt (2xx) that can explain each of its answers."""
 
@@ -171,28 +185,36 @@ class RobotsRules:
             return Decision.allow("robots.allow", **self._explain(url, token, "allow"))
         return Decision.refuse("robots.disallow", **self._explain(url, token, "disallow"))
 
-    def usage_rules(self, url: str, token: str) -> dict[str, tuple[str, str]]:
+    def usage_rules(self, url: str, token: str) -> dict[str, list[tuple[str, str]]]:
         """The Content-Usage / Content-Signal rules of our group that apply to ``url``.
 
-        draft-ietf-aipref-attach: ``Content-Usage: [path] <preferences>`` inside
-        a group; without a path it applies to every path; the longest
-        matching path prefix wins. Returns {key: (preferences, source)}.
+        draft-ietf-aipref-attach-05 section 3: ``Content-Usage: [path] <preferences>``
+        inside a group. The path (up to the first SP or HTAB) is matched like
+        Allow/Disallow paths: same percent-encoding, ``*`` and ``$``, and the
+        longest matching pattern (in encoded bytes) wins; no path means every
+        path. Rules with identical paths all apply, as separate statements to
+        be combined (any ``n`` wins), unlike Allow/Disallow ties. Returns
+        ``{key: [(preferences, source), ...]}``.
         """
         rule_set = self._parser._get_matching_rule_set(token)
         if rule_set is None:
             return {}
-        path = urlsplit(url).path or "/"
-        best: dict[str, tuple[int, str, str]] = {}
+        target = _quote_path(url)
+        best: dict[str, tuple[int, list[tuple[str, str]]]] = {}
         for line in self._rules:
             if line.field not in _USAGE_KEYS or rule_set.user_agent not in line.groups:
                 continue
-            prefix, value = "/", line.value
-            if value.startswith("/"):
-                prefix, _, value = value.partition(" ")
-                value = value.strip()
-            if path.startswith(prefix) and (line.field not in best or len(prefix) > best[line.field][0]):
-                best[line.field] = (len(prefix), value, f"{self.robots_url}:{line.lineno}")
-        return {key: (value, source) for key, (_, value, source) in best.items()}
+            path, value = _split_usage_rule(line.value)
+            pattern = _quote_pattern(path)
+            if not matches(pattern, target):
+                continue
+            statement = (value, f"{self.robots_url}:{line.lineno}")
+            length, statements = best.get(line.field, (-1, []))
+            if len(pattern) > length:
+                best[line.field] = (len(pattern), [statement])
+            elif len(pattern) == length:
+                statements.append(statement)
+        return {key: statements for key, (_, statements) in best.items()}
 
     def crawl_delay(self, token: str) -> float | None:
         """Seconds between requests: the larger of Crawl-delay and Request-rate."""

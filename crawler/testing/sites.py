@@ -300,6 +300,12 @@ def optout_sites() -> dict[str, Site]:
         "/cu-train-n": signal_page("cu-train-n", [("Content-Usage", "train-ai=n")]),
         "/cu-unknown": signal_page("cu-unknown", [("Content-Usage", "train-ai=maybe, search=y")]),
         "/cu-broken": signal_page("cu-broken", [("Content-Usage", 'train-ai="n')]),
+        # Two field lines are one dictionary (RFC 9651): the last train-ai wins, here n.
+        "/cu-two-lines": signal_page("cu-two-lines", [("Content-Usage", "train-ai=y"), ("Content-Usage", "search=y, train-ai=n")]),
+        # The vocabulary's own example: parameters are dropped, the last value (y) applies.
+        "/cu-last-wins": signal_page("cu-last-wins", [("Content-Usage", "train-ai;allow=n, train-ai=y")]),
+        # Labels outside the vocabulary are ignored.
+        "/cu-other-labels": signal_page("cu-other-labels", [("Content-Usage", "ai-use=n, all=n")]),
         "/cs": signal_page("cs", [("Content-Signal", "search=yes, ai-train=no")]),
         "/tdm-header": signal_page("tdm-header", [("tdm-reservation", "1"), ("tdm-policy", "https://optout.test/policy")]),
         "/tdm-meta-override": signal_page("tdm-meta-override", [("tdm-reservation", "1")], meta='<meta name="tdm-reservation" content="0">'),
@@ -310,10 +316,16 @@ def optout_sites() -> dict[str, Site]:
     pages["/"] = signal_page("home", links=[p for p in pages if p not in ("/robots.txt", "/") and not p.startswith("/from-")] + ["/plain"])
     aipref = StaticSite({
         "/robots.txt": robots(
-            "User-agent: *\nAllow: /\nContent-Usage: train-ai=n\nContent-Usage: /ai-ok/ train-ai=y\n\n"
-            "User-agent: otherbot\nContent-Usage: search=n\n"
+            # draft-ietf-aipref-attach-05's example, with two rules of ours
+            # after it: identical paths (SP, then HTAB) combine, and n wins.
+            "User-Agent: *\nAllow: /\nDisallow: /never/\nContent-Usage: train-ai=n\n"
+            "Content-Usage: /ai-ok/ train-ai=y\n"
+            "Content-Usage: /ai-ok/split/ train-ai=y\nContent-Usage: /ai-ok/split/\ttrain-ai=n # combine\n\n"
+            "User-Agent: ExampleBot\nAllow: /\nContent-Usage: train-ai=y\n"
         ),
-        "/": page("aipref home", ["/article", "/ai-ok/page"]), "/article": page("article"), "/ai-ok/page": page("ai ok"),
+        "/": page("aipref home", ["/article", "/ai-ok/page", "/ai-ok/split/page", "/never/page"]),
+        "/article": page("article"), "/ai-ok/page": page("ai ok"), "/ai-ok/split/page": page("split"),
+        "/never/page": page("never"),
     })  # type: ignore[arg-type]  # fmt: skip
     signal = StaticSite({
         "/robots.txt": robots("User-agent: *\nContent-Signal: search=yes, ai-train=no\nAllow: /\n"),
