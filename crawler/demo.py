@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from crawler.compliance.optouts import describe_signals
 from crawler.compliance.store import Store
 from crawler.testing.runner import project_dir, run_site_crawl, scrapy_command, start_site_crawl
 from crawler.testing.sites import demo_sites, notice_sites
@@ -80,15 +81,19 @@ def main() -> int:
     if huge:
         print(f"  the 20 MiB disguised image at /huge: the server sent {huge[0].bytes_sent} byte(s) before the crawler hung up")
     print(_rule("Opt-out signals (purposes: search, train-ai, archive)"))
-    stored_urls = {item["url"] for item in store.iter_items()}
+    stored_signals = {
+        item["url"]: ((item.get("provenance") or {}).get("optouts") or {}).get("signals") or {} for item in store.iter_items()
+    }
     for host in ("optout.test", "aipref.test", "tdm.test"):
         for entry in log:
             if entry.host != host or entry.path in ("/robots.txt", "/.well-known/tdmrep.json"):
                 continue
             url = f"http://{host}{entry.path}"
             refusal = next((r for r in store.refusals() if r["url"] == url and r["reason"].startswith("optout.")), None)
-            verdict = "stored" if url in stored_urls else (
-                f"NOT stored: {refusal['reason']} ({refusal['rule']}; {refusal['source']})" if refusal else "not stored")
+            if url in stored_signals:
+                verdict = f"stored; signals: {describe_signals(stored_signals[url])}"
+            else:
+                verdict = f"NOT stored: {refusal['reason']} ({refusal['rule']}; {refusal['source']})" if refusal else "not stored"
             print(f"  {url:<38} {verdict}")
     print(_rule("Platform terms (policies/platforms/*.yaml)"))
     facebook = [e for e in log if e.host.endswith("facebook.com")]

@@ -315,3 +315,25 @@ def test_tdmrep_well_known_end_to_end(oweb: TestWeb, store_url: str, policy_dir:
         settings={"COMPLIANCE_POLICY_DIR": str(policy_dir), "COMPLIANCE_PURPOSES": "search"},
     ).check()  # fmt: skip
     assert "/.well-known/tdmrep.json" not in oweb.paths("tdm.test")
+
+
+def test_describe_signals_for_people() -> None:
+    """The one-line summary used by `policy check` and the demo names each signal with its source."""
+    from crawler.compliance.optouts import describe_signals
+
+    signals = collect_signals(
+        {"content-usage": ["train-ai;allow=n, train-ai=y"], "x-robots-tag": ["nofollow", "noarchive"]},
+        [("tdm-reservation", "0")], TOKEN,
+    )  # fmt: skip
+    assert describe_signals(signals.as_dict()) == (
+        "X-Robots-Tag header: nofollow, noarchive; Content-Usage train-ai=y (Content-Usage header); "
+        '''tdm-reservation 0 (<meta name="tdm-reservation">); notes: Content-Usage header '''
+        "'train-ai;allow=n, train-ai=y': train-ai appears more than once: its last value applies"
+    )
+    unknown = collect_signals({"content-usage": ["train-ai=maybe"]}, [], TOKEN).as_dict()
+    assert describe_signals(unknown).startswith("Content-Usage train-ai=unknown (not understood); notes: ")
+    ignored = collect_signals({"content-usage": ["ai-use=n"]}, [], TOKEN).as_dict()
+    assert describe_signals(ignored) == (
+        "none understood; notes: Content-Usage header 'ai-use=n': not in the vocabulary, ignored: ai-use"
+    )
+    assert describe_signals({}) == "none"

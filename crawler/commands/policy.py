@@ -13,6 +13,7 @@ from scrapy.exceptions import UsageError
 from crawler.cli import CommandFailed, ComplianceCommand
 from crawler.compliance.images import url_decision
 from crawler.compliance.notices import load_notice_files
+from crawler.compliance.optouts import describe_signals
 from crawler.compliance.policy import PolicySet, json_schema, load_policies
 from crawler.compliance.store import StoreError
 from crawler.config import DEFAULTS
@@ -136,7 +137,7 @@ class Command(ComplianceCommand):
             optouts = provenance.get("optouts") or {}
             lines.append(f"stored; robots.txt: {robots.get('reason', '?')} {robots.get('rule', '')} ({robots.get('source', '')})")
             signals = optouts.get("signals") or {}
-            lines.append(f"opt-out signals: {json.dumps(signals, sort_keys=True)}; purposes {optouts.get('purposes')}")
+            lines.append(f"opt-out signals: {describe_signals(signals)}; purposes {', '.join(optouts.get('purposes') or [])}")
             return {"crawl_id": item["crawl_id"], "when": item["fetched_at"], "stored": True, "provenance": provenance, "lines": lines}
         if refused:
             last = refused[0]

@@ -175,6 +175,27 @@ class PageSignals:
         return not any(directive in _NOFOLLOW for directive, _ in self.robots)
 
 
+def describe_signals(signals: Mapping[str, Any]) -> str:
+    """One line for people from a ``PageSignals.as_dict()`` (as kept in provenance)."""
+    parts: list[str] = []
+    by_source: dict[str, list[str]] = {}
+    for directive, source in signals.get("robots", []):
+        by_source.setdefault(source, []).append(directive)
+    parts += [f"{source}: {', '.join(directives)}" for source, directives in by_source.items()]
+    if signals.get("content_usage"):
+        prefs = ", ".join(f"{k}={v if v else 'unknown'}" for k, v in sorted(signals["content_usage"].items()))
+        parts.append(f"Content-Usage {prefs} ({signals.get('content_usage_source') or 'not understood'})")
+    if signals.get("content_signal"):
+        prefs = ", ".join(f"{k}={v}" for k, v in sorted(signals["content_signal"].items()))
+        parts.append(f"Content-Signal {prefs} ({signals.get('content_signal_source', '')})")
+    if signals.get("tdm_reservation") is not None:
+        parts.append(f"tdm-reservation {signals['tdm_reservation']} ({signals.get('tdm_source', '')})")
+    understood = "; ".join(parts) or "none"
+    if signals.get("problems"):
+        return f"{understood if parts else 'none understood'}; notes: {'; '.join(signals['problems'])}"
+    return understood
+
+
 def collect_signals(
     headers: Mapping[str, list[str]], metas: Iterable[tuple[str, str]], token: str, *, tdm_well_known: int | None = None,
     tdm_well_known_source: str = "", tdm_well_known_policy: str = "",
