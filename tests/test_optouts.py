@@ -337,3 +337,23 @@ def test_describe_signals_for_people() -> None:
         "none understood; notes: Content-Usage header 'ai-use=n': not in the vocabulary, ignored: ai-use"
     )
     assert describe_signals({}) == "none"
+
+
+def test_tdmrep_failing_well_known_is_unset(oweb: TestWeb, store_url: str, policy_dir: Path, guard_env: dict) -> None:
+    """A tdmrep.json that answers 5xx or drops the connection leaves the layer unset, logged; headers still count."""
+    run = run_site_crawl(
+        oweb, ["http://tdmdown.test/", "http://tdmdrop.test/"], store_url, env=guard_env,
+        settings={"COMPLIANCE_POLICY_DIR": str(policy_dir), "RETRY_TIMES": 0},
+    ).check()  # fmt: skip
+    stored = {i["url"] for i in run.store.iter_items()}
+    assert stored == {"http://tdmdown.test/", "http://tdmdown.test/article", "http://tdmdrop.test/", "http://tdmdrop.test/article"}
+    reasons = {r["url"]: (r["reason"], r["source"]) for r in run.store.refusals()}
+    for host in ("tdmdown.test", "tdmdrop.test"):
+        assert reasons[f"http://{host}/reserved"] == ("optout.tdmrep", "tdm-reservation header")
+    # The failure is cached like a success: one fetch for three pages. (A dropped
+    # connection on a reused keep-alive connection is retried once by Twisted's
+    # connection pool itself, hence up to two transfers for that one fetch.)
+    assert oweb.paths("tdmdown.test").count("/.well-known/tdmrep.json") == 1
+    assert 1 <= oweb.paths("tdmdrop.test").count("/.well-known/tdmrep.json") <= 2
+    assert "TDMRep http://tdmdown.test/.well-known/tdmrep.json: HTTP 503; the well-known layer is unset" in run.stderr
+    assert "TDMRep http://tdmdrop.test/.well-known/tdmrep.json: unreachable: " in run.stderr

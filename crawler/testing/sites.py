@@ -345,8 +345,19 @@ def optout_sites() -> dict[str, Site]:
         "/.well-known/tdmrep.json": WebResponse(headers=[("Content-Type", "application/json")], body='{"oops": true}'),
         "/": page("tdmbad home", ["/article"]), "/article": page("article"),
     })  # type: ignore[arg-type]  # fmt: skip
+    # The well-known file failing (5xx, or the connection dropped): the layer is
+    # unset, logged, and the header layer still counts.
+    tdm_failing = {
+        host: StaticSite({
+            "/robots.txt": robots("User-agent: *\nAllow: /\n"),
+            "/.well-known/tdmrep.json": failure,
+            "/": page(f"{host} home", ["/article", "/reserved"]), "/article": page("article"),
+            "/reserved": WebResponse(headers=[("Content-Type", "text/html"), ("tdm-reservation", "1")], body=page("reserved")),
+        })  # fmt: skip
+        for host, failure in (("tdmdown.test", WebResponse(status=503, body="busy")), ("tdmdrop.test", WebResponse(drop=True)))
+    }
     return {"optout.test": StaticSite(pages), "aipref.test": aipref, "signal.test": signal,
-            "tdm.test": tdm, "tdmbad.test": tdmbad}  # type: ignore[arg-type]  # fmt: skip
+            "tdm.test": tdm, "tdmbad.test": tdmbad, **tdm_failing}  # type: ignore[arg-type]  # fmt: skip
 
 
 # -- notices -----------------------------------------------------------------------
