@@ -139,16 +139,21 @@ class ComplianceRuntime:
         self._adopt_registry(version, self.store.notice_rows())
         return True
 
-    def reload_notice_files(self) -> None:
+    def reload_notice_files(self) -> list[str]:
+        """Read the notice files again; returns the errors (empty when every file is valid).
+
+        Valid files replace the old set at once. A broken file keeps its last
+        valid version in force; what to do about the unknown rest (stop the
+        crawl) is the caller's decision.
+        """
         loaded, errors = load_notice_files(self.config.policy_dir, (p.policy.id for p in self.policies.platforms))
         if errors:
-            # Keep the previous version of a broken file; add new valid ones.
-            logger.error("Notice files are invalid; their last valid versions stay in force:\n%s", "\n".join(errors))
             known = {n.notice.id for n in loaded}
             broken_paths = {e.split(":", 1)[0] for e in errors}
             loaded += [n for n in self._notice_files if n.notice.id not in known and n.path in broken_paths]
         self._notice_files = loaded
         self.notices = self._build_notices()
+        return errors
 
     def _filter_batch(self, version: int, rows: list[NoticeRow]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Called inside the store's write transaction when a notice arrived since the last poll."""

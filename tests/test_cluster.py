@@ -101,9 +101,7 @@ def test_notice_stops_every_worker_and_empties_the_queue(tmp_path: Path, redis_j
     policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
     with TestWeb(notice_sites()) as web:
         workers = start_workers(web, 2, ["http://bigsocial.test/", "http://bystander.test/"], pg_store, redis_job, policies, tmp_path)
-        deadline = time.time() + 60
-        while len(web.paths("bigsocial.test")) < 30 and time.time() < deadline:
-            time.sleep(0.02)
+        web.wait_for_requests("bigsocial.test", 30)
         done = scrapy_command(["notice", "add", "--domain", "bigsocial.test", "--sender", "BigSocial", "--received", "2026-11-26",
                                "--id", "cd-cluster"], settings={"COMPLIANCE_STORE": pg_store, "COMPLIANCE_POLICY_DIR": str(policies)})  # fmt: skip
         returned = time.time()
@@ -155,9 +153,7 @@ def test_purge_while_workers_are_down(tmp_path: Path, redis_job: str, pg_store: 
     policies = policy_dir_with_pace(tmp_path / "policies", 0, 2)
     with TestWeb(notice_sites()) as web:
         workers = start_workers(web, 2, ["http://bigsocial.test/", "http://bystander.test/"], pg_store, redis_job, policies, tmp_path)
-        deadline = time.time() + 60
-        while len(web.paths("bigsocial.test")) < 20 and time.time() < deadline:
-            time.sleep(0.02)
+        web.wait_for_requests("bigsocial.test", 20)
         for worker in workers:
             worker.send_signal(signal.SIGKILL)
             worker.wait(10)

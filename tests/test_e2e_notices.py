@@ -59,9 +59,7 @@ def test_notice_mid_crawl_stops_host_and_purges_everywhere(social_web: TestWeb, 
     }  # fmt: skip
     crawl = start_site_crawl(social_web, ["http://bigsocial.test/", "http://bystander.test/"], store_url,
                              settings=settings, env=GUARD_ENV, log_path=tmp_path / "crawl.log")  # fmt: skip
-    deadline = time.time() + 60
-    while len(social_web.paths("bigsocial.test")) < 30 and crawl.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+    social_web.wait_for_requests("bigsocial.test", 30, process=crawl)
     assert crawl.poll() is None, "the crawl ended before the notice could be filed"
     returned, result = notice_add(
         social_web, {"COMPLIANCE_STORE": store_url, "COMPLIANCE_POLICY_DIR": str(policies)},
@@ -231,9 +229,7 @@ def test_requests_waiting_in_the_download_slot_die_when_dequeued(social_web: Tes
     settings = {"COMPLIANCE_POLICY_DIR": str(policies), "CONCURRENT_REQUESTS": 16, "CONCURRENT_REQUESTS_PER_DOMAIN": 16}
     crawl = start_site_crawl(social_web, ["http://paced.test/"], store_url, settings=settings, env=GUARD_ENV,
                              log_path=tmp_path / "crawl.log")  # fmt: skip
-    deadline = time.time() + 60
-    while len(social_web.paths("paced.test")) < 4 and crawl.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+    social_web.wait_for_requests("paced.test", 4, process=crawl)
     returned, _ = notice_add(social_web, {"COMPLIANCE_STORE": store_url, "COMPLIANCE_POLICY_DIR": str(policies)},
                              "--domain", "paced.test", "--sender", "Paced", "--received", "2026-11-26")  # fmt: skip
     assert crawl.wait(60) == 0
@@ -242,3 +238,53 @@ def test_requests_waiting_in_the_download_slot_die_when_dequeued(social_web: Tes
     assert not late, f"requests sent after the notice, at +{late} s"
     assert "at transfer" in log, "the requests waiting in the slot were refused by the transfer gate"
     assert len(social_web.paths("paced.test")) < 12
+
+
+def test_invalid_notice_file_mid_crawl_stops_the_crawl(social_web: TestWeb, tmp_path: Path, store_url: str) -> None:
+    """A notice file that does not validate mid-crawl: the crawl pauses at once and stops (fail closed), exit 2."""
+    policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
+    (policies / "notices").mkdir()
+    settings = {"COMPLIANCE_POLICY_DIR": str(policies), "COMPLIANCE_POLICY_RELOAD_INTERVAL": 0.5}
+    crawl = start_site_crawl(social_web, ["http://bigsocial.test/"], store_url, settings=settings, env=GUARD_ENV,
+                             log_path=tmp_path / "crawl.log")  # fmt: skip
+    social_web.wait_for_requests("bigsocial.test", 20, process=crawl)
+    assert crawl.poll() is None, "the crawl ended before the notice file could be written"
+    (policies / "notices" / "late.yaml").write_text("id: late\nsender_name: X\nscope:\n  domains: [bigsocial.test]\n")
+    written = time.time()
+    assert crawl.wait(60) == 2
+    log = (tmp_path / "crawl.log").read_text()
+    assert "late.yaml:1: date_received: required field is missing" in log
+    assert "Notice files are invalid; the crawl is paused" in log and "Notice files are still invalid; the crawl stops" in log
+    assert "error: crawl stopped: invalid notice file: " in log and "'finish_reason': 'notice_file_invalid'" in log
+    # Paused on first sight (within one reload interval), so nothing new starts after that.
+    late = [(round(e.time - written, 2), e.path) for e in social_web.requests(host="bigsocial.test") if e.time > written + 1.0]
+    assert not late, late
+    assert len(social_web.paths("bigsocial.test")) < 400
+
+
+def test_notice_file_fixed_within_the_grace_lets_the_crawl_go_on(social_web: TestWeb, tmp_path: Path, store_url: str) -> None:
+    """A half-written notice file that is valid on the next read pauses the crawl only; the new notice then blocks."""
+    policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
+    (policies / "notices").mkdir()
+    settings = {"COMPLIANCE_POLICY_DIR": str(policies), "COMPLIANCE_POLICY_RELOAD_INTERVAL": 1.0}
+    crawl = start_site_crawl(social_web, ["http://bigsocial.test/", "http://bystander.test/"], store_url, settings=settings,
+                             env=GUARD_ENV, log_path=tmp_path / "crawl.log")  # fmt: skip
+    social_web.wait_for_requests("bigsocial.test", 20, process=crawl)
+    assert crawl.poll() is None, "the crawl ended before the notice file could be written"
+    notice = policies / "notices" / "typo.yaml"
+    notice.write_text("id: typo\nsender_name: BigSocial\nscope:\n  domains: [bigsocial.test\n")
+    log_path = tmp_path / "crawl.log"
+    deadline = time.time() + 10
+    while "the crawl is paused" not in log_path.read_text() and time.time() < deadline:
+        time.sleep(0.02)
+    notice.write_text(
+        "id: typo\ntype: Other\nsender_name: BigSocial\ndate_received: 2026-11-26\nscope:\n  domains: [bigsocial.test]\n"
+        "effective_at: 2026-11-26T00:00:00Z\n"
+    )
+    fixed = time.time()
+    assert crawl.wait(120) == 0, log_path.read_text()[-3000:]
+    log = log_path.read_text()
+    assert "Notice files are valid again; the crawl resumes" in log and "still invalid" not in log
+    assert "compliance/refused/notice.typo" in log
+    assert not [e for e in social_web.requests(host="bigsocial.test") if e.time > fixed + 1.0]
+    assert len(social_web.paths("bystander.test")) >= 11, "the crawl went on for the host outside the notice"

@@ -97,9 +97,7 @@ def test_policy_edits_apply_within_seconds(tweb: TestWeb, store_url: str, policy
         env=guard_env, log_path=tmp_path / "crawl.log",
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while len(tweb.requests(host="edited.test")) < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        tweb.wait_for_requests("edited.test", 4, timeout=30, process=process)
         # A broken edit of locked.yaml must not open locked.test up.
         locked.write_text("id: locked\ncollection: [broken\n")
         time.sleep(1.5)

@@ -33,6 +33,11 @@ class Command(ScrapyCrawlCommand):
             return
         super().run(args, opts)
         from crawler.cassettes import MISSES
+        from crawler.extensions.policywatch import STOPPED
+
+        for reason in STOPPED:
+            print(f"error: crawl stopped: invalid notice file: {reason}", file=sys.stderr)
+            self.exitcode = 2
 
         if MISSES:
             for miss in MISSES:

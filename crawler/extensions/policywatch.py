@@ -5,6 +5,13 @@ files' names, sizes and modification times are compared with the last look;
 on a change they are validated again. A valid set replaces the old one at
 once (both gates read it on every request); an invalid one is reported and
 the last valid set stays in force, so a typo never opens anything up.
+
+A notice file that does not validate is different: it may name hosts that
+nothing blocks yet, and its scope cannot be known. The crawl pauses at once
+(no new requests are scheduled), reads the files again one interval later
+(an editor may have caught a half-written save), and stops with the reason
+``notice_file_invalid`` if they are still invalid, the same rule as at
+start-up. Fixed in time, the crawl goes on.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import TYPE_CHECKING
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call
+from scrapy.utils.defer import deferred_from_coro
 
 from crawler.compliance.notices import notice_files
 from crawler.compliance.policy import policy_files
@@ -25,6 +33,9 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger("crawler.compliance")
+
+#: Why crawls in this process were stopped for invalid notice files (read by ``scrapy crawl`` for its exit code).
+STOPPED: list[str] = []
 
 
 def _signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
@@ -44,7 +55,10 @@ class PolicyWatcher:
         self.interval = crawler.settings.getfloat("COMPLIANCE_POLICY_RELOAD_INTERVAL", 1.0)
         if self.interval <= 0:
             raise NotConfigured("COMPLIANCE_POLICY_RELOAD_INTERVAL <= 0: policy files are read once")
+        self.crawler = crawler
         self.runtime = ComplianceRuntime.of(crawler)
+        self.notice_errors: list[str] = []
+        self.stopping = False
         self.directory = Path(self.runtime.config.policy_dir)
         self.last = _signature(self.directory)
         self.loop = create_looping_call(self.check)
@@ -70,6 +84,42 @@ class PolicyWatcher:
             if current != self.last:
                 self.last = current
                 self.runtime.reload_policies()
-                self.runtime.reload_notice_files()
+            elif not self.notice_errors:
+                return
+            self._notices_checked(self.runtime.reload_notice_files())
         except Exception:  # noqa: BLE001
             logger.exception("Could not reload the policy files; the last valid ones stay in force")
+
+    def _notices_checked(self, errors: list[str]) -> None:
+        engine = self.crawler.engine
+        stats = self.crawler.stats
+        if not errors:
+            if self.notice_errors:
+                logger.warning("Notice files are valid again; the crawl resumes")
+                if engine is not None:
+                    engine.unpause()
+            self.notice_errors = []
+            return
+        if not self.notice_errors:
+            # First sight: pause, and look again one interval later.
+            self.notice_errors = errors
+            logger.error(
+                "Notice files are invalid; the crawl is paused and stops in %.1f s unless they are fixed:\n%s",
+                self.interval, "\n".join(errors),
+            )  # fmt: skip
+            if engine is not None:
+                engine.pause()
+            return
+        if self.stopping:
+            return
+        self.stopping = True
+        logger.error(
+            "Notice files are still invalid; the crawl stops (a notice whose scope cannot be read blocks "
+            "everything):\n%s", "\n".join(errors),
+        )  # fmt: skip
+        STOPPED.append(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+        if stats is not None:
+            stats.set_value("compliance/notices/invalid_files", len(errors))
+        if engine is not None:
+            engine.unpause()  # let the close run
+            deferred_from_coro(engine.close_spider_async(reason="notice_file_invalid"))
