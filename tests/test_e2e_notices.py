@@ -86,6 +86,11 @@ def test_notice_mid_crawl_stops_host_and_purges_everywhere(social_web: TestWeb, 
     assert verify(store.ledger_entries(), store.ledger_head()).ok
     kinds = [e.kind for e in store.ledger_entries()]
     assert kinds[:3] == ["notice.added", "purge.started", "purge.completed"] and "purge.completed-by-crawl" in kinds
+    shown = json.loads(scrapy_command(["notice", "show", "cd-bigsocial"], settings={"COMPLIANCE_STORE": store_url,
+                                                                                   "COMPLIANCE_POLICY_DIR": str(policies)}).stdout)  # fmt: skip
+    [purge] = shown["purges"]
+    assert purge["ledger"]["in_ledger"] is True
+    assert {c["location"].split(":", 1)[0] for c in purge["applied_by_crawls"]} >= {"feed"}, purge["applied_by_crawls"]
 
     social_web.clear_log()
     again = run_site_crawl(social_web, ["http://bigsocial.test/", "http://bystander.test/"], store_url,
@@ -159,6 +164,11 @@ def test_notice_commands_list_show_withdraw_and_policy_check(social_web: TestWeb
     assert "dp-1" in listed.stdout and "DataProtection" in listed.stdout and "domain bystander.test" in listed.stdout
     shown = json.loads(scrapy_command(["notice", "show", "dp-1"], settings=settings).stdout)
     assert shown["notice"]["sender_name"] == "Bystander LLC" and shown["purges"][0]["total_deleted"] == 11
+    # The receipt shown is the one chained in the ledger, named by seq and hash.
+    proof = shown["purges"][0]["ledger"]
+    entry = next(e for e in Store(store_url).ledger_entries() if e.seq == proof["seq"])
+    assert proof["in_ledger"] is True and (entry.kind, entry.hash) == ("purge.completed", proof["hash"])
+    assert shown["purges"][0]["applied_by_crawls"] == []
 
     check = scrapy_command(["policy", "check", "http://bystander.test/b/1"], settings=settings)
     assert "REFUSED: notice.dp-1" in check.stdout and "dp-1.yaml" in check.stdout

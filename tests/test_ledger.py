@@ -97,3 +97,27 @@ def test_ledger_show_json_lists_entries(filled: tuple[Store, str]) -> None:
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert done.returncode == 0 and len(lines) == 5
     assert '"kind": "consent.changed"' in lines[0] and '"prev_hash": "' + GENESIS in lines[0]
+
+
+def test_notice_show_proof_names_the_ledger_entry_and_catches_a_changed_receipt(any_store_url: str) -> None:
+    """`notice show` pairs each purge receipt with its ledger entry; a receipt edited after the fact no longer matches."""
+    from crawler.commands.notice import purges_with_proof
+
+    store = Store(any_store_url)
+    receipt = {"purge_id": "p1", "notice_id": "n1", "finished_at": "2026-11-26T10:00:00+00:00", "total_deleted": 3}
+    completed = store.append_ledger("purge.completed", receipt)
+    by_crawl = store.append_ledger("purge.completed-by-crawl", {"crawl_id": "c9", "machine": "m", "results": [
+        {"purge_id": "p1", "notice_id": "n1", "location": "feed:m:/x.jl", "status": "done", "count": 2, "detail": ""},
+        {"purge_id": "other", "notice_id": "n2", "location": "feed:m:/y.jl", "status": "done", "count": 5, "detail": ""},
+    ]})  # fmt: skip
+    row = {"id": "p1", "status": "done", "receipt": receipt, "ledger_seq": completed.seq, "ledger_hash": completed.hash}
+    [shown] = purges_with_proof([row], store.ledger_entries())
+    assert shown["ledger"] == {"seq": completed.seq, "hash": completed.hash, "in_ledger": True}
+    assert [(c["seq"], c["crawl_id"], c["count"]) for c in shown["applied_by_crawls"]] == [(by_crawl.seq, "c9", 2)]
+    edited = {**row, "receipt": {**receipt, "total_deleted": 30}}
+    assert purges_with_proof([edited], store.ledger_entries())[0]["ledger"]["in_ledger"] is False
+    wrong_hash = {**row, "ledger_hash": "0" * 64}
+    assert purges_with_proof([wrong_hash], store.ledger_entries())[0]["ledger"]["in_ledger"] is False
+    running = {"id": "p2", "status": "running", "receipt": None, "ledger_seq": None, "ledger_hash": None}
+    assert purges_with_proof([running], store.ledger_entries())[0]["ledger"]["in_ledger"] is None
+    store.dispose()

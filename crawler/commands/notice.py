@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import UsageError
 
 from crawler.cli import CommandFailed, ComplianceCommand
+from crawler.compliance.ledger import Entry, canonical_json
 from crawler.compliance.notices import NOTICE_ID_RE, Notice, load_notice_files, notice_type
 from crawler.compliance.purge import run_purge
 from crawler.notices_cli import (
@@ -182,8 +185,9 @@ class Command(ComplianceCommand):
         if notice_id not in notices:
             raise CommandFailed(f"no notice {notice_id!r}; see `scrapy notice list`")
         notice, where = notices[notice_id]
-        purges = [p.get("receipt") or {"purge_id": p["id"], "status": p["status"]} for p in self.open_store().purges(notice_id)]
-        print_json({"notice": notice.as_record(), "where": where, "purges": purges})
+        store = self.open_store()
+        rows = store.purges(notice_id)
+        print_json({"notice": notice.as_record(), "where": where, "purges": purges_with_proof(rows, store.ledger_entries())})
         return 0
 
     def withdraw(self, notice_id: str, opts: argparse.Namespace) -> int:
@@ -225,3 +229,42 @@ def _day(option: str, value: str | None, required: bool = False) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise CommandFailed(f"{option}: {value!r} is not a date; write YYYY-MM-DD") from None
+
+
+def purges_with_proof(rows: list[dict[str, Any]], entries: Iterable[Entry]) -> list[dict[str, Any]]:
+    """Each purge's receipt, with the ledger entry that holds it and whether the two agree.
+
+    The ``purges`` table is the working record; the ledger is the proof. For
+    every purge this names the ``purge.completed`` entry (seq and hash) and
+    checks that it carries exactly the receipt shown (``in_ledger``), and lists
+    the ``purge.completed-by-crawl`` entries of crawls that applied the purge
+    to their own files afterwards.
+    """
+    by_seq: dict[int, Entry] = {}
+    by_crawl: dict[str, list[dict[str, Any]]] = {}
+    ids = {row["id"] for row in rows}
+    seqs = {row.get("ledger_seq") for row in rows}
+    for entry in entries:
+        if entry.seq in seqs:
+            by_seq[entry.seq] = entry
+        elif entry.kind == "purge.completed-by-crawl":
+            payload = json.loads(entry.payload)
+            for result in payload.get("results", []):
+                if result.get("purge_id") in ids:
+                    by_crawl.setdefault(result["purge_id"], []).append(
+                        {"seq": entry.seq, "hash": entry.hash, "crawl_id": payload.get("crawl_id"), **result}
+                    )
+    shown = []
+    for row in rows:
+        receipt = row.get("receipt") or {"purge_id": row["id"], "status": row["status"]}
+        entry = by_seq.get(row.get("ledger_seq"))  # type: ignore[arg-type]
+        proof: dict[str, Any] = {"seq": row.get("ledger_seq"), "hash": row.get("ledger_hash")}
+        if row.get("receipt") is None:
+            proof["in_ledger"] = None  # not finished: no receipt yet
+        else:
+            proof["in_ledger"] = (
+                entry is not None and entry.kind == "purge.completed" and entry.hash == row.get("ledger_hash")
+                and entry.payload == canonical_json(row["receipt"])
+            )  # fmt: skip
+        shown.append({**receipt, "ledger": proof, "applied_by_crawls": by_crawl.get(row["id"], [])})
+    return shown
