@@ -269,3 +269,36 @@ def test_scope_normalisation_idn_trailing_dot_and_ports(env: dict[str, Any]) -> 
     code, out, receipt = purge(env, "--url-pattern", "https://shop.test/people/*", "--reason", "pattern")
     assert code == 0 and receipt is not None and receipt["counts"]["store"] == 3, out
     assert "https://shop.test/other" in urls_left(store)
+
+
+@pytest.mark.parametrize("module", ["dbm.dumb", "dbm"])
+def test_dbm_rebuild_killed_between_renames_is_finished_by_the_next_run(env: dict[str, Any], module: str) -> None:
+    """dbm.dumb is two files: SIGKILL between their renames, and the next run completes the swap; nothing is lost."""
+    import importlib
+    import pickle
+
+    dbm_module = importlib.import_module(module)
+    tmp: Path = env["tmp"]
+    (tmp / "cache").mkdir()
+    path = str(tmp / "cache" / "site.db")
+    with dbm_module.open(path, "c") as db:
+        for n in range(40):
+            url = f"http://{'a' if n % 2 else 'b'}.test/{n}"
+            db[f"k{n}_data"] = pickle.dumps({"url": url, "body": f"BODY-{url}".encode()})
+            db[f"k{n}_time"] = "1"
+    with dbm_module.open(path, "w") as db:  # a second commit: dbm.dumb now also has a .bak
+        db["k0_time"] = "2"
+    env["store"].record_output("c1", "here", "httpcache", path, {"backend": "dbm", "dbm_module": module})
+    code, out, _ = purge(env, "--domain", "a.test", "--reason", "dbm", extra_env={"COMPLIANCE_FAULT": "dbm-swapping"})
+    assert code == -9, out
+    assert Path(path + ".purging.swap").exists(), "killed between the renames"
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "dbm")
+    assert code == 0 and receipt is not None, out
+    leftovers = sorted(p.name for p in (tmp / "cache").iterdir() if ".purging" in p.name)
+    assert leftovers == []
+    on_disk = b"".join(p.read_bytes() for p in (tmp / "cache").iterdir())
+    assert b"BODY-http://a.test/" not in on_disk
+    with dbm_module.open(path, "r") as db:
+        kept = {pickle.loads(db[k])["url"] for k in db.keys() if k.endswith(b"_data")}  # noqa: S301
+        assert db[b"k0_time"] == b"2"
+    assert kept == {f"http://b.test/{n}" for n in range(0, 40, 2)}

@@ -65,7 +65,7 @@ class Outcome:
 def fault_point(name: str) -> None:
     """Crash-safety tests kill the purge here: ``COMPLIANCE_FAULT=name`` sends this process SIGKILL.
 
-    Points: ``started``, ``store-chunk``, ``file-replaced``, ``queue-swapped``, ``before-receipt``.
+    Points: ``started``, ``store-chunk``, ``file-replaced``, ``queue-swapped``, ``dbm-swapping``, ``before-receipt``.
     """
     if os.environ.get("COMPLIANCE_FAULT") == name:
         import signal
@@ -190,6 +190,8 @@ def _dbm_cache(location: Location, scope: CompiledScope, *, delete: bool) -> Out
 
     module = importlib.import_module(location.options.get("dbm_module") or "dbm")
     path = location.location
+    if delete:
+        _recover_dbm_swap(path)
     if not any(Path(p).exists() for p in (path, path + ".db", path + ".dat", path + ".pag")):
         return Outcome("done", 0, "no cache database (already removed)")
     try:
@@ -215,11 +217,20 @@ def _dbm_cache(location: Location, scope: CompiledScope, *, delete: bool) -> Out
     return Outcome("done", count)
 
 
+_DBM_SUFFIXES = ("", ".db", ".pag", ".dat", ".dir", ".bak")
+
+
 def _rebuild_dbm(module: Any, db: Any, path: str, doomed: set[bytes]) -> None:
     """Copy the kept entries into a new database and rename it into place.
 
     Deleting a key from a DBM file leaves its bytes on disk (dbm.dumb and
     gdbm reuse the space later, if ever); a purge must not leave the body.
+
+    Some DBMs are two or three files (dbm.dumb: .dat, .dir, .bak; ndbm:
+    .pag, .dir), and renaming several files is not atomic. So the complete
+    new database is written first, then a marker ``PATH.purging.swap``, then
+    the renames, then the marker goes: a purge killed half-way through the
+    renames finishes them when it runs again (:func:`_recover_dbm_swap`).
     """
     fresh = path + ".purging"
     out = module.open(fresh, "n")
@@ -229,9 +240,50 @@ def _rebuild_dbm(module: Any, db: Any, path: str, doomed: set[bytes]) -> None:
                 out[key] = db[key]
     finally:
         out.close()
-    for suffix in ("", ".db", ".pag", ".dat", ".dir", ".bak"):
+    new_files = [suffix for suffix in _DBM_SUFFIXES if Path(fresh + suffix).exists()]
+    for suffix in new_files:
+        _fsync(fresh + suffix)
+    marker = fresh + ".swap"
+    with open(marker, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(new_files))
+        handle.flush()
+        os.fsync(handle.fileno())
+    _swap_dbm(path, new_files)
+
+
+def _swap_dbm(path: str, new_files: list[str]) -> None:
+    fresh = path + ".purging"
+    for n, suffix in enumerate(new_files):
         if Path(fresh + suffix).exists():
             os.replace(fresh + suffix, path + suffix)
+        if n == 0:
+            fault_point("dbm-swapping")
+    # A file of the old database the new one does not have (dbm.dumb's .bak,
+    # an index of the old data) must not outlive it.
+    for suffix in _DBM_SUFFIXES:
+        if suffix not in new_files and Path(path + suffix).exists():
+            os.remove(path + suffix)
+    os.remove(fresh + ".swap")
+
+
+def _recover_dbm_swap(path: str) -> None:
+    """Finish a swap a killed purge began, or drop a copy it never finished."""
+    fresh = path + ".purging"
+    marker = Path(fresh + ".swap")
+    if marker.exists():
+        _swap_dbm(path, [line for line in marker.read_text(encoding="utf-8").split("\n")])
+        return
+    for suffix in _DBM_SUFFIXES:
+        if Path(fresh + suffix).exists():
+            os.remove(fresh + suffix)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _json_values(text: str) -> list[Any]:
