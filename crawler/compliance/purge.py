@@ -549,7 +549,54 @@ def reachability(location: Location, machine: str, running: dict[str, dict[str, 
         return Outcome("manual_action_required", 0, f"on machine {location.machine}: run the same purge command there")
     if owners:
         return Outcome("deferred", 0, f"being written by running crawl {owners[0]}; it applies this purge when it closes it")
+    if location.kind in ("feed", "httpcache", "jobdir"):
+        # A crawl opens its files a moment before it records them, and any
+        # other program may hold one open: rewriting a file under a writer
+        # would send its later writes to the replaced copy.
+        writers = open_writers(location.location)
+        if writers:
+            pid, command = writers[0]
+            crawl = next((c for c, info in running.items() if info.get("pid") == pid and info.get("machine") == machine), None)
+            if crawl is not None:
+                return Outcome("deferred", 0, f"being written by running crawl {crawl} (pid {pid}); it applies this purge when it closes it")
+            return Outcome("manual_action_required", 0, f"open for writing by pid {pid} ({command}): purge again once it has closed it")
     return None
+
+
+def open_writers(path: str) -> list[tuple[int, str]]:
+    """Other processes on this machine holding ``path`` (or a file below it) open for writing: [(pid, command)].
+
+    Read from ``/proc`` (Linux); where there is no ``/proc`` the answer is
+    empty and only recorded owners count.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    target = os.path.realpath(path)
+    found: list[tuple[int, str]] = []
+    for pid_dir in proc.iterdir():
+        if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
+            continue
+        try:
+            fds = list((pid_dir / "fd").iterdir())
+        except OSError:
+            continue  # gone, or not ours to read
+        for fd in fds:
+            try:
+                opened = os.readlink(fd)
+                if opened != target and not opened.startswith(target + os.sep):
+                    continue
+                flags = next(line for line in (pid_dir / "fdinfo" / fd.name).read_text().splitlines() if line.startswith("flags:"))
+            except (OSError, StopIteration):
+                continue
+            if int(flags.split()[1], 8) & (os.O_WRONLY | os.O_RDWR):
+                try:
+                    command = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:120]
+                except OSError:
+                    command = "?"
+                found.append((int(pid_dir.name), command))
+                break
+    return found
 
 
 def scan(store: Store, scope: CompiledScope, location: Location, *, delete: bool, purge_id: str = "") -> Outcome:
