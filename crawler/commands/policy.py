@@ -131,14 +131,16 @@ class Command(ComplianceCommand):
         except StoreError:
             return None
         lines: list[str] = []
-        if item is not None:
+        # The newest of the two: a page stored once and refused later (or the
+        # other way round) is shown as the last crawl saw it.
+        if item is not None and (not refused or _when(item["fetched_at"]) >= _when(refused[0]["at"])):
             provenance = item.get("provenance") or {}
             robots = provenance.get("robots") or {}
             optouts = provenance.get("optouts") or {}
             lines.append(f"stored; robots.txt: {robots.get('reason', '?')} {robots.get('rule', '')} ({robots.get('source', '')})")
             signals = optouts.get("signals") or {}
             lines.append(f"opt-out signals: {describe_signals(signals)}; purposes {', '.join(optouts.get('purposes') or [])}")
-            return {"crawl_id": item["crawl_id"], "when": item["fetched_at"], "stored": True, "provenance": provenance, "lines": lines}
+            return {"crawl_id": item["crawl_id"], "when": str(item["fetched_at"]), "stored": True, "provenance": provenance, "lines": lines}
         if refused:
             last = refused[0]
             lines.append(f"refused {last['reason']} at {last['gate']}: {last['rule']} ({last['source']})")
@@ -201,3 +203,9 @@ class Command(ComplianceCommand):
                 for line in seen["lines"]:
                     print(f"    {line}")
         return 0
+
+
+def _when(value: Any) -> datetime:
+    """A stored timestamp (datetime or ISO text, naive meaning UTC) as an aware datetime."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

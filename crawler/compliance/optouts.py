@@ -75,13 +75,14 @@ def parse_content_usage(value: str, problems: list[str] | None = None) -> dict[s
             duplicates.append(key)
 
     try:
-        parsed = http_sf.parse(value.encode("latin-1", "replace"), tltype="dictionary", on_duplicate_key=note_duplicate)
+        # Bytes, not text (vocab section 6.3): any non-ASCII byte is a parse error.
+        parsed = http_sf.parse(value.encode("utf-8", "replace"), tltype="dictionary", on_duplicate_key=note_duplicate)
     except (http_sf.StructuredFieldError, ValueError) as exc:
         notes.append(f"not an RFC 9651 dictionary ({exc}): every preference is unknown")
         return {}
     ignored = [key for key in parsed if key not in AIPREF_CATEGORIES]  # type: ignore[union-attr]
     if ignored:
-        notes.append(f"not in the vocabulary, ignored: {', '.join(ignored)}")
+        notes.append(f"not in the vocabulary, ignored: {_clip(', '.join(ignored))}")
     for key in dict.fromkeys(duplicates):
         notes.append(f"{key} appears more than once: its last value applies")
     result: dict[str, str | None] = {}
@@ -92,22 +93,51 @@ def parse_content_usage(value: str, problems: list[str] | None = None) -> dict[s
         item = member[0] if isinstance(member, tuple) else member
         token = str(item) if isinstance(item, http_sf.Token) and str(item) in ("y", "n") else None
         if token is None:
-            notes.append(f"{key}: {http_sf.ser(item) if not isinstance(item, list) else 'an inner list'} is not y or n, so unknown")
+            shown = _clip(http_sf.ser(item)) if not isinstance(item, list) else "an inner list"
+            notes.append(f"{key}: {shown} is not y or n, so unknown")
         result[key] = token
     return result
 
 
-def parse_content_signal(value: str) -> dict[str, str]:
-    """``Content-Signal`` as {purpose: 'y' | 'n'}; anything but yes/no is ignored."""
+def parse_content_signal(value: str, problems: list[str] | None = None) -> dict[str, str]:
+    """``Content-Signal`` as {purpose: 'y' | 'n'}; anything but yes/no is ignored, with a reason in ``problems``."""
+    notes = problems if problems is not None else []
     result: dict[str, str] = {}
     for part in value.split(","):
+        if not part.strip():
+            continue
         key, _, raw = part.partition("=")
         purpose = _CONTENT_SIGNAL_KEYS.get(key.strip().lower())
         answer = {"yes": "y", "no": "n"}.get(raw.strip().lower())
-        if purpose and answer:
+        if purpose is None:
+            notes.append(f"{_clip(key.strip())}: not a Content-Signal we know (search, ai-train, ai-input), ignored")
+        elif answer is None:
+            notes.append(f"{key.strip().lower()}={_clip(raw.strip())}: not yes or no, ignored")
+        else:
             # Two keys on one purpose (ai-train, ai-input): any "no" wins.
             result[purpose] = "n" if "n" in (answer, result.get(purpose)) else answer
     return result
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """``text`` cut for a log line or provenance: hostile values must not bloat either."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+#: Page-level directives that search engines and AI crawlers document
+#: (Google Search Central, Bing, DeviantArt's noai). A ``name:`` prefix is a
+#: bot scope only when a directive follows it; ``max-snippet: 20`` and
+#: ``unavailable_after: <date>`` are directives with values.
+_KNOWN_DIRECTIVES = frozenset({
+    "all", "index", "follow", "noindex", "nofollow", "none", "noarchive", "nocache", "nosnippet", "notranslate",
+    "noimageindex", "indexifembedded", "noodp", "noydir", "unavailable_after", "max-snippet", "max-image-preview",
+    "max-video-preview", "noai", "noimageai",
+})  # fmt: skip
+_MAX_DIRECTIVES = 64  # per page; a hostile header cannot bloat provenance
+
+
+def _directive_name(text: str) -> str:
+    return text.strip().lower().split(":", 1)[0].strip()
 
 
 def robots_directives(values: Iterable[str], token: str) -> list[str]:
@@ -115,7 +145,10 @@ def robots_directives(values: Iterable[str], token: str) -> list[str]:
 
     ``otherbot: noindex`` applies only to otherbot; an unscoped list applies
     to every crawler. A value may mix scopes (``googlebot: nofollow, noai``
-    keeps applying to googlebot until the next ``name:``).
+    keeps applying to googlebot until the next ``name:``). ``name:`` is a
+    scope only when a known directive follows it, so directives with values
+    (``max-snippet: 20``, ``unavailable_after: Wed, 03 Dec 2030 ...``) and the
+    pieces of a date never hide the directives after them.
     """
     token = token.lower()
     found: list[str] = []
@@ -123,16 +156,16 @@ def robots_directives(values: Iterable[str], token: str) -> list[str]:
         scope: str | None = None
         for raw_part in value.split(","):
             part = raw_part.strip()
-            if ":" in part:
-                name, _, rest = part.partition(":")
-                name = name.strip().lower()
-                # "unavailable_after: <date>" is a directive with a value, not a bot scope.
-                if name and name != "unavailable_after" and " " not in name:
-                    scope, part = name, rest.strip()
-            directive = part.strip().lower()
-            if directive and (scope is None or scope == token):
+            name, colon, rest = part.partition(":")
+            name = name.strip().lower()
+            if colon and name not in _KNOWN_DIRECTIVES and _directive_name(rest) in _KNOWN_DIRECTIVES and " " not in name:
+                scope, part = name, rest.strip()
+            directive = " ".join(part.lower().split())[:100]
+            if _directive_name(directive) not in _KNOWN_DIRECTIVES:
+                continue  # a date fragment, or a directive nobody defined: nothing to honour
+            if scope is None or scope == token:
                 found.append(directive)
-    return found
+    return found[:_MAX_DIRECTIVES]
 
 
 def tdm_value(raw: str | None) -> int | None:
@@ -149,6 +182,9 @@ class PageSignals:
     content_usage_source: str = ""
     content_signal: Mapping[str, str] = field(default_factory=dict)
     content_signal_source: str = ""
+    #: Per purpose, the statements that said n (the ones a refusal names).
+    content_usage_denied_by: Mapping[str, str] = field(default_factory=dict)
+    content_signal_denied_by: Mapping[str, str] = field(default_factory=dict)
     tdm_reservation: int | None = None
     tdm_source: str = ""
     tdm_policy: str = ""
@@ -163,6 +199,8 @@ class PageSignals:
             "content_usage_source": self.content_usage_source,
             "content_signal": dict(self.content_signal),
             "content_signal_source": self.content_signal_source,
+            "content_usage_denied_by": dict(self.content_usage_denied_by),
+            "content_signal_denied_by": dict(self.content_signal_denied_by),
             "tdm_reservation": self.tdm_reservation,
             "tdm_source": self.tdm_source,
             "tdm_policy": self.tdm_policy,
@@ -214,52 +252,64 @@ def collect_signals(
             robots += [(d, f'<meta name="{name}">') for d in robots_directives([content], token)]
         elif name == "tdm-reservation":
             if tdm_value(content) is None:
-                problems.append(f'<meta name="tdm-reservation" content={content!r}>: not 0 or 1, counts as unset')
+                problems.append(f'<meta name="tdm-reservation" content={_clip(repr(content))}>: not 0 or 1, counts as unset')
             meta_tdm = tdm_value(content) if tdm_value(content) is not None else meta_tdm
         elif name == "tdm-policy":
-            meta_tdm_policy = content.strip()
+            meta_tdm_policy = _clip(content.strip(), 300)
     robots_usage = robots_usage or {}
     # Several Content-Usage field lines are one field (RFC 9651 section 4.2):
     # joined with commas and parsed as one dictionary. Each robots.txt rule
     # that applies is a statement of its own.
     usage_statements = [(", ".join(headers["content-usage"]), "Content-Usage header")] if headers.get("content-usage") else []
     usage_statements += [(v, f"Content-Usage in {source}") for v, source in robots_usage.get("content-usage", [])]
-    usage: dict[str, str | None] = {}
-    usage_sources: list[str] = []
-    for value, source in usage_statements:
-        notes: list[str] = []
-        parsed = parse_content_usage(value, notes)
-        problems += [f"{source} {value!r}: {note}" for note in notes]
-        if any(answer is not None for answer in parsed.values()) and source not in usage_sources:
-            usage_sources.append(source)
-        for purpose, answer in parsed.items():
-            # Combining statements (vocab section 5.1): any n wins, then any y, else unknown.
-            usage[purpose] = "n" if "n" in (answer, usage.get(purpose)) else (answer or usage.get(purpose))
+    usage, usage_sources, usage_denied = _combine(usage_statements, parse_content_usage, problems)
     signal_statements = [(v, "Content-Signal header") for v in headers.get("content-signal", [])]
     signal_statements += [(v, f"Content-Signal in {source}") for v, source in robots_usage.get("content-signal", [])]
-    signal: dict[str, str] = {}
-    signal_sources: list[str] = []
-    for value, source in signal_statements:
-        parsed_signal = parse_content_signal(value)
-        if parsed_signal and source not in signal_sources:
-            signal_sources.append(source)
-        for purpose, answer in parsed_signal.items():
-            signal[purpose] = "n" if "n" in (answer, signal.get(purpose)) else answer
-    # TDMRep layering: well-known file < header < meta; an unset layer keeps the one before.
-    tdm, tdm_source = tdm_well_known, tdm_well_known_source if tdm_well_known is not None else ""
+    signal, signal_sources, signal_denied = _combine(signal_statements, parse_content_signal, problems)
+    # TDMRep layering: well-known file < header < meta; an unset layer keeps
+    # the one before, and tdm-policy comes from the layer that decided.
+    tdm, tdm_source, tdm_policy = tdm_well_known, tdm_well_known_source if tdm_well_known is not None else "", tdm_well_known_policy
     header_tdm = next((tdm_value(v) for v in headers.get("tdm-reservation", []) if tdm_value(v) is not None), None)
-    problems += [f"tdm-reservation header {v!r}: not 0 or 1, counts as unset" for v in headers.get("tdm-reservation", []) if tdm_value(v) is None]
+    problems += [f"tdm-reservation header {_clip(repr(v))}: not 0 or 1, counts as unset"
+                 for v in headers.get("tdm-reservation", []) if tdm_value(v) is None]  # fmt: skip
     if header_tdm is not None:
-        tdm, tdm_source = header_tdm, "tdm-reservation header"
+        tdm, tdm_source, tdm_policy = header_tdm, "tdm-reservation header", _clip(next(iter(headers.get("tdm-policy", [])), "").strip(), 300)
     if meta_tdm is not None:
-        tdm, tdm_source = meta_tdm, '<meta name="tdm-reservation">'
-    tdm_policy = meta_tdm_policy or next(iter(headers.get("tdm-policy", [])), "") or tdm_well_known_policy
+        tdm, tdm_source, tdm_policy = meta_tdm, '<meta name="tdm-reservation">', meta_tdm_policy
     return PageSignals(
         robots=tuple(robots),
-        content_usage=usage, content_usage_source="; ".join(usage_sources),
-        content_signal=signal, content_signal_source="; ".join(signal_sources),
-        tdm_reservation=tdm, tdm_source=tdm_source, tdm_policy=tdm_policy, problems=tuple(problems),
+        content_usage=usage, content_usage_source="; ".join(usage_sources), content_usage_denied_by=usage_denied,
+        content_signal=signal, content_signal_source="; ".join(signal_sources), content_signal_denied_by=signal_denied,
+        tdm_reservation=tdm if tdm is not None else None, tdm_source=tdm_source if tdm is not None else "",
+        tdm_policy=tdm_policy if tdm is not None else "", problems=tuple(problems[:_MAX_PROBLEMS]),
     )  # fmt: skip
+
+
+_MAX_PROBLEMS = 20
+
+
+def _combine(
+    statements: list[tuple[str, str]], parse: Any, problems: list[str]
+) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """Combine statements of preference: any n wins, then any y, else unknown (aipref vocab section 5.1).
+
+    Returns the preferences, the sources that said anything, and per purpose
+    the sources that said n.
+    """
+    combined: dict[str, Any] = {}
+    sources: list[str] = []
+    denied: dict[str, list[str]] = {}
+    for value, source in statements:
+        notes: list[str] = []
+        parsed = parse(value, notes)
+        problems += [f"{source} {_clip(repr(value))}: {note}" for note in notes]
+        if any(answer is not None for answer in parsed.values()) and source not in sources:
+            sources.append(source)
+        for purpose, answer in parsed.items():
+            combined[purpose] = "n" if "n" in (answer, combined.get(purpose)) else (answer or combined.get(purpose))
+            if answer == "n" and source not in denied.setdefault(purpose, []):
+                denied[purpose].append(source)
+    return combined, sources, {purpose: "; ".join(names) for purpose, names in denied.items() if names}
 
 
 def storage_decision(signals: PageSignals, purposes: frozenset[str]) -> Decision:
@@ -275,11 +325,11 @@ def storage_decision(signals: PageSignals, purposes: frozenset[str]) -> Decision
     for purpose in sorted(purposes):
         if signals.content_usage.get(purpose) == "n":
             return Decision.refuse(
-                "optout.content-usage", rule=f"{purpose}=n", source=signals.content_usage_source
+                "optout.content-usage", rule=f"{purpose}=n", source=signals.content_usage_denied_by.get(purpose, "")
             )
         if signals.content_signal.get(purpose) == "n":
             return Decision.refuse(
-                "optout.content-signal", rule=f"{purpose}=no", source=signals.content_signal_source
+                "optout.content-signal", rule=f"{purpose}=no", source=signals.content_signal_denied_by.get(purpose, "")
             )
     if signals.tdm_reservation == 1 and "train-ai" in purposes:
         policy = f" (tdm-policy {signals.tdm_policy})" if signals.tdm_policy else ""
@@ -310,37 +360,50 @@ TDMREP_PATH = "/.well-known/tdmrep.json"
 @dataclass(frozen=True)
 class TdmRule:
     location: str
-    reservation: int
+    reservation: int | None  # None: the entry's value is not 0 or 1, so unset
     policy: str
     index: int
 
 
-def parse_tdmrep(body: bytes) -> tuple[TdmRule, ...]:
+#: A tdmrep.json larger than this is refused unread (the file lists path patterns).
+MAX_TDMREP_BYTES = 512 * 1024
+
+
+def parse_tdmrep(body: bytes, problems: list[str] | None = None) -> tuple[TdmRule, ...]:
     """The rules of a ``/.well-known/tdmrep.json`` file, or ValueError saying what is wrong.
 
     A JSON array of ``{"location": pattern, "tdm-reservation": 0|1,
-    "tdm-policy": URL?}``. An entry without a valid location or reservation
-    is skipped (a value other than 0 or 1 counts as unset).
+    "tdm-policy": URL?}``. An entry without a string location can match
+    nothing and is skipped; an entry whose reservation is not 0 or 1 is kept
+    with an unset value, so that the first matching entry still decides
+    (and decides "unset"). Each such entry is named in ``problems``.
     """
     import json
 
+    notes = problems if problems is not None else []
+    if len(body) > MAX_TDMREP_BYTES:
+        raise ValueError(f"larger than {MAX_TDMREP_BYTES} bytes")
     try:
         data = json.loads(body.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError("not JSON we can read (nested too deeply)") from None
     if not isinstance(data, list):
         raise ValueError(f"expected a JSON array, got {type(data).__name__}")
     rules = []
     for index, entry in enumerate(data):
-        if not isinstance(entry, dict):
+        location = entry.get("location") if isinstance(entry, dict) else None
+        if not isinstance(location, str) or not location:
+            notes.append(f"entry {index}: no location, skipped")
             continue
-        location = entry.get("location")
         reservation = entry.get("tdm-reservation")
-        if not isinstance(location, str) or reservation not in (0, 1) or isinstance(reservation, bool):
-            continue
+        if reservation not in (0, 1) or isinstance(reservation, bool):
+            notes.append(f"entry {index} ({_clip(location)}): tdm-reservation {_clip(repr(reservation))} is not 0 or 1, so unset")
+            reservation = None
         policy = entry.get("tdm-policy")
         rules.append(TdmRule(location if location.startswith("/") else "/" + location, reservation,
-                             policy if isinstance(policy, str) else "", index))  # fmt: skip
+                             _clip(policy, 300) if isinstance(policy, str) else "", index))  # fmt: skip
     return tuple(rules)
 
 

@@ -29,6 +29,7 @@ from enum import Enum
 from urllib.parse import urlsplit
 
 from protego import Protego
+from protego import _protego  # its directive names and line reader; Protego is pinned
 from protego._utils import _quote_path, _quote_pattern  # see RobotsRules._explain and usage_rules
 
 from crawler.compliance.decision import Decision
@@ -43,21 +44,20 @@ MAX_TTL = 24 * 3600.0
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
-# Every directive name Protego 0.7.0 understands (its own aliases and
-# typo-tolerant spellings), plus the aipref / Cloudflare group rules that a
-# later layer reads. Any other "name: value" line is an "other record"
-# (RFC 9309 §2.2.4) that must not split a group.
-_USER_AGENT_KEYS = {"user-agent", "useragent"}
-_KNOWN_KEYS = _USER_AGENT_KEYS | {
-    "allow",
-    "disallow", "dissallow", "dissalow", "disalow", "diasllow", "disallaw",
-    "sitemap", "sitemaps", "site-map",
-    "crawl-delay", "request-rate", "visit-time", "host",
-    "content-usage", "content-signal",
-}  # fmt: skip
-_ALLOW_KEYS = {"allow"}
+# Protego 0.7.0's own directive names (with its typo-tolerant spellings) and
+# its line reader, so that our index of the file groups every line exactly
+# as Protego does; plus the aipref / Cloudflare group rules that a later
+# layer reads. Any other "name: value" line is an "other record" (RFC 9309
+# section 2.2.4) that must not split a group.
+_USER_AGENT_KEYS = _protego._USER_AGENT_DIRECTIVE
+_ALLOW_KEYS = _protego._ALLOW_DIRECTIVE
+_DISALLOW_KEYS = _protego._DISALLOW_DIRECTIVE
+_SITE_WIDE_KEYS = _protego._SITE_WIDE_DIRECTIVES
+_KNOWN_KEYS = _protego._ALL_DIRECTIVES | {"content-usage", "content-signal"}
 _TOKEN_PREFIX = re.compile(r"[A-Za-z_-]+")
-_DISALLOW_KEYS = {"disallow", "dissallow", "dissalow", "disalow", "diasllow", "disallaw"}
+# RFC 9309 and the attach draft end a line at CR or LF only; str.splitlines()
+# also breaks at these, so they are percent-encoded before Protego sees them.
+_OTHER_BREAKS = {ord(c): "".join(f"%{b:02X}" for b in c.encode()) for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 def origin_of(url: str) -> tuple[str, str]:
@@ -111,23 +111,24 @@ _USAGE_KEYS = {"content-usage", "content-signal"}
 def _prepare(text: str) -> tuple[str, list[_RuleLine]]:
     """Rewrite ``text`` for Protego (line numbers kept) and index its rules.
 
-    Allow/Disallow lines are indexed as "allow"/"disallow"; Content-Usage and
-    Content-Signal lines under their own key, with the groups they belong to.
+    Every line is read with Protego's own reader (``_extract_directive``),
+    so lenient forms such as ``User agent: x`` or ``Disallow /x`` group here
+    exactly as they do in Protego, and is handed to Protego in canonical
+    ``field: value`` form. Allow/Disallow lines are indexed as
+    "allow"/"disallow"; Content-Usage and Content-Signal lines under their own
+    key, with the groups they belong to.
     """
     out: list[str] = []
     rules: list[_RuleLine] = []
     groups: set[str] = set()
     previous_was_agent = False
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        key, sep, value = line.partition(":")
-        key = key.strip().lower()
-        value = value.strip()
-        if not sep or not key or any(ch.isspace() for ch in key):
-            # Not "name: value" (e.g. "disallow /x" or "user agent: x"):
-            # leave it to Protego's lenient parser.
-            out.append(raw)
+    for lineno, raw in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
+        line = raw.split("#", 1)[0].strip(" \t")
+        parsed = _protego._extract_directive(line.translate(_OTHER_BREAKS)) if line else None
+        if parsed is None:
+            out.append("")
             continue
+        key, value = parsed
         if key not in _KNOWN_KEYS:
             out.append("")  # an "other record": ignored, and the group goes on
             continue
@@ -143,15 +144,16 @@ def _prepare(text: str) -> tuple[str, list[_RuleLine]]:
             previous_was_agent = True
             out.append(f"user-agent: {agent}")
             continue
-        if key not in {"sitemap", "sitemaps", "site-map", "host"}:
+        if key not in _SITE_WIDE_KEYS:
             previous_was_agent = False
         if key in _USAGE_KEYS:
-            rules.append(_RuleLine(lineno, key, value, frozenset(groups)))
+            # The statement is bytes up to CR, LF or "#": keep it as written.
+            rules.append(_RuleLine(lineno, key, raw.split("#", 1)[0].split(":", 1)[1].strip(" \t"), frozenset(groups)))
         elif key in _ALLOW_KEYS or key in _DISALLOW_KEYS:
             rules.append(
                 _RuleLine(lineno, "allow" if key in _ALLOW_KEYS else "disallow", value, frozenset(groups))
             )
-        out.append(raw)
+        out.append(f"{key}: {value}")
     return "\n".join(out), rules
 
 
@@ -164,8 +166,8 @@ def _split_usage_rule(value: str) -> tuple[str, str]:
     """
     if not value.startswith("/"):
         return "/", value
-    path, _, rest = value.replace("\t", " ").partition(" ")
-    return path, rest.strip()
+    end = next((i for i, ch in enumerate(value) if ch in " \t"), len(value))
+    return value[:end], value[end:].strip(" \t")
 
 
 class RobotsRules:

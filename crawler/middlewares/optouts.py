@@ -38,12 +38,13 @@ class OptOutDownloaderMiddleware:
         self.runtime = ComplianceRuntime.of(crawler)
         self.token = self.runtime.config.bot_name
         self.purposes = self.runtime.config.purposes
-        # Most pages carry no signal at all. A byte search for the meta names
-        # that matter decides whether the page's meta tags need an XPath
-        # query, and pages with no signal share one precomputed answer.
-        self._meta_hint = re.compile(
-            rb"<meta[^>]*?name\s*=\s*[\"']?\s*(?:robots|tdm-|" + re.escape(self.token.encode()) + rb")", re.IGNORECASE
-        )
+        # Most pages carry no signal at all. A byte search for "<meta" decides
+        # whether the page's meta tags need an XPath query (the spider's own
+        # parse reuses the same parsed tree), and pages with no signal share
+        # one precomputed answer. The search is deliberately broad: a quoted
+        # ">" or an entity in an attribute must not hide a robots meta, and
+        # a page in UTF-16/32 is always parsed.
+        self._meta_hint = re.compile(rb"<meta", re.IGNORECASE)
         self._clean = {
             "signals": collect_signals({}, [], self.token).as_dict(),
             "purposes": sorted(self.purposes),
@@ -65,7 +66,9 @@ class OptOutDownloaderMiddleware:
         }
         well_known = request.meta.get("compliance_tdmrep")
         robots_usage = request.meta.get("compliance_robots_usage")
-        has_meta = isinstance(response, HtmlResponse) and self._meta_hint.search(response.body) is not None
+        has_meta = isinstance(response, HtmlResponse) and (
+            self._meta_hint.search(response.body) is not None or response.encoding.lower().startswith(("utf-16", "utf-32"))
+        )
         if not headers and not has_meta and not well_known and not robots_usage:
             request.meta[META] = self._clean
             return response

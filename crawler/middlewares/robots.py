@@ -96,10 +96,13 @@ class RobotsTxtMiddleware:
                 )
             pace(self.crawler, request, delay + PACING_MARGIN)
         request.meta["compliance_robots"] = {"reason": decision.reason, "rule": decision.rule, "source": decision.source}
-        if entry.rules is not None:
-            usage = entry.rules.usage_rules(request.url, self.token)
-            if usage:
-                request.meta["compliance_robots_usage"] = usage
+        # Set or cleared for this URL: a redirected request carries its
+        # parent's meta, and the old URL's rules must not apply to the new one.
+        usage = entry.rules.usage_rules(request.url, self.token) if entry.rules is not None else {}
+        if usage:
+            request.meta["compliance_robots_usage"] = usage
+        else:
+            request.meta.pop("compliance_robots_usage", None)
 
     def _refuse(self, decision: Decision, request: Request) -> NoReturn:
         self.runtime.refuse_request(decision, "download", request)

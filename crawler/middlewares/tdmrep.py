@@ -13,15 +13,15 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from scrapy import Request
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http.request import NO_CALLBACK
 
 from crawler.cluster import decode_payload, encode_payload
-from crawler.compliance.optouts import TDMREP_PATH, TdmRule, parse_tdmrep, tdmrep_lookup
-from crawler.compliance.robots import origin_of
+from crawler.compliance.optouts import MAX_TDMREP_BYTES, TDMREP_PATH, TdmRule, parse_tdmrep, tdmrep_lookup
+from crawler.compliance.robots import MAX_REDIRECTS, origin_of
 from crawler.runtime import ComplianceRuntime
 from crawler.singleflight import SingleFlight
 
@@ -49,6 +49,7 @@ class TdmRepMiddleware:
         config = self.runtime.config
         self.enabled = "train-ai" in config.purposes
         self.ttl = config.robots_ttl
+        self.retry_delay = config.robots_retry_delay
         self.max_entries = config.robots_cache_size
         self._cache: OrderedDict[str, TdmRepFile] = OrderedDict()
         self._flights: SingleFlight[TdmRepFile] = SingleFlight()
@@ -73,21 +74,50 @@ class TdmRepMiddleware:
             meta["compliance_tdmrep"] = {
                 "reservation": rule.reservation, "policy": rule.policy, "source": f"{entry.url} entry {rule.index}",
             }  # fmt: skip
+        else:  # a redirected request must not keep its parent URL's rule
+            meta.pop("compliance_tdmrep", None)
 
     def _aborted(self, exc: BaseException) -> TdmRepFile:
         return TdmRepFile("", (), 0, f"fetch aborted ({exc!r})")
 
     async def _download(self, file_url: str) -> dict[str, Any]:
-        """The well-known file as fetched: status (0: none), body and what happened."""
-        request = Request(file_url, callback=NO_CALLBACK, dont_filter=True, meta={TDMREP_FETCH: True, "handle_httpstatus_all": True})
-        self.crawler.stats.inc_value("compliance/tdmrep/request_count")
-        try:
-            response = await self.crawler.engine.download_async(request)
-        except IgnoreRequest as exc:
-            return {"status": 0, "body": "", "detail": f"not fetched ({exc})"}
-        except Exception as exc:  # noqa: BLE001 - unreachable means unset, logged
-            return {"status": 0, "body": "", "detail": f"unreachable: {type(exc).__name__}: {exc}"}
-        return {"status": response.status, "body": encode_payload(response.body), "detail": f"HTTP {response.status}"}
+        """The well-known file as fetched: status (0: none), body, what happened, and how long to keep it.
+
+        Redirects are followed as for robots.txt (five hops, RFC 9309
+        section 2.3.1.2), so a file behind an http-to-https or CDN redirect is
+        read. A definite answer (2xx, 4xx) is kept for the robots.txt TTL; a
+        failure (5xx, network error, too many redirects) only until the
+        robots.txt retry delay, so a passing outage does not hide the file
+        for a day.
+        """
+        url = file_url
+        for hop in range(MAX_REDIRECTS + 1):
+            request = Request(url, callback=NO_CALLBACK, dont_filter=True, meta={
+                TDMREP_FETCH: True, "handle_httpstatus_all": True, "dont_redirect": True, "dont_retry": True,
+                "dont_cache": True, "download_maxsize": MAX_TDMREP_BYTES + 1,
+            })  # fmt: skip
+            self.crawler.stats.inc_value("compliance/tdmrep/request_count")
+            try:
+                response = await self.crawler.engine.download_async(request)
+            except IgnoreRequest as exc:
+                return self._failed(f"not fetched ({exc})")
+            except Exception as exc:  # noqa: BLE001 - unreachable means unset, logged
+                return self._failed(f"unreachable: {type(exc).__name__}: {exc}")
+            status = response.status
+            location = response.headers.get(b"Location")
+            if status in (301, 302, 303, 307, 308) and location:
+                url = urljoin(response.url, location.decode("latin-1"))
+                if not url.startswith(("http://", "https://")):
+                    return self._failed(f"HTTP {status} to non-HTTP URL {url}")
+                continue
+            detail = f"HTTP {status}" + (f" after {hop} redirect(s) to {url}" if hop else "")
+            if status >= 500 or 300 <= status < 400:
+                return self._failed(detail)
+            return {"status": status, "body": encode_payload(response.body), "detail": detail, "ttl": self.ttl}
+        return self._failed(f"more than {MAX_REDIRECTS} redirects")
+
+    def _failed(self, detail: str) -> dict[str, Any]:
+        return {"status": 0, "body": "", "detail": detail, "ttl": min(self.ttl, self.retry_delay)}
 
     async def _fetch(self, origin: str, url: str) -> TdmRepFile:
         parts = urlsplit(url)
@@ -99,16 +129,21 @@ class TdmRepMiddleware:
             fetched = await cluster.once("tdmrep", origin, self.ttl, lambda: self._download(file_url))
         rules: tuple[TdmRule, ...] = ()
         detail = fetched["detail"]
+        spider = {"spider": self.crawler.spider}
         if 200 <= fetched["status"] < 300:
+            problems: list[str] = []
             try:
-                rules = parse_tdmrep(decode_payload(fetched["body"]))
+                rules = parse_tdmrep(decode_payload(fetched["body"]), problems)
                 detail = f"{len(rules)} rule(s)"
             except ValueError as exc:
                 detail = f"invalid: {exc}"
+            for problem in problems[:20]:
+                logger.info("TDMRep %s: %s", file_url, problem, extra=spider)
         if not rules and not detail.endswith("rule(s)"):
             level = logging.INFO if detail.startswith("HTTP 404") else logging.WARNING
-            logger.log(level, "TDMRep %s: %s; the well-known layer is unset", file_url, detail, extra={"spider": self.crawler.spider})
-        entry = TdmRepFile(file_url, rules, time.time() + self.ttl, detail)
+            logger.log(level, "TDMRep %s: %s; the well-known layer is unset", file_url, detail, extra=spider)
+        keep = float(fetched.get("ttl", self.ttl))
+        entry = TdmRepFile(file_url, rules, time.time() + keep, detail)
         self._cache[origin] = entry
         self._cache.move_to_end(origin)
         while len(self._cache) > self.max_entries:

@@ -297,6 +297,16 @@ def optout_sites() -> dict[str, Site]:
         "/none": signal_page("none", [("X-Robots-Tag", "none")], links=["/from-none"]),
         "/noarchive": signal_page("noarchive", meta='<meta name="robots" content="noarchive">'),
         "/noai": signal_page("noai", meta='<meta name="EthicalCrawler" content="noai, noimageai">'),
+        # Directives with values (max-*:) must not hide the ones after them.
+        "/snippet-meta": signal_page("snippet-meta", meta='<meta name="robots" content="max-image-preview:large, noindex, nofollow">',
+                                     links=["/from-snippet"]),
+        "/snippet-header": signal_page("snippet-header", [("X-Robots-Tag", "max-snippet: 50, noindex")]),
+        # Robots metas a quick byte search could miss: a quoted ">", an entity, UTF-16.
+        "/meta-quoted-gt": signal_page("meta-quoted-gt", meta='<meta content="a>b, noindex" name="robots">'),
+        "/meta-entity": signal_page("meta-entity", meta='<meta name="&#114;obots" content="noindex">'),
+        "/meta-utf16": WebResponse(headers=[("Content-Type", "text/html; charset=utf-16")], body=(
+            '<!doctype html><html><head><title>utf16</title><meta name="robots" content="noindex"></head>'
+            "<body><p>Page utf16.</p></body></html>").encode("utf-16")),
         "/cu-train-n": signal_page("cu-train-n", [("Content-Usage", "train-ai=n")]),
         "/cu-unknown": signal_page("cu-unknown", [("Content-Usage", "train-ai=maybe, search=y")]),
         "/cu-broken": signal_page("cu-broken", [("Content-Usage", 'train-ai="n')]),
@@ -311,19 +321,21 @@ def optout_sites() -> dict[str, Site]:
         "/tdm-meta-override": signal_page("tdm-meta-override", [("tdm-reservation", "1")], meta='<meta name="tdm-reservation" content="0">'),
         "/tdm-bad-meta": signal_page("tdm-bad-meta", [("tdm-reservation", "1")], meta='<meta name="tdm-reservation" content="2">'),
     }
-    for target in ("/from-noindex", "/from-other-bot", "/from-nofollow", "/from-none", "/plain"):
+    for target in ("/from-noindex", "/from-other-bot", "/from-nofollow", "/from-none", "/from-snippet", "/plain"):
         pages[target] = signal_page(target.strip("/"))
     pages["/"] = signal_page("home", links=[p for p in pages if p not in ("/robots.txt", "/") and not p.startswith("/from-")] + ["/plain"])
     aipref = StaticSite({
         "/robots.txt": robots(
             # draft-ietf-aipref-attach-05's example, with two rules of ours
-            # after it: identical paths (SP, then HTAB) combine, and n wins.
+            # after it: identical paths (HTAB, then SP) combine, and n wins.
             "User-Agent: *\nAllow: /\nDisallow: /never/\nContent-Usage: train-ai=n\n"
             "Content-Usage: /ai-ok/ train-ai=y\n"
-            "Content-Usage: /ai-ok/split/ train-ai=y\nContent-Usage: /ai-ok/split/\ttrain-ai=n # combine\n\n"
+            "Content-Usage: /ai-ok/split/\ttrain-ai=n # combine\nContent-Usage: /ai-ok/split/ train-ai=y\n\n"
             "User-Agent: ExampleBot\nAllow: /\nContent-Usage: train-ai=y\n"
         ),
-        "/": page("aipref home", ["/article", "/ai-ok/page", "/ai-ok/split/page", "/never/page"]),
+        "/": page("aipref home", ["/article", "/ai-ok/page", "/ai-ok/split/page", "/never/page", "/moved"]),
+        # A redirect from a train-ai=n path to a train-ai=y one: the new URL's rule applies.
+        "/moved": redirect("/ai-ok/moved"), "/ai-ok/moved": page("moved"),
         "/article": page("article"), "/ai-ok/page": page("ai ok"), "/ai-ok/split/page": page("split"),
         "/never/page": page("never"),
     })  # type: ignore[arg-type]  # fmt: skip
@@ -356,8 +368,24 @@ def optout_sites() -> dict[str, Site]:
         })  # fmt: skip
         for host, failure in (("tdmdown.test", WebResponse(status=503, body="busy")), ("tdmdrop.test", WebResponse(drop=True)))
     }
+    # The well-known file behind a redirect (read), and a redirect from a
+    # reserved path to one no entry covers (the old entry must not follow).
+    tdmredir = StaticSite({
+        "/robots.txt": robots("User-agent: *\nAllow: /\n"),
+        "/.well-known/tdmrep.json": redirect("/tdm/policy-file.json"),
+        "/tdm/policy-file.json": WebResponse(headers=[("Content-Type", "application/json")],
+                                             body='[{"location": "/reserved/*", "tdm-reservation": 1}]'),
+        "/": page("tdmredir home", ["/reserved/a", "/reserved/go"]), "/reserved/a": page("reserved"),
+        "/reserved/go": redirect("/free/b"), "/free/b": page("free"),
+    })  # type: ignore[arg-type]  # fmt: skip
+    # A hostile well-known file (nested 200,000 deep): invalid, unset, and the host is crawled.
+    tdmdeep = StaticSite({
+        "/robots.txt": robots("User-agent: *\nAllow: /\n"),
+        "/.well-known/tdmrep.json": WebResponse(headers=[("Content-Type", "application/json")], body="[" * 200_000),
+        "/": page("tdmdeep home", ["/article"]), "/article": page("article"),
+    })  # type: ignore[arg-type]  # fmt: skip
     return {"optout.test": StaticSite(pages), "aipref.test": aipref, "signal.test": signal,
-            "tdm.test": tdm, "tdmbad.test": tdmbad, **tdm_failing}  # type: ignore[arg-type]  # fmt: skip
+            "tdm.test": tdm, "tdmbad.test": tdmbad, "tdmredir.test": tdmredir, "tdmdeep.test": tdmdeep, **tdm_failing}  # type: ignore[arg-type]  # fmt: skip
 
 
 # -- notices -----------------------------------------------------------------------
