@@ -202,10 +202,12 @@ def oweb() -> Iterator[TestWeb]:
         assert not server.unknown_hosts()
 
 
-def _crawl(web: TestWeb, store_url: str, policy_dir: Path, env: dict, **settings: object):  # type: ignore[no-untyped-def]
+def _crawl(web: TestWeb, store_url: str, policy_dir: Path, env: dict, *urls: str, **settings: object):  # type: ignore[no-untyped-def]
+    """A checked crawl of ``urls`` (default: optout.test's home) with the test policies."""
     return run_site_crawl(
-        web, ["http://optout.test/"], store_url, env=env, settings={"COMPLIANCE_POLICY_DIR": str(policy_dir), **settings}
-    ).check()
+        web, list(urls or ["http://optout.test/"]), store_url, env=env,
+        settings={"COMPLIANCE_POLICY_DIR": str(policy_dir), **settings},
+    ).check()  # fmt: skip
 
 
 def test_every_signal_end_to_end(oweb: TestWeb, store_url: str, policy_dir: Path, guard_env: dict) -> None:
@@ -321,10 +323,7 @@ def test_robots_txt_usage_rules() -> None:
 
 def test_robots_txt_signals_end_to_end(oweb: TestWeb, store_url: str, policy_dir: Path, guard_env: dict) -> None:
     """Content-Usage and Content-Signal in robots.txt keep pages out of the store; path exceptions let them in."""
-    run = run_site_crawl(
-        oweb, ["http://aipref.test/", "http://signal.test/"], store_url, env=guard_env,
-        settings={"COMPLIANCE_POLICY_DIR": str(policy_dir)},
-    ).check()  # fmt: skip
+    run = _crawl(oweb, store_url, policy_dir, guard_env, "http://aipref.test/", "http://signal.test/")
     stored = {i["url"] for i in run.store.iter_items()}
     assert stored == {"http://aipref.test/ai-ok/page", "http://aipref.test/ai-ok/moved"}
     reasons = {r["url"]: (r["reason"], r["source"]) for r in run.store.refusals()}
@@ -367,10 +366,7 @@ def test_tdmrep_file_parsing() -> None:
 
 def test_tdmrep_well_known_end_to_end(oweb: TestWeb, store_url: str, policy_dir: Path, guard_env: dict) -> None:
     """The well-known file is fetched once per host; header and meta override it; invalid files leave it unset."""
-    run = run_site_crawl(
-        oweb, ["http://tdm.test/", "http://tdmbad.test/"], store_url, env=guard_env,
-        settings={"COMPLIANCE_POLICY_DIR": str(policy_dir)},
-    ).check()  # fmt: skip
+    run = _crawl(oweb, store_url, policy_dir, guard_env, "http://tdm.test/", "http://tdmbad.test/")
     assert oweb.paths("tdm.test").count("/.well-known/tdmrep.json") == 1
     stored = {i["url"] for i in run.store.iter_items()}
     assert stored == {"http://tdm.test/free/page", "http://tdm.test/override", "http://tdmbad.test/", "http://tdmbad.test/article"}
@@ -379,10 +375,7 @@ def test_tdmrep_well_known_end_to_end(oweb: TestWeb, store_url: str, policy_dir:
     assert "TDMRep http://tdmbad.test/.well-known/tdmrep.json: invalid: expected a JSON array" in run.stderr
     # A crawl that is not for train-ai never asks for the file.
     oweb.clear_log()
-    run_site_crawl(
-        oweb, ["http://tdm.test/"], store_url, env=guard_env,
-        settings={"COMPLIANCE_POLICY_DIR": str(policy_dir), "COMPLIANCE_PURPOSES": "search"},
-    ).check()  # fmt: skip
+    _crawl(oweb, store_url, policy_dir, guard_env, "http://tdm.test/", COMPLIANCE_PURPOSES="search")
     assert "/.well-known/tdmrep.json" not in oweb.paths("tdm.test")
 
 
@@ -410,10 +403,7 @@ def test_describe_signals_for_people() -> None:
 
 def test_tdmrep_failing_well_known_is_unset(oweb: TestWeb, store_url: str, policy_dir: Path, guard_env: dict) -> None:
     """A tdmrep.json that answers 5xx or drops the connection leaves the layer unset, logged; headers still count."""
-    run = run_site_crawl(
-        oweb, ["http://tdmdown.test/", "http://tdmdrop.test/"], store_url, env=guard_env,
-        settings={"COMPLIANCE_POLICY_DIR": str(policy_dir), "RETRY_TIMES": 0},
-    ).check()  # fmt: skip
+    run = _crawl(oweb, store_url, policy_dir, guard_env, "http://tdmdown.test/", "http://tdmdrop.test/", RETRY_TIMES=0)
     stored = {i["url"] for i in run.store.iter_items()}
     assert stored == {"http://tdmdown.test/", "http://tdmdown.test/article", "http://tdmdrop.test/", "http://tdmdrop.test/article"}
     reasons = {r["url"]: (r["reason"], r["source"]) for r in run.store.refusals()}
@@ -456,10 +446,7 @@ def test_robots_txt_usage_rules_group_like_protego_and_keep_the_statement_bytes(
 
 def test_tdmrep_redirects_followed_and_hostile_file_is_unset(oweb: TestWeb, store_url: str, policy_dir: Path, guard_env: dict) -> None:
     """The well-known file is read behind a redirect; a page's redirect drops its old entry; a nested-bomb file is just invalid."""
-    run = run_site_crawl(
-        oweb, ["http://tdmredir.test/", "http://tdmdeep.test/"], store_url, env=guard_env,
-        settings={"COMPLIANCE_POLICY_DIR": str(policy_dir)},
-    ).check()  # fmt: skip
+    run = _crawl(oweb, store_url, policy_dir, guard_env, "http://tdmredir.test/", "http://tdmdeep.test/")
     stored = {i["url"] for i in run.store.iter_items()}
     assert stored == {"http://tdmredir.test/", "http://tdmredir.test/free/b", "http://tdmdeep.test/", "http://tdmdeep.test/article"}
     reasons = {r["url"]: (r["reason"], r["source"]) for r in run.store.refusals()}
@@ -474,8 +461,7 @@ def test_policy_check_shows_what_the_last_crawl_saw(oweb: TestWeb, store_url: st
     from crawler.testing.runner import scrapy_command
 
     def crawl(purposes: str) -> None:
-        run_site_crawl(oweb, ["http://optout.test/noai"], store_url, env=guard_env,
-                       settings={"COMPLIANCE_POLICY_DIR": str(policy_dir), "COMPLIANCE_PURPOSES": purposes}).check()  # fmt: skip
+        _crawl(oweb, store_url, policy_dir, guard_env, "http://optout.test/noai", COMPLIANCE_PURPOSES=purposes)
 
     def seen() -> dict:
         done = scrapy_command(["policy", "check", "http://optout.test/noai", "--json"],

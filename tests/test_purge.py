@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -304,46 +308,42 @@ def test_dbm_rebuild_killed_between_renames_is_finished_by_the_next_run(env: dic
     assert kept == {f"http://b.test/{n}" for n in range(0, 40, 2)}
 
 
-def test_a_file_open_for_writing_is_not_rewritten_under_its_writer(env: dict[str, Any]) -> None:
-    """A feed another process holds open for writing is left alone (manual, or deferred to the crawl that holds it)."""
-    import subprocess
-    import sys
-
-    store: Store = env["store"]
-    feed = write_feeds(env["tmp"])["jsonlines"]
-    store.record_output("c1", "here", "feed", str(feed), {"format": "jsonlines"})  # c1 has no heartbeat: not running
+@contextlib.contextmanager
+def holding_open(path: Path, mode: str) -> Iterator[int]:
+    """Another process that holds ``path`` open in ``mode`` until the block ends; yields its pid."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; f = open(sys.argv[1], 'a'); print('open', flush=True); time.sleep(120)", str(feed)],
+        [sys.executable, "-c", "import sys, time; f = open(sys.argv[1], sys.argv[2]); print('open', flush=True); time.sleep(120)",
+         str(path), mode],
         stdout=subprocess.PIPE,
     )  # fmt: skip
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"open\n"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_file_open_for_writing_is_not_rewritten_under_its_writer(env: dict[str, Any]) -> None:
+    """A feed another process holds open for writing is left alone (manual, or deferred to the crawl that holds it)."""
+    store: Store = env["store"]
+    feed = write_feeds(env["tmp"])["jsonlines"]
+    store.record_output("c1", "here", "feed", str(feed), {"format": "jsonlines"})  # c1 has no heartbeat: not running
+    with holding_open(feed, "a") as pid:
         before = feed.read_text()
         code, out, receipt = purge(env, "--domain", "a.test", "--reason", "held open")
         assert code == 0 and receipt is not None, out
         manual = {m["location"]: m["why"] for m in receipt["manual_action_required"]}
-        assert manual[f"feed:{feed}"].startswith(f"open for writing by pid {holder.pid} (")
+        assert manual[f"feed:{feed}"].startswith(f"open for writing by pid {pid} (")
         assert feed.read_text() == before, "not rewritten under its writer"
         # The writer is a crawl whose heartbeat names that pid: the purge is deferred to it.
-        store.heartbeat("c2", "here", holder.pid)
+        store.heartbeat("c2", "here", pid)
         code, out, receipt = purge(env, "--domain", "b.test", "--reason", "held by a crawl")
         assert code == 0 and receipt is not None, out
         deferred = {d["location"]: d["why"] for d in receipt["deferred"]}
-        assert deferred[f"feed:{feed}"] == f"being written by running crawl c2 (pid {holder.pid}); it applies this purge when it closes it"
+        assert deferred[f"feed:{feed}"] == f"being written by running crawl c2 (pid {pid}); it applies this purge when it closes it"
         assert feed.read_text() == before
-    finally:
-        holder.kill()
-        holder.wait()
-    store.heartbeat("c2", "here", holder.pid, closed=True)
-    # A reader (say `tail -f`) does not hold the purge back.
-    reader = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; f = open(sys.argv[1]); print('open', flush=True); time.sleep(120)", str(feed)],
-        stdout=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert reader.stdout is not None and reader.stdout.readline() == b"open\n"
+    store.heartbeat("c2", "here", pid, closed=True)
+    with holding_open(feed, "r"):  # a reader (say `tail -f`) does not hold the purge back
         code, out, receipt = purge(env, "--domain", "a.test", "--reason", "closed now")
-    finally:
-        reader.kill()
-        reader.wait()
     assert code == 0 and receipt is not None and receipt["counts"][f"feed:{feed}"] == 4, out
