@@ -90,7 +90,9 @@ def main() -> int:
                 continue
             url = f"http://{host}{entry.path}"
             refusal = next((r for r in store.refusals() if r["url"] == url and r["reason"].startswith("optout.")), None)
-            if url in stored_signals:
+            if 300 <= entry.status < 400:
+                verdict = "a redirect: its target is judged by its own rules"
+            elif url in stored_signals:
                 verdict = f"stored; signals: {describe_signals(stored_signals[url])}"
             else:
                 verdict = f"NOT stored: {refusal['reason']} ({refusal['rule']}; {refusal['source']})" if refusal else "not stored"
