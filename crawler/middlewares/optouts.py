@@ -45,6 +45,7 @@ class OptOutDownloaderMiddleware:
         # ">" or an entity in an attribute must not hide a robots meta, and
         # a page in UTF-16/32 is always parsed.
         self._meta_hint = re.compile(rb"<meta", re.IGNORECASE)
+        self._meta_names = {"robots", self.token.lower(), "tdm-reservation", "tdm-policy"}
         self._clean = {
             "signals": collect_signals({}, [], self.token).as_dict(),
             "purposes": sorted(self.purposes),
@@ -69,13 +70,15 @@ class OptOutDownloaderMiddleware:
         has_meta = isinstance(response, HtmlResponse) and (
             self._meta_hint.search(response.body) is not None or response.encoding.lower().startswith(("utf-16", "utf-32"))
         )
-        if not headers and not has_meta and not well_known and not robots_usage:
-            request.meta[META] = self._clean
-            return response
         metas: list[tuple[str, str]] = []
         if has_meta:
+            # The parsed tree is cached on the response, and the spider reuses it.
             for meta in response.xpath("//meta[@name][@content]"):
-                metas.append((meta.attrib["name"], meta.attrib["content"]))
+                if meta.attrib["name"].strip().lower() in self._meta_names:
+                    metas.append((meta.attrib["name"], meta.attrib["content"]))
+        if not headers and not metas and not well_known and not robots_usage:
+            request.meta[META] = self._clean
+            return response
         well_known = well_known or {}
         signals = collect_signals(
             headers, metas, self.token,
