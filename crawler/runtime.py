@@ -254,10 +254,43 @@ class ComplianceRuntime:
         if pending >= self.config.store_batch_size or (
             time.monotonic() - self._last_flush >= self.config.store_flush_interval
         ):
-            self.flush()
+            try:
+                self.flush()
+            except Exception as exc:  # noqa: BLE001 - kept for the next flush, not lost
+                logger.error(
+                    "Could not write %d item(s) and %d refusal(s) to the store (%s: %s); they are kept and "
+                    "written with the next batch", len(self._items), len(self._refusals), type(exc).__name__, exc,
+                )  # fmt: skip
+                if self.crawler.stats is not None:
+                    self.crawler.stats.inc_value("compliance/store/write_failed")
+
+    def final_flush(self, attempts: int = 10, pause: float = 0.5) -> None:
+        """The last write of a crawl: retried for a few seconds; if the store stays
+        unreachable, the rows are saved to a JSON-lines file, never dropped."""
+        for attempt in range(attempts):
+            try:
+                self.flush()
+                return
+            except Exception as exc:  # noqa: BLE001
+                failure = f"{type(exc).__name__}: {exc}"
+                if attempt + 1 < attempts:
+                    time.sleep(pause)
+        import json
+        from pathlib import Path
+
+        path = Path(f"unwritten-{self.config.crawl_id}.jsonl").resolve()
+        with path.open("a", encoding="utf-8") as handle:
+            for kind, rows in (("item", self._items), ("refusal", self._refusals)):
+                for row in rows:
+                    handle.write(json.dumps({"kind": kind, **row}, default=_json_default, ensure_ascii=False) + "\n")
+        logger.error(
+            "The store could not be written (%s): %d item(s) and %d refusal(s) saved to %s instead",
+            failure, len(self._items), len(self._refusals), path,
+        )  # fmt: skip
+        self._items, self._refusals = [], []
 
     def flush(self) -> None:
-        """Write the pending batch in one transaction."""
+        """Write the pending batch in one transaction; on failure the rows stay pending (and it raises)."""
         item_rows, refusal_rows = self._items, self._refusals
         self._items, self._refusals = [], []
         self._last_flush = time.monotonic()
@@ -266,6 +299,12 @@ class ComplianceRuntime:
             self._pending_write = item_rows
             try:
                 written = self.store.write(item_rows, refusal_rows, self.registry_version, self._filter_batch)
+            except BaseException:
+                # A passing store outage must not lose the batch: back in front
+                # of what arrived meanwhile. The retry re-checks notices inside
+                # its transaction, so a notice filed meanwhile still applies.
+                self._items, self._refusals = item_rows + self._items, refusal_rows + self._refusals
+                raise
             finally:
                 self._pending_write = []
             if self.crawler.stats is not None:
@@ -275,6 +314,10 @@ class ComplianceRuntime:
             # Items of a response reach the buffer a moment after its output
             # is handled: release only leases handled a second before this write.
             self._cluster.ack_written(started - 1.0)
+
+
+def _json_default(value: Any) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def load_notices_or_fail(directory: str, policies: PolicySet) -> list[LoadedNotice]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import time
@@ -298,3 +299,108 @@ def test_notice_file_fixed_within_the_grace_lets_the_crawl_go_on(social_web: Tes
     assert "compliance/refused/notice.typo" in log
     assert not [e for e in social_web.requests(host="bigsocial.test") if e.time > fixed + 1.0]
     assert len(social_web.paths("bystander.test")) >= 11, "the crawl went on for the host outside the notice"
+
+
+class CuttableProxy:
+    """A TCP relay to PostgreSQL that a test can cut (a network partition) and heal; a real socket, not a mock."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+        import threading
+
+        self.target, self.cut_now, self.sockets = target, False, []
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(64)
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if self.cut_now:
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, a: Any, b: Any) -> None:
+        import socket
+
+        try:
+            while (data := a.recv(65536)) and not self.cut_now:
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        import socket
+
+        self.cut_now = True
+        for s in list(self.sockets):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def heal(self) -> None:
+        self.cut_now = False
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def pg_store_url() -> Any:
+    import conftest
+
+    yield from conftest.postgres_schema_url()
+
+
+def test_crawl_that_cannot_read_the_registry_pauses_and_loses_nothing(social_web: TestWeb, tmp_path: Path, pg_store_url: str) -> None:
+    """The store becomes unreachable mid-crawl and a notice is filed meanwhile: nothing in scope starts, nothing is lost."""
+    from urllib.parse import urlsplit
+
+    import conftest
+
+    direct = pg_store_url
+    parts = urlsplit(conftest.POSTGRES_URL)
+    proxy = CuttableProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    via_proxy = direct.replace(f"{parts.hostname}:{parts.port or 5432}", f"127.0.0.1:{proxy.port}")
+    policies = policy_dir_with_pace(tmp_path / "policies", 0.05, 2)
+    try:
+        crawl = start_site_crawl(social_web, ["http://bigsocial.test/", "http://bystander.test/"], via_proxy,
+                                 settings={"COMPLIANCE_POLICY_DIR": str(policies)}, env=GUARD_ENV,
+                                 log_path=tmp_path / "crawl.log")  # fmt: skip
+        social_web.wait_for_requests("bigsocial.test", 30, process=crawl)
+        assert crawl.poll() is None, "the crawl ended before the store could be cut off"
+        proxy.cut()
+        elsewhere = policy_dir_with_pace(tmp_path / "elsewhere")  # another machine: its own copy of the files
+        returned, _ = notice_add(social_web, {"COMPLIANCE_STORE": direct, "COMPLIANCE_POLICY_DIR": str(elsewhere)},
+                                 "--domain", "bigsocial.test", "--sender", "BigSocial", "--received", "2026-11-26",
+                                 "--keep-existing")  # fmt: skip
+        time.sleep(3)
+        late = [round(e.time - returned, 2) for e in social_web.log if e.host in SCOPE_HOSTS and e.time > returned + 1.0]
+        assert not late, f"requests to the noticed host started while the registry was unreadable: {late[:5]}"
+        proxy.heal()
+        assert crawl.wait(120) == 0, (tmp_path / "crawl.log").read_text()[-3000:]
+    finally:
+        proxy.close()
+    log = (tmp_path / "crawl.log").read_text()
+    assert "the crawl is paused, and transfers wait" in log and "The notice registry can be read again" in log
+    late = [round(e.time - returned, 2) for e in social_web.log if e.host in SCOPE_HOSTS and e.time > returned + 1.0]
+    assert not late, late
+    store = Store(direct)
+    assert store.count_items("bystander.test") == 11, "the batch that failed to write was kept and written later"
+    store.dispose()

@@ -18,8 +18,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,7 @@ from urllib.parse import urlsplit
 from scrapy import signals
 from scrapy.utils.asyncio import call_later, create_looping_call
 
+from crawler.compliance.decision import Decision
 from crawler.compliance.notices import CLOCK_SKEW, CompiledScope, Notice, Scope
 from crawler.compliance.purge import Location, label, scan
 from crawler.runtime import ComplianceRuntime
@@ -40,6 +43,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger("crawler.compliance")
 
 HEARTBEAT_EVERY = 2.0
+#: Seconds without a successful registry poll after which no new request
+#: starts: the "stops within a second" guarantee needs a fresh registry.
+STALE_AFTER = 0.75
+STALE_REGISTRY = Decision.refuse(
+    "notice.registry-unreadable",
+    rule="the notice registry could not be read; a notice may be in force that this crawl does not know",
+    source="COMPLIANCE_STORE",
+)
 
 
 class NoticeWatcher:
@@ -52,6 +63,9 @@ class NoticeWatcher:
         self.outputs: dict[tuple[str, str], Location] = {}
         self.loop = create_looping_call(self.tick)
         self._last_beat = 0.0
+        self._last_poll_ok = time.monotonic()
+        #: True while the registry has not been readable for STALE_AFTER seconds.
+        self.registry_stale = False
         for handler, signal in (
             (self.engine_started, signals.engine_started),
             (self.spider_opened, signals.spider_opened),
@@ -76,6 +90,15 @@ class NoticeWatcher:
         lease = self.crawler.settings.getfloat("DOWNLOAD_TIMEOUT", 180) + 10
 
         async def gated_download(request: Request) -> Response:
+            if self.registry_stale:
+                # The registry could not be read for a while: a notice may be in
+                # force that this crawl does not know. Hold the transfer until
+                # it can be read again; refuse it if that takes too long.
+                deadline = time.monotonic() + lease
+                while self.registry_stale and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                if self.registry_stale:
+                    runtime.refuse_request(STALE_REGISTRY, "transfer", request)
             decision = runtime.notices.decide(request.url)
             if decision.allowed:
                 decision = runtime.policies.decide(request.url, datetime.now(UTC).date())
@@ -112,12 +135,38 @@ class NoticeWatcher:
     def tick(self) -> None:
         try:
             self.runtime.refresh_notices()
+        except Exception as exc:  # noqa: BLE001 - a store hiccup must not stop polling; it is logged
+            self._poll_failed(exc)
+            return
+        self._last_poll_ok = time.monotonic()
+        if self.registry_stale:
+            self.registry_stale = False
+            logger.warning("The notice registry can be read again; the crawl resumes")
+            if self.crawler.engine is not None:
+                self.crawler.engine.unpause()
+        try:
             if datetime.now(UTC).timestamp() - self._last_beat >= HEARTBEAT_EVERY:
                 self._beat()
-        except Exception:  # noqa: BLE001 - a store hiccup must not stop polling; it is logged
-            logger.exception("Could not poll the notice registry; retrying in %.2f s", self.interval)
+        except Exception:  # noqa: BLE001
+            logger.exception("Could not record the heartbeat; retrying in %.2f s", self.interval)
+
+    def _poll_failed(self, exc: Exception) -> None:
+        """Fail closed: past STALE_AFTER seconds without a fresh registry, no new request starts."""
+        if self.crawler.stats is not None:
+            self.crawler.stats.inc_value("compliance/notices/poll_failed")
+        if self.registry_stale:
+            return  # said once, when it began
+        logger.error("Could not poll the notice registry (%s: %s); retrying every %.2f s", type(exc).__name__, exc, self.interval)
+        if time.monotonic() - self._last_poll_ok >= STALE_AFTER:
+            self.registry_stale = True
+            logger.error(
+                "The notice registry has not been readable for %.1f s: the crawl is paused, and transfers wait, "
+                "until it can be read (a notice filed meanwhile must not be missed)", STALE_AFTER,
+            )  # fmt: skip
             if self.crawler.stats is not None:
-                self.crawler.stats.inc_value("compliance/notices/poll_failed")
+                self.crawler.stats.inc_value("compliance/notices/paused_unreadable")
+            if self.crawler.engine is not None:
+                self.crawler.engine.pause()
 
     def _beat(self, closed: bool = False) -> None:
         self._last_beat = datetime.now(UTC).timestamp()

@@ -53,4 +53,4 @@ class StorePipeline:
         return item
 
     def close_spider(self) -> None:
-        self.runtime.flush()
+        self.runtime.final_flush()
