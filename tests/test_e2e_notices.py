@@ -188,6 +188,16 @@ def test_notice_commands_list_show_withdraw_and_policy_check(social_web: TestWeb
     run_site_crawl(social_web, ["http://bystander.test/"], store_url, settings={"COMPLIANCE_POLICY_DIR": str(policies)}, env=GUARD_ENV).check()
     assert "/b/1" in social_web.paths("bystander.test"), "blocking stops after withdrawal"
 
+    # Filed again after the withdrawal: a new notice (not the withdrawn one "resumed"), in force, with a purge.
+    _, refiled = notice_add(social_web, settings, "--domain", "bystander.test", "--sender", "Bystander LLC", "--received",
+                            "2026-11-25", "--type", "DataProtection")  # fmt: skip
+    assert refiled["recorded"] == "new" and refiled["notice"]["id"] != "dp-1" and refiled["notice"]["status"] == "active"
+    assert refiled["purge"]["counts"]["store"] == 11
+    assert "REFUSED: notice." + refiled["notice"]["id"] in scrapy_command(["policy", "check", "http://bystander.test/b/1"], settings=settings).stdout
+    same_id = scrapy_command(["notice", "add", "--domain", "bystander.test", "--sender", "Bystander LLC", "--received", "2026-11-25",
+                              "--type", "DataProtection", "--id", "dp-1"], settings=settings)  # fmt: skip
+    assert same_id.returncode == 1 and "'dp-1' is already recorded (and withdrawn)" in same_id.stderr
+
 
 def test_hand_filed_notice_file_blocks_without_the_store(social_web: TestWeb, tmp_path: Path, any_store_url: str) -> None:
     """A notice file someone wrote by hand (never recorded) still blocks crawls reading that directory."""

@@ -123,9 +123,11 @@ class Command(ComplianceCommand):
         files = {n.notice.id: n.notice for n in load_notice_files(directory.parent)[0]}
 
         def same(other: dict[str, Any]) -> bool:
-            keys = ("type", "sender_name", "date_received", "scope")
+            # A re-run of the same command: same content, and still in force. A
+            # withdrawn notice is never "the same": filing again is a new notice.
+            keys = ("type", "sender_name", "date_received", "scope", "demands")
             mine = Notice(id="x", effective_at=datetime.now(UTC), **fields).as_record()
-            return all(other.get(k) == mine.get(k) for k in keys)
+            return other.get("status", "active") != "withdrawn" and all(other.get(k) == mine.get(k) for k in keys)
 
         if given_id:
             if not re.match(NOTICE_ID_RE, given_id):
@@ -140,7 +142,9 @@ class Command(ComplianceCommand):
                 if same(existing[candidate].data):
                     return Notice.model_validate(existing[candidate].data), True
                 if given_id:
-                    raise CommandFailed(f"notice {given_id!r} is already recorded with other content; choose another --id")
+                    withdrawn = existing[candidate].data.get("status") == "withdrawn"
+                    raise CommandFailed(f"notice {given_id!r} is already recorded"
+                                        f"{' (and withdrawn)' if withdrawn else ' with other content'}; choose another --id")  # fmt: skip
                 continue
             if candidate in files:
                 if same(files[candidate].as_record()):
