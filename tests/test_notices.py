@@ -167,3 +167,21 @@ def test_idn_and_trailing_dot_hosts_are_covered() -> None:
     pattern = notice(scope={"url_patterns": ["https://news.test/private/*"]})
     assert not registry(pattern).decide("https://news.test./private/a", NOW).allowed
     assert not registry(notice()).decide("https://news.test./a", NOW).allowed
+
+
+@pytest.mark.parametrize(
+    ("domain", "message"),
+    [
+        ("co.uk", "'co.uk' is a public suffix"), ("uk", "'uk' is a public suffix"), ("test", "'test' is a public suffix"),
+        ("", "an empty domain covers nothing"), (".", "an empty domain covers nothing"),
+    ],
+)  # fmt: skip
+def test_scope_refuses_domains_that_would_match_nothing(domain: str, message: str) -> None:
+    """A public suffix or an empty name is refused, not accepted as a notice that silently blocks nothing."""
+    with pytest.raises(ValueError, match=message):
+        Scope(domains=[domain])
+
+
+def test_scope_ipv6_literal_matches_its_urls() -> None:
+    scope = CompiledScope.build(Scope(domains=["[::1]"]), None)
+    assert scope.match("http://[::1]:8080/x") is not None and scope.match("http://[::2]/x") is None

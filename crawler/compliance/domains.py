@@ -41,6 +41,19 @@ def registered_domain(host: str) -> str:
     return domain or host
 
 
+def is_public_suffix(name: str) -> bool:
+    """True for a bare public suffix (``co.uk``, ``uk``, ``test``): no registrable part, and not an IP literal."""
+    import ipaddress
+
+    name = name.strip().lower().rstrip(".").strip("[]")
+    try:
+        ipaddress.ip_address(name)
+        return False
+    except ValueError:
+        pass
+    return bool(name) and not _EXTRACT(name).domain
+
+
 def host_of(url: str) -> str:
     """The lower-case host name of ``url`` (no port, no brackets for IPv6)."""
     return (urlsplit(url).hostname or "").lower()

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from pydantic import AwareDatetime, Field, model_validator
 
 from crawler.compliance.decision import ALLOW, Decision
-from crawler.compliance.domains import registered_domain
+from crawler.compliance.domains import is_public_suffix, registered_domain
 from crawler.compliance.modelfile import Strict, parse_model_file
 from crawler.compliance.patterns import matches
 
@@ -86,7 +86,7 @@ class Scope(Strict):
     @classmethod
     def _ascii_domains(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("domains"), list):
-            data = {**data, "domains": [ascii_host(d) if isinstance(d, str) else d for d in data["domains"]]}
+            data = {**data, "domains": [ascii_host(d).strip("[]") if isinstance(d, str) else d for d in data["domains"]]}
         return data
 
     @model_validator(mode="after")
@@ -94,6 +94,13 @@ class Scope(Strict):
         if self.platform is None and not self.domains and not self.url_patterns:
             raise ValueError("give at least one of platform, domains or url_patterns")
         for domain in self.domains:
+            if not domain:
+                raise ValueError("domains: an empty domain covers nothing; name a registered domain")
+            if is_public_suffix(domain):
+                raise ValueError(
+                    f"domains: {domain!r} is a public suffix, not a registered domain: it would name every site under it "
+                    "and match none of them; name each registered domain"
+                )
             expected = registered_domain(domain)
             if domain != domain.lower() or expected != domain:
                 raise ValueError(f"domains: {domain!r} is not a registered domain; write {expected!r} (subdomains are covered)")
