@@ -6,6 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from scrapy.commands import ScrapyCommand
+from scrapy.exceptions import UsageError
 
 from crawler.compliance.notices import Notice, NoticeSet, load_notice_files, merge_notices
 from crawler.compliance.store import Store, StoreError
@@ -37,6 +38,12 @@ class ComplianceCommand(ScrapyCommand):
             self.exitcode = self.execute(args, opts) or 0
         except (CommandFailed, StoreError) as exc:
             print(f"error: {exc}", file=sys.stderr)
+            self.exitcode = 1
+        except UsageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - never a traceback for people; the type and message say what
+            first = (str(exc).strip().splitlines() or [""])[0]
+            print(f"error: {type(exc).__name__}: {first[:500]}", file=sys.stderr)
             self.exitcode = 1
 
     def execute(self, args: list[str], opts: argparse.Namespace) -> int | None:  # pragma: no cover - abstract

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -53,8 +54,14 @@ def test_intact_chain_verifies(filled: tuple[Store, str]) -> None:
         # two entries swapped (reordered)
         ("UPDATE ledger SET seq = 100 WHERE seq = 2; UPDATE ledger SET seq = 2 WHERE seq = 3; UPDATE ledger SET seq = 3 WHERE seq = 100",
          2, "does not follow"),
+        # a forged entry after the head (it never went through the head)
+        ("INSERT INTO ledger VALUES (6, '2026-01-01T00:00:00+00:00', 'consent.changed', '{}', "
+         "(SELECT hash FROM ledger WHERE seq = 5), 'f00d')", 6, "beyond the recorded head"),
+        ("INSERT INTO ledger VALUES (99, '2026-01-01T00:00:00+00:00', 'consent.changed', 'not json', 'x', 'y')", 99,
+         "beyond the recorded head"),
     ],
-    ids=["payload-altered", "time-altered", "reformatted", "head-garbled", "deleted", "tail-deleted", "inserted", "reordered"],
+    ids=["payload-altered", "time-altered", "reformatted", "head-garbled", "deleted", "tail-deleted", "inserted", "reordered",
+         "forged-after-head", "forged-far-after-head"],
 )  # fmt: skip
 def test_tampering_is_detected_and_named(filled: tuple[Store, str], tamper: str, bad: int, words: str) -> None:
     """`scrapy ledger verify` exits 1 and names the first entry that does not fit."""
@@ -120,4 +127,37 @@ def test_notice_show_proof_names_the_ledger_entry_and_catches_a_changed_receipt(
     assert purges_with_proof([wrong_hash], store.ledger_entries())[0]["ledger"]["in_ledger"] is False
     running = {"id": "p2", "status": "running", "receipt": None, "ledger_seq": None, "ledger_hash": None}
     assert purges_with_proof([running], store.ledger_entries())[0]["ledger"]["in_ledger"] is None
+    store.dispose()
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        ("UPDATE store_meta SET value = 'garbage' WHERE key = 'ledger_head'", "the ledger head is damaged"),
+        ("DELETE FROM store_meta WHERE key = 'ledger_head'", "holds entry 5 beyond its head (0)"),
+        ("INSERT INTO ledger VALUES (6, '2026-01-01T00:00:00+00:00', 'consent.changed', '{}', 'x', 'y')",
+         "holds entry 6 beyond its head (5)"),
+    ],
+    ids=["head-garbled", "head-missing", "forged-after-head"],
+)  # fmt: skip
+def test_a_damaged_ledger_refuses_appends_with_a_reason(filled: tuple[Store, str], damage: str, words: str) -> None:
+    """No fork, no traceback: appending to a damaged ledger is refused with a one-line reason; `ledger show` still works."""
+    from crawler.compliance.store import StoreError
+
+    store, path = filled
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(damage)
+    with pytest.raises(StoreError, match=re.escape(words)):
+        store.append_ledger("consent.changed", {"platform": "p6"})
+    assert [e.seq for e in store.ledger_entries()][:5] == [1, 2, 3, 4, 5]
+    store.dispose()
+    for args in (["ledger", "show"], ["ledger", "show", "--json"]):
+        shown = scrapy_command([*args, "-s", f"COMPLIANCE_STORE={path}"])
+        assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+
+
+def test_an_empty_store_starts_the_chain_and_records_its_head(any_store_url: str) -> None:
+    store = Store(any_store_url)
+    first = store.append_ledger("consent.changed", {"platform": "p1"})
+    assert (first.seq, first.prev_hash) == (1, GENESIS) and store.ledger_head() == (1, first.hash)
     store.dispose()

@@ -185,3 +185,24 @@ def test_scope_refuses_domains_that_would_match_nothing(domain: str, message: st
 def test_scope_ipv6_literal_matches_its_urls() -> None:
     scope = CompiledScope.build(Scope(domains=["[::1]"]), None)
     assert scope.match("http://[::1]:8080/x") is not None and scope.match("http://[::2]/x") is None
+
+
+def test_a_damaged_notice_row_is_one_error_line_not_a_traceback(tmp_path: Path) -> None:
+    """Commands that read a notice row which no longer validates print one line and exit 1."""
+    from crawler.compliance.store import Store
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    settings = ["-s", f"COMPLIANCE_STORE={url}", "-s", f"COMPLIANCE_POLICY_DIR={policies}"]
+    added = scrapy_command(["notice", "add", "--domain", "bigsocial.test", "--sender", "S", "--received", "2026-11-26",
+                            "--id", "n1", "--keep-existing", *settings])  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    store = Store(url)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("""UPDATE notices SET data = '{"id": "n1", "unexpected": 1}'""")
+    store.dispose()
+    for command in (["notice", "list"], ["notice", "show", "n1"], ["policy", "check", "http://bigsocial.test/"]):
+        done = scrapy_command([*command, *settings])
+        assert done.returncode == 1 and "Traceback" not in done.stderr, (command, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (command, lines)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from scrapy.exceptions import UsageError
 
 from crawler.cli import ComplianceCommand
-from crawler.compliance.ledger import verify
+from crawler.compliance.ledger import Entry, verify
 
 if TYPE_CHECKING:
     import argparse
@@ -32,10 +33,25 @@ class Command(ComplianceCommand):
         if args[0] == "verify":
             # The head first: entries appended while we read are beyond it and not judged.
             head = store.ledger_head()
-            entries = store.ledger_entries()
-            if head is not None and head[0] >= 0:
-                entries = (e for e in entries if e.seq <= head[0])
-            verdict = verify(entries, head)
+            beyond: list[int] = []
+
+            def up_to_head() -> Iterator[Entry]:
+                for entry in store.ledger_entries():
+                    if head is not None and 0 <= head[0] < entry.seq:
+                        beyond.append(entry.seq)
+                    else:
+                        yield entry
+
+            verdict = verify(up_to_head(), head)
+            if verdict.ok and beyond:
+                # Entries appended while we read moved the head on; any still
+                # beyond the head now were not written through it.
+                now = store.ledger_head()
+                stray = [seq for seq in beyond if now is None or seq > now[0]]
+                if stray:
+                    print(f"ledger BROKEN at entry {stray[0]}: beyond the recorded head ({head[0] if head else 0}); "
+                          "it was not appended through the ledger")  # fmt: skip
+                    return 1
             if verdict.ok:
                 print(f"ledger {verdict.message}")
                 return 0
@@ -45,7 +61,12 @@ class Command(ComplianceCommand):
             if opts.json:
                 print(json.dumps(entry.as_dict(), sort_keys=True))
             else:
-                payload = json.loads(entry.payload)
+                try:
+                    payload = json.loads(entry.payload)
+                except ValueError:
+                    payload = {"payload": "(not JSON: the entry was altered; `scrapy ledger verify`)"}
+                if not isinstance(payload, dict):
+                    payload = {"payload": str(payload)}
                 summary = ", ".join(f"{k}={v}" for k, v in payload.items() if isinstance(v, (str, int)) and k != "operator")
                 print(f"{entry.seq:>5} {entry.at} {entry.kind:<26} {entry.hash[:16]} {summary[:120]}")
         return 0

@@ -36,6 +36,14 @@ def entry_hash(seq: int, at: str, kind: str, payload: Any, prev_hash: str) -> st
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
 
+def _parsed(payload: str) -> Any:
+    """The payload as JSON, or its raw text when it is not JSON (an altered entry is shown, not a crash)."""
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return payload
+
+
 @dataclass(frozen=True)
 class Entry:
     seq: int
@@ -47,7 +55,7 @@ class Entry:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "seq": self.seq, "at": self.at, "kind": self.kind, "payload": json.loads(self.payload),
+            "seq": self.seq, "at": self.at, "kind": self.kind, "payload": _parsed(self.payload),
             "prev_hash": self.prev_hash, "hash": self.hash,
         }  # fmt: skip
 

@@ -448,16 +448,26 @@ class Store:
             sa.select(store_meta.c.value).where(store_meta.c.key == "ledger_head").with_for_update()
         ).scalar()
         if head:
-            seq_text, prev_hash = head.split(":", 1)
+            seq_text, sep, prev_hash = head.partition(":")
+            if not sep or not seq_text.isdigit() or not prev_hash:
+                raise StoreError(f"the ledger head is damaged ({head[:80]!r}): nothing more is appended until it is "
+                                 "repaired; `scrapy ledger verify` says where the chain breaks")  # fmt: skip
             seq = int(seq_text) + 1
         else:
             seq, prev_hash = 1, GENESIS
+        # An entry at or past the next number was not written through the
+        # head (inserted by hand, or the head was lost): refuse, do not fork.
+        beyond = conn.execute(sa.select(sa.func.max(ledger.c.seq)).where(ledger.c.seq >= seq)).scalar()
+        if beyond is not None:
+            raise StoreError(f"the ledger holds entry {beyond} beyond its head ({seq - 1}): nothing more is appended "
+                             "until this is explained; `scrapy ledger verify` names it")  # fmt: skip
         payload = json.loads(canonical_json(payload))
         at = utcnow().isoformat(timespec="microseconds")
         digest = entry_hash(seq, at, kind, payload, prev_hash)
         entry = Entry(seq, at, kind, canonical_json(payload), prev_hash, digest)
         conn.execute(ledger.insert().values(seq=seq, at=at, kind=kind, payload=entry.payload, prev_hash=prev_hash, hash=digest))
-        conn.execute(store_meta.update().where(store_meta.c.key == "ledger_head").values(value=f"{seq}:{digest}"))
+        if not conn.execute(store_meta.update().where(store_meta.c.key == "ledger_head").values(value=f"{seq}:{digest}")).rowcount:
+            conn.execute(store_meta.insert().values(key="ledger_head", value=f"{seq}:{digest}"))
         return entry
 
     def append_ledger(self, kind: str, payload: Any) -> Entry:
