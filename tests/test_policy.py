@@ -159,6 +159,10 @@ def test_duplicate_domain_names_both_files(tmp_path: Path) -> None:
         ("id: a\n  bad: indent\n", "platforms/p.yaml:2:6: YAML syntax error:"),
         ("- a list\n", "platforms/p.yaml:1: (file): expected a mapping of fields, got list"),
         ("!!python/object/apply:os.system ['true']\n", "platforms/p.yaml:1:1: YAML syntax error:"),
+        # "Billion laughs": nine levels of nine aliases. Refused at the first alias, not expanded.
+        ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]\ni: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]\n", "platforms/p.yaml:2:8: YAML syntax error: aliases (*a) are not allowed here"),
+        ("id: p\ndomains: [a.test]\ndomains: [b.test]\n", "platforms/p.yaml:3:1: YAML syntax error: duplicate key 'domains' (first at line 2)"),
+        ("id: p\nrate: {min_delay: 1, min_delay: 2}\n", "platforms/p.yaml:2:22: YAML syntax error: duplicate key 'min_delay' (first at line 2)"),
     ],
 )
 def test_yaml_problems_are_one_line(tmp_path: Path, text: str, expected: str) -> None:

@@ -58,10 +58,40 @@ class _Loader(yaml.SafeLoader):
     PyYAML would build ``date`` objects itself and crash on ``2024-02-30``
     with no line; as text, the model validates them and the error names the
     file, line and field like any other.
+
+    Aliases (``*name``) are refused: files written by people do not need
+    them, and a few nested aliases expand to billions of values (a "billion
+    laughs" file would hang every command that reads the folder).
     """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed here; write the value out", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
+
+
+def _check_duplicate_keys(name: str, node: yaml.Node) -> None:
+    """A key given twice in one mapping is an error (YAML says so; PyYAML keeps the last silently)."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in current.value:
+                key = str(key_node.value)
+                if key in seen:
+                    mark = key_node.start_mark
+                    raise YamlSyntaxError(name, mark.line + 1, mark.column + 1, f"duplicate key {key!r} (first at line {seen[key]})")
+                seen[key] = key_node.start_mark.line + 1
+                stack.append(value_node)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
 
 
 def load_yaml(path: str | Path, text: str | None = None) -> LoadedYaml:
@@ -76,6 +106,8 @@ def load_yaml(path: str | Path, text: str | None = None) -> LoadedYaml:
         loader = _Loader(text)
         try:
             node = loader.get_single_node()
+            if node is not None:
+                _check_duplicate_keys(name, node)
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
