@@ -347,3 +347,95 @@ def test_a_file_open_for_writing_is_not_rewritten_under_its_writer(env: dict[str
     with holding_open(feed, "r"):  # a reader (say `tail -f`) does not hold the purge back
         code, out, receipt = purge(env, "--domain", "a.test", "--reason", "closed now")
     assert code == 0 and receipt is not None and receipt["counts"][f"feed:{feed}"] == 4, out
+
+
+def test_feeds_that_are_links_or_not_files(env: dict[str, Any]) -> None:
+    """A symlinked feed is purged in its target (not by replacing the link); a FIFO is never read (it would hang)."""
+    store: Store = env["store"]
+    tmp: Path = env["tmp"]
+    target = write_feeds(tmp)["jsonlines"]
+    link = tmp / "link.jl"
+    link.symlink_to(target)
+    fifo = tmp / "pipe.jl"
+    os.mkfifo(fifo)
+    store.record_output("c1", "here", "feed", str(link), {"format": "jsonlines"})
+    store.record_output("c1", "here", "feed", str(fifo), {"format": "jsonlines"})
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "links")
+    assert code == 0 and receipt is not None, out
+    assert link.is_symlink() and "a.test/" not in target.read_text().replace("ba.test/", "")
+    assert receipt["counts"][f"feed:{link}"] == 4
+    manual = {m["location"]: m["why"] for m in receipt["manual_action_required"]}
+    assert "is not a regular file" in manual[f"feed:{fifo}"]
+    verified = scrapy_command(["purge", "--domain", "a.test", "--reason", "check", "--dry-run", "--verify", *env["settings"]])
+    assert verified.returncode == 1 and "pipe.jl" in verified.stdout  # the FIFO cannot be checked: not "verified"
+
+
+def test_unreadable_queue_records_are_not_called_done(env: dict[str, Any]) -> None:
+    """A JOBDIR queue written with another serializer (marshal) cannot be read: manual action, and --verify fails."""
+    import marshal
+
+    from queuelib.queue import FifoDiskQueue
+
+    jobdir = env["tmp"] / "job"
+    queue = FifoDiskQueue(str(jobdir / "requests.queue" / "slot" / "0"))
+    for url in ("http://a.test/1", "http://b.test/1"):
+        queue.push(marshal.dumps({"url": url, "method": "GET"}))
+    queue.close()
+    env["store"].record_output("c1", "here", "jobdir", str(jobdir), {})
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "marshal")
+    assert code == 0 and receipt is not None, out
+    manual = {m["location"]: m["why"] for m in receipt["manual_action_required"]}
+    assert "2 unreadable request(s) kept" in manual[f"jobdir:{jobdir}"]
+    verified = scrapy_command(["purge", "--domain", "a.test", "--reason", "check", "--dry-run", "--verify", *env["settings"]])
+    assert verified.returncode == 1, verified.stdout
+
+
+def test_dry_run_leaves_the_job_directory_untouched(env: dict[str, Any]) -> None:
+    """--dry-run reads queues from a copy elsewhere: not a byte, not an mtime changes in the JOBDIR."""
+    jobdir = fifo_jobdir(env["tmp"], URLS)
+    env["store"].record_output("c1", "here", "jobdir", str(jobdir), {})
+
+    def snapshot() -> dict[str, tuple[int, int]]:
+        return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in [jobdir, *jobdir.rglob("*")]}
+
+    before = snapshot()
+    done = scrapy_command(["purge", "--domain", "a.test", "--reason", "check", "--dry-run", *env["settings"]])
+    assert done.returncode == 0, done.stderr
+    assert snapshot() == before
+    assert queued(jobdir) == URLS
+
+
+def test_a_symlinked_cache_entry_is_removed_and_counted_once(env: dict[str, Any]) -> None:
+    """A cache entry that is a symlink is unlinked (rmtree would refuse it silently) and counted only once removed."""
+    import pickle
+
+    tmp: Path = env["tmp"]
+    cache = tmp / "cache" / "site"
+    real = tmp / "elsewhere" / "ab" / "abcd"
+    real.mkdir(parents=True)
+    (real / "pickled_meta").write_bytes(pickle.dumps({"url": "http://a.test/secret"}))
+    (real / "response_body").write_bytes(b"BODY")
+    (cache / "ab").mkdir(parents=True)
+    (cache / "ab" / "abcd").symlink_to(real, target_is_directory=True)
+    env["store"].record_output("c1", "here", "httpcache", str(cache), {"backend": "filesystem"})
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "cache link")
+    assert code == 0 and receipt is not None and receipt["counts"][f"httpcache:{cache}"] == 1, out
+    assert list((cache / "ab").iterdir()) == []
+    verified = scrapy_command(["purge", "--domain", "a.test", "--reason", "check", "--dry-run", "--verify", *env["settings"]])
+    assert verified.returncode == 0, verified.stdout
+
+
+def test_a_failed_rewrite_leaves_the_feed_and_no_temporary_file(env: dict[str, Any]) -> None:
+    """A kept record that cannot be written back (a lone surrogate) fails the location, not silently: no .purge file left."""
+    tmp: Path = env["tmp"]
+    feed = tmp / "odd.jl"
+    original = '{"url": "http://a.test/1"}\n{"url": "http://b.test/1", "t": "\\ud800"}\n'
+    feed.write_text(original, encoding="utf-8")
+    env["store"].record_output("c1", "here", "feed", str(feed), {"format": "jsonlines"})
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "surrogate")
+    assert code == 0 and receipt is not None, out
+    assert [p.name for p in tmp.iterdir() if p.name.endswith(".purge")] == []
+    if f"feed:{feed}" in {m["location"] for m in receipt["manual_action_required"]}:
+        assert feed.read_text(encoding="utf-8") == original
+    else:  # written back faithfully
+        assert feed.read_text(encoding="utf-8") == '{"url": "http://b.test/1", "t": "\\ud800"}\n'

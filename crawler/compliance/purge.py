@@ -172,17 +172,25 @@ def scan_httpcache(location: Location, scope: CompiledScope, *, delete: bool) ->
             unreadable += 1
             continue
         if scope.match(url) is not None:
-            count += 1
             if delete:
                 trash = entry.with_name(entry.name + ".purging")
                 os.replace(entry, trash)  # atomic: the cache no longer serves it
-                shutil.rmtree(trash, ignore_errors=True)
+                _remove_tree(trash)
+            count += 1  # counted once it is gone (a failure above raises, uncounted)
     for leftover in path.glob("*/*.purging"):  # from a purge killed between rename and rmtree
         if delete:
-            shutil.rmtree(leftover, ignore_errors=True)
+            _remove_tree(leftover)
     if unreadable:
         return Outcome("manual_action_required", count, f"{count} in-scope entries removed; {unreadable} unreadable entries kept: check them by hand")
     return Outcome("done", count)
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a cache entry for good: a symlink is unlinked (rmtree refuses one), errors raise."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
 
 
 def _dbm_cache(location: Location, scope: CompiledScope, *, delete: bool) -> Outcome:
@@ -198,13 +206,14 @@ def _dbm_cache(location: Location, scope: CompiledScope, *, delete: bool) -> Out
         db = module.open(path, "w" if delete else "r")
     except Exception as exc:  # noqa: BLE001 - a locked or damaged database is reported
         return Outcome("manual_action_required", 0, f"cannot open the DBM cache: {exc}")
-    count = 0
+    count = unreadable = 0
     doomed: set[bytes] = set()
     try:
         for key in [k for k in db.keys() if k.endswith(b"_data")]:
             try:
                 url = pickle.loads(db[key]).get("url")  # noqa: S301 - Scrapy's own cache format
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - a damaged entry is kept and reported
+                unreadable += 1
                 continue
             if url and scope.match(url) is not None:
                 count += 1
@@ -214,6 +223,8 @@ def _dbm_cache(location: Location, scope: CompiledScope, *, delete: bool) -> Out
             _rebuild_dbm(module, db, path, doomed)
     finally:
         db.close()
+    if unreadable:
+        return Outcome("manual_action_required", count, f"{count} in-scope entries removed; {unreadable} unreadable entries kept: check them by hand")
     return Outcome("done", count)
 
 
@@ -372,6 +383,11 @@ def scan_feed(location: Location, scope: CompiledScope, *, delete: bool) -> Outc
     path = Path(location.location)
     if not path.exists():
         return Outcome("done", 0, "no feed file (already removed)")
+    # A symlink is followed: the records live in its target, and replacing
+    # the link would leave them there while reporting them gone.
+    path = path.resolve()
+    if not path.is_file():
+        return Outcome("manual_action_required", 0, f"{path} is not a regular file (a FIFO, device or directory); nothing was read or changed")
     try:
         text = path.read_text(encoding="utf-8")
         records, write, url_of = _feed_records(text, fmt, location.options)
@@ -390,12 +406,16 @@ def _replace_file(path: Path, content: str) -> None:
     """Write a new file beside ``path`` and rename it over: a reader sees the old file or the new."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.purge")
     mode = path.stat().st_mode & 0o777
-    with temporary.open("w", encoding="utf-8", newline="") as handle:
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(temporary, mode)
-    os.replace(temporary, path)
+    try:
+        with temporary.open("w", encoding="utf-8", newline="") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # the old file is untouched; leave no half copy
+        raise
     fault_point("file-replaced")
 
 
@@ -406,7 +426,7 @@ def _queue_paths(jobdir: Path) -> Iterator[tuple[Path, str]]:
         return
     for path in sorted(root.rglob("*")):
         if any(part.startswith(".") for part in path.relative_to(root).parts):
-            continue  # our own scratch copies
+            continue  # our own swap files (.name.new, .name.old)
         if path.is_dir() and (path / "info.json").is_file():
             yield path, "fifo"
         elif path.is_file() and path.suffix != ".json" and not (path.parent / "info.json").exists():
@@ -414,18 +434,20 @@ def _queue_paths(jobdir: Path) -> Iterator[tuple[Path, str]]:
 
 
 def _read_queue(path: Path, kind: str) -> list[bytes]:
+    """The queue's records, oldest first, read from a copy outside the job directory (queuelib
+    consumes what it pops, and a dry run must not touch the JOBDIR, even its mtime)."""
+    import tempfile
+
     from queuelib.queue import FifoDiskQueue, LifoDiskQueue
 
-    scratch = path.with_name(f".{path.name}.read")
-    if scratch.exists():
-        shutil.rmtree(scratch) if scratch.is_dir() else scratch.unlink()
-    (shutil.copytree if kind == "fifo" else shutil.copy2)(path, scratch)
-    queue = FifoDiskQueue(str(scratch)) if kind == "fifo" else LifoDiskQueue(str(scratch))
-    records = []
-    while (record := queue.pop()) is not None:
-        records.append(record)
-    queue.close()
-    shutil.rmtree(scratch, ignore_errors=True) if kind == "fifo" else scratch.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="purge-queue-") as scratch_dir:
+        scratch = Path(scratch_dir) / "queue"
+        (shutil.copytree if kind == "fifo" else shutil.copy2)(path, scratch)
+        queue = FifoDiskQueue(str(scratch)) if kind == "fifo" else LifoDiskQueue(str(scratch))
+        records = []
+        while (record := queue.pop()) is not None:
+            records.append(record)
+        queue.close()
     return records if kind == "fifo" else records[::-1]  # oldest first
 
 
@@ -488,7 +510,11 @@ def scan_jobdir(location: Location, scope: CompiledScope, *, delete: bool) -> Ou
         unreadable += unplaced
         if delete and in_scope:
             _write_queue(path, kind, kept)
-    return Outcome("done", removed, f"{unreadable} unreadable requests kept" if unreadable else "")
+    if unreadable:
+        # Requests this purge cannot read (another serializer, damage) may be in scope.
+        return Outcome("manual_action_required", removed, f"{removed} in-scope request(s) removed; {unreadable} unreadable "
+                       "request(s) kept (not pickled by Scrapy's disk queues?): check them by hand")  # fmt: skip
+    return Outcome("done", removed)
 
 
 def scan_redisqueue(location: Location, scope: CompiledScope, *, delete: bool) -> Outcome:
@@ -500,17 +526,23 @@ def scan_redisqueue(location: Location, scope: CompiledScope, *, delete: bool) -
 
         waiting = queued_urls(location.options["redis_url"], location.options["key"])
         doomed = [member for member, url in waiting if url is not None and scope.match(url) is not None]
+        unreadable = sum(1 for _, url in waiting if url is None)
         client = redis.Redis.from_url(location.options["redis_url"], socket_timeout=10)
         # Requests leased by workers: a dead worker's go back to the queue when another notices.
         leased = leased_urls(client, location.options["key"])
         doomed_leases = [(key, name) for key, name, url in leased if url is not None and scope.match(url) is not None]
         if not delete:
+            if unreadable:
+                return Outcome("manual_action_required", len(doomed) + len(doomed_leases), f"{unreadable} queued request(s) cannot be read")
             return Outcome("done", len(doomed) + len(doomed_leases))
         removed = 0
         for start in range(0, len(doomed), 1000):
             removed += int(client.zrem(location.options["key"], *doomed[start : start + 1000]))
         for key, name in doomed_leases:
             removed += int(client.hdel(key, name))
+        if unreadable:
+            return Outcome("manual_action_required", removed, f"{removed} in-scope request(s) removed; {unreadable} queued "
+                           "request(s) this purge cannot read kept: check them by hand")  # fmt: skip
         return Outcome("done", removed)
     except Exception as exc:  # noqa: BLE001 - an unreachable Redis is listed, not skipped
         return Outcome("manual_action_required", 0, f"cannot reach the Redis queue: {exc}")
