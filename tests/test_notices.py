@@ -206,3 +206,21 @@ def test_a_damaged_notice_row_is_one_error_line_not_a_traceback(tmp_path: Path) 
         assert done.returncode == 1 and "Traceback" not in done.stderr, (command, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), (command, lines)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://x.test/%7Eann/1", "http://x.test/%7eann/1", "http://x.test/~ann/1", "https://x.test:8443/%7Eann/2"],
+)
+def test_url_patterns_cannot_be_evaded_by_percent_encoding(url: str) -> None:
+    """A pattern and a URL are normalised alike (%7E and ~, upper and lower hex), as robots.txt paths are."""
+    scope = CompiledScope.build(Scope(url_patterns=["https://x.test/~ann/*"]), None)
+    assert scope.match(url) == "URLs https://x.test/~ann/*"
+    cafe = CompiledScope.build(Scope(url_patterns=["https://x.test/café/*"]), None)
+    assert cafe.match("http://x.test/caf%c3%a9/menu") and cafe.match("http://x.test/caf%C3%A9/menu")
+
+
+def test_url_pattern_with_a_fragment_is_refused() -> None:
+    """URLs never carry '#...' to a server, so a pattern with one could never match: refused, not silently inert."""
+    with pytest.raises(ValueError, match="url_patterns"):
+        Scope(url_patterns=["https://x.test/page#section"])

@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 from pydantic import AwareDatetime, Field, model_validator
 
 from crawler.compliance.decision import ALLOW, Decision
+from protego._utils import _quote_path, _quote_pattern  # the robots.txt normalisation; Protego is pinned
+
 from crawler.compliance.domains import is_public_suffix, registered_domain
 from crawler.compliance.modelfile import Strict, parse_model_file
 from crawler.compliance.patterns import matches
@@ -45,7 +47,7 @@ CLOCK_SKEW = timedelta(seconds=60)
 UrlPattern = Annotated[
     str,
     Field(
-        pattern=r"^https?://[^/*?#\s]+/\S*$",
+        pattern=r"^https?://[^/*?#\s]+/[^\s#]*$",
         description="a URL with robots.txt pattern syntax in its path ('*' any characters, '$' end); "
         "the scheme and port are ignored when matching, so an objection to https://x/p also covers http://x/p",
     ),
@@ -66,13 +68,6 @@ def ascii_host(host: str) -> str:
         return host.encode("idna").decode("ascii") if not host.isascii() else host
     except UnicodeError:
         return host
-
-
-def _pattern_path(path: str) -> str:
-    """Percent-encode what a URL would encode, so ``/café/*`` matches ``/caf%C3%A9/x``."""
-    from urllib.parse import quote
-
-    return quote(path, safe="/*$?=&%:@!~'()+,;-._")
 
 
 class Scope(Strict):
@@ -194,7 +189,9 @@ class CompiledScope:
         patterns = []
         for written in scope.url_patterns:
             parts = urlsplit(written)
-            path = _pattern_path(written.split(parts.netloc, 1)[1] or "/")
+            # Normalised as robots.txt paths are (Protego's quoting): %7E and ~,
+            # %c3%a9 and é, all compare equal, in the pattern and in the URL.
+            path = _quote_pattern(written.split(parts.netloc, 1)[1] or "/")
             patterns.append((ascii_host(parts.hostname or ""), path, written))
         return cls(frozenset(ascii_host(d) for d in domains), tuple(patterns))
 
@@ -206,9 +203,7 @@ class CompiledScope:
         if domain in self.domains:
             return f"domain {domain}"
         if self.patterns:
-            target = parts.path or "/"
-            if parts.query:
-                target += "?" + parts.query
+            target = _quote_path(url)
             for pattern_host, path, written in self.patterns:
                 if host == pattern_host and matches(path, target):
                     return f"URLs {written}"
