@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from scrapy.exceptions import IgnoreRequest
 from weakref import WeakKeyDictionary
 
-from crawler.compliance.domains import host_of, registered_domain
+from crawler.compliance.domains import filed_under, host_of, registered_domain
 from crawler.compliance.notices import LoadedNotice, Notice, NoticeSet, load_notice_files, merge_notices
 from crawler.compliance.policy import PolicySet, load_policies
 from crawler.compliance.store import NoticeRow, Store, item_row, utcnow
@@ -227,14 +227,14 @@ class ComplianceRuntime:
             stats.inc_value("compliance/refused")
 
     def _refusal_row(self, decision: Decision) -> dict[str, Any]:
-        host = host_of(decision.url)
+        host, domain = filed_under(decision.url)
         return (
             {
                 "crawl_id": self.config.crawl_id,
                 "at": utcnow(),
                 "url": decision.url,
                 "host": host,
-                "domain": registered_domain(host),
+                "domain": domain,
                 "gate": decision.gate,
                 "reason": decision.reason,
                 "rule": decision.rule,

@@ -439,3 +439,20 @@ def test_a_failed_rewrite_leaves_the_feed_and_no_temporary_file(env: dict[str, A
         assert feed.read_text(encoding="utf-8") == original
     else:  # written back faithfully
         assert feed.read_text(encoding="utf-8") == '{"url": "http://b.test/1", "t": "\\ud800"}\n'
+
+
+def test_unicode_and_overlong_hosts_are_filed_so_purges_find_them(env: dict[str, Any]) -> None:
+    """Hosts are filed in IDNA form (a purge of bücher.de finds http://www.Bücher.de/...) and clipped to the column."""
+    from crawler.compliance.domains import filed_under
+
+    store: Store = env["store"]
+    rows = []
+    for url in ("http://bücher.de/a", "http://www.Bücher.de/b", f"http://{'a' * 300}.test/x"):
+        host, domain = filed_under(url)
+        rows.append(item_row({"url": url, "host": host, "domain": domain, "crawl_id": "c1", "title": url}))
+    refusal = {"crawl_id": "c1", "at": rows[0]["fetched_at"], "url": rows[2]["url"], "host": rows[2]["host"],
+               "domain": rows[2]["domain"], "gate": "schedule", "reason": "test", "rule": "", "source": "", "detail": ""}  # fmt: skip
+    assert store.write(rows, [refusal]) == 3  # PostgreSQL too: nothing overflows VARCHAR(255)
+    code, out, receipt = purge(env, "--domain", "bücher.de", "--reason", "idn")
+    assert code == 0 and receipt is not None and receipt["counts"]["store"] == 2, out
+    assert store.count_items("xn--bcher-kva.de") == 0

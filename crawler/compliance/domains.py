@@ -59,6 +59,24 @@ def host_of(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
 
+def filed_under(url: str) -> tuple[str, str]:
+    """The (host, registered domain) a record of ``url`` is filed under in the store.
+
+    The host in IDNA form, as URLs carry it and as notice scopes are written
+    (a spider may yield ``http://bücher.de/`` in an item; a purge of
+    ``bücher.de`` must still find it), and at most 255 characters, the
+    column's width (a longer name is not a DNS name anyway; a hostile link
+    must not make the whole batch fail to write).
+    """
+    host = host_of(url).rstrip(".")
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass  # not encodable: kept as written
+    return host[:255], registered_domain(host)[:255]
+
+
 def domain_of(url: str) -> str:
     return registered_domain(host_of(url))
 

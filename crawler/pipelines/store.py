@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import DropItem
 
-from crawler.compliance.domains import host_of, registered_domain
+from crawler.compliance.domains import filed_under
 from crawler.compliance.store import utcnow
 from crawler.itemfields import item_fields
 from crawler.runtime import ComplianceRuntime
@@ -45,8 +45,7 @@ class StorePipeline:
             raise DropItem(str(decision), log_level="INFO")
         # Host and registered domain always come from the URL: purges select
         # on them, so an item's own "domain" field must not decide where it is filed.
-        fields["host"] = host_of(url)
-        fields["domain"] = registered_domain(fields["host"])
+        fields["host"], fields["domain"] = filed_under(url)
         fields.setdefault("fetched_at", utcnow())
         fields["crawl_id"] = self.runtime.config.crawl_id
         self.runtime.add_item(fields)
