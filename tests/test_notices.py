@@ -224,3 +224,12 @@ def test_url_pattern_with_a_fragment_is_refused() -> None:
     """URLs never carry '#...' to a server, so a pattern with one could never match: refused, not silently inert."""
     with pytest.raises(ValueError, match="url_patterns"):
         Scope(url_patterns=["https://x.test/page#section"])
+
+
+def test_a_notices_path_that_is_not_a_readable_folder_fails_closed(tmp_path: Path) -> None:
+    """`notices` as a file (or a folder that cannot be listed) is an error, never "no notices"."""
+    from crawler.compliance.notices import load_notice_files
+
+    (tmp_path / "notices").write_text("not a folder")
+    loaded, errors = load_notice_files(tmp_path)
+    assert loaded == [] and len(errors) == 1 and "notices:1: (folder): cannot be read" in errors[0]

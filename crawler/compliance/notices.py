@@ -14,6 +14,8 @@ that read the directory, so hand-filing a notice fails closed.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -21,11 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+from protego._utils import _quote_path, _quote_pattern  # the robots.txt normalisation; Protego is pinned
 from pydantic import AwareDatetime, Field, model_validator
 
 from crawler.compliance.decision import ALLOW, Decision
-from protego._utils import _quote_path, _quote_pattern  # the robots.txt normalisation; Protego is pinned
-
 from crawler.compliance.domains import is_public_suffix, registered_domain
 from crawler.compliance.modelfile import Strict, parse_model_file
 from crawler.compliance.patterns import matches
@@ -282,8 +283,18 @@ class LoadedNotice:
 
 
 def notice_files(directory: Path) -> list[Path]:
+    """The notice files in ``DIR/notices``; OSError when the folder exists but cannot be listed.
+
+    ``Path.glob`` answers an unreadable folder with no files at all, which
+    would mean "no notices": listed with ``os.scandir`` so that it fails.
+    """
     notices = directory / "notices"
-    return sorted([*notices.glob("*.yaml"), *notices.glob("*.yml")]) if notices.is_dir() else []
+    if not notices.is_dir():
+        if notices.exists() or notices.is_symlink():
+            raise OSError(f"{notices}: not a folder")
+        return []
+    with os.scandir(notices) as entries:
+        return sorted(notices / e.name for e in entries if e.name.endswith((".yaml", ".yml")) and not e.name.startswith("."))
 
 
 def load_notice_files(directory: str | Path, platform_ids: Iterable[str] | None = None) -> tuple[list[LoadedNotice], list[str]]:
@@ -296,7 +307,11 @@ def load_notice_files(directory: str | Path, platform_ids: Iterable[str] | None 
     loaded_notices: list[LoadedNotice] = []
     seen: dict[str, LoadedNotice] = {}
     known = set(platform_ids) if platform_ids is not None else None
-    for path in notice_files(Path(directory)):
+    try:
+        paths = notice_files(Path(directory))
+    except OSError as exc:
+        return [], [f"{Path(directory) / 'notices'}:1: (folder): cannot be read ({exc.strerror or exc}); notices in it cannot be known"]
+    for path in paths:
         parsed = parse_model_file(path, Notice, errors, "missing")
         if parsed is None:
             continue
