@@ -456,3 +456,24 @@ def test_unicode_and_overlong_hosts_are_filed_so_purges_find_them(env: dict[str,
     code, out, receipt = purge(env, "--domain", "bücher.de", "--reason", "idn")
     assert code == 0 and receipt is not None and receipt["counts"]["store"] == 2, out
     assert store.count_items("xn--bcher-kva.de") == 0
+
+
+def test_kept_feed_records_are_written_back_exactly_as_they_were(env: dict[str, Any]) -> None:
+    """A purge removes records; the ones it keeps are not re-serialised (1e400, repeated keys, short CSV rows stay)."""
+    tmp: Path = env["tmp"]
+    store: Store = env["store"]
+    jl = tmp / "odd.jl"
+    kept_lines = ['{"url": "http://b.test/1", "n": 1e400}', '{"url":"http://b.test/2","k":1,"k":2}', '{"url": "http://b.test/3", "s": "\\ud800\\u2028"}']
+    jl.write_text(f'{kept_lines[0]}\n{{"url": "http://a.test/1"}}\n{kept_lines[1]}\n{kept_lines[2]}\n', encoding="utf-8")
+    indented = tmp / "odd.json"
+    indented.write_text('[\n  {\n    "url": "http://a.test/2"\n  },\n  {\n    "url": "http://b.test/4",\n    "x": 1.50\n  }\n]\n')
+    sheet = tmp / "odd.csv"
+    sheet.write_text('url,title,note\r\nhttp://a.test/3,a,x\r\nhttp://b.test/5,short\r\nhttp://b.test/6,"two\nlines",y\r\n', encoding="utf-8")
+    for path, fmt in ((jl, "jsonlines"), (indented, "json"), (sheet, "csv")):
+        store.record_output("c1", "here", "feed", str(path), {"format": fmt, **({"indent": 2} if fmt == "json" else {})})
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "fidelity")
+    assert code == 0 and receipt is not None, out
+    assert jl.read_text(encoding="utf-8") == "".join(line + "\n" for line in kept_lines)
+    assert json.loads(indented.read_text()) == [{"url": "http://b.test/4", "x": 1.5}] and '"x": 1.50' in indented.read_text()
+    assert sheet.read_bytes().decode() == 'url,title,note\r\nhttp://b.test/5,short\r\nhttp://b.test/6,"two\nlines",y\r\n'
+    assert all(receipt["counts"][f"feed:{p}"] == 1 for p in (jl, indented, sheet))

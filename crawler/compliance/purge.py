@@ -297,39 +297,43 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def _json_values(text: str) -> list[Any]:
-    """Every top-level JSON value of a JSON or JSON-lines text, in order.
+def _json_values(text: str) -> list[tuple[Any, str]]:
+    """Every top-level JSON value of a JSON or JSON-lines text, in order, with its text as written.
 
     Handles any indentation (FEED_EXPORT_INDENT), an array cut short by a
     killed crawl (no closing bracket), and line separators such as U+2028
-    inside strings (only "\n" ends a JSON-lines record).
+    inside strings (only "\n" ends a JSON-lines record). Kept records are
+    written back as their original text, so a purge changes nothing in them
+    (numbers such as 1e400, repeated keys, escaped lone surrogates).
     """
     decoder = json.JSONDecoder()
     values = []
     position = 0
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            whole = json.loads(text)
-            if isinstance(whole, list):
-                return whole
-        except ValueError:
-            position = text.index("[") + 1  # a truncated array: read its elements one by one
+    if text.lstrip().startswith("["):
+        position = text.index("[") + 1
     length = len(text)
     while position < length:
         while position < length and text[position] in " \t\r\n,":
             position += 1
         if position >= length or text[position] == "]":
             break
+        start = position
         value, position = decoder.raw_decode(text, position)
-        values.append(value)
+        values.append((value, text[start:position]))
     return values
+
+
+def _lines_with_ends(text: str) -> list[str]:
+    """``text`` cut after each "\n" only (str.splitlines also cuts at \r, \x0b, U+2028, ...)."""
+    lines = text.split("\n")
+    return [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
 
 
 def _feed_records(text: str, fmt: str, options: dict[str, Any]) -> tuple[list[Any], Callable[[list[Any]], str], Callable[[Any], str | None]]:
     """Parse a feed file: (records, how to write records back, a record's URL)."""
 
-    def url_of(value: Any) -> str | None:
+    def url_of(record: Any) -> str | None:
+        value = record[0]
         return value.get("url") if isinstance(value, dict) and isinstance(value.get("url"), str) else None
 
     indent = options.get("indent")
@@ -337,31 +341,36 @@ def _feed_records(text: str, fmt: str, options: dict[str, Any]) -> tuple[list[An
         records = _json_values(text)
 
         def write_lines(kept: list[Any]) -> str:
-            return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
+            return "".join(raw + "\n" for _, raw in kept)
 
         return records, write_lines, url_of
     if fmt == "json":
         records = _json_values(text)
 
         def write_json(kept: list[Any]) -> str:
-            if indent:
-                return json.dumps(kept, ensure_ascii=False, indent=indent) + "\n"
-            return "[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in kept) + ("\n]" if kept else "]")
+            prefix = " " * int(indent) if isinstance(indent, int) and indent > 0 else ""
+            return "[\n" + ",\n".join(prefix + raw for _, raw in kept) + ("\n]" if kept else "]") + ("\n" if prefix else "")
 
         return records, write_json, url_of
     if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        rows = list(reader)
-        header = reader.fieldnames or []
+        # Rows are kept as the lines they were written as (a quoted field may
+        # span lines): csv reads our own line list, and line_num says where
+        # each row ended.
+        lines = _lines_with_ends(text)
+        reader = csv.DictReader(iter(lines))
+        _ = reader.fieldnames  # reads the header row
+        consumed = reader.line_num
+        header = "".join(lines[:consumed])
+        rows: list[tuple[dict[str, Any], str]] = []
+        for row in reader:
+            rows.append((row, "".join(lines[consumed : reader.line_num])))
+            consumed = reader.line_num
 
         def write_csv(kept: list[Any]) -> str:
-            out = io.StringIO(newline="")
-            writer = csv.DictWriter(out, fieldnames=header, lineterminator="\r\n")
-            writer.writeheader()
-            writer.writerows(kept)
-            return out.getvalue()
+            body = "".join(raw if raw.endswith("\n") else raw + "\r\n" for _, raw in kept)
+            return (header if header.endswith("\n") or not kept else header + "\r\n") + body
 
-        return rows, write_csv, lambda row: row.get("url")
+        return rows, write_csv, lambda record: record[0].get("url")
     if fmt == "xml":
         root = ET.fromstring(text)  # noqa: S314 - our own export, no entities
         children = list(root)
@@ -389,7 +398,8 @@ def scan_feed(location: Location, scope: CompiledScope, *, delete: bool) -> Outc
     if not path.is_file():
         return Outcome("manual_action_required", 0, f"{path} is not a regular file (a FIFO, device or directory); nothing was read or changed")
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8", newline="") as handle:  # line ends as written: kept records are copied verbatim
+            text = handle.read()
         records, write, url_of = _feed_records(text, fmt, location.options)
     except (OSError, UnicodeDecodeError, ValueError, ET.ParseError, csv.Error) as exc:
         return Outcome("manual_action_required", 0, f"cannot read the feed ({exc}); nothing was changed")
