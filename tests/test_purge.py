@@ -477,3 +477,23 @@ def test_kept_feed_records_are_written_back_exactly_as_they_were(env: dict[str, 
     assert json.loads(indented.read_text()) == [{"url": "http://b.test/4", "x": 1.5}] and '"x": 1.50' in indented.read_text()
     assert sheet.read_bytes().decode() == 'url,title,note\r\nhttp://b.test/5,short\r\nhttp://b.test/6,"two\nlines",y\r\n'
     assert all(receipt["counts"][f"feed:{p}"] == 1 for p in (jl, indented, sheet))
+
+
+def test_a_cache_purge_that_fails_half_way_counts_what_it_removed(env: dict[str, Any]) -> None:
+    """Entry 1 removed, entry 2 cannot be moved: the receipt says 1 removed and asks a person about the rest."""
+    import pickle
+
+    cache = env["tmp"] / "cache" / "site"
+    for name in ("aa01", "aa02"):
+        entry = cache / "aa" / name
+        entry.mkdir(parents=True)
+        (entry / "pickled_meta").write_bytes(pickle.dumps({"url": f"http://a.test/{name}"}))
+    blocker = cache / "aa" / "aa02.purging"
+    blocker.mkdir()
+    (blocker / "keep").write_text("a non-empty directory where the entry must go")
+    env["store"].record_output("c1", "here", "httpcache", str(cache), {"backend": "filesystem"})
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "half way")
+    assert code == 0 and receipt is not None, out
+    manual = {m["location"]: m["why"] for m in receipt["manual_action_required"]}
+    assert manual[f"httpcache:{cache}"].startswith("1 in-scope entries removed, then ")
+    assert receipt["total_deleted"] >= 1 and not (cache / "aa" / "aa01").exists() and (cache / "aa" / "aa02").exists()

@@ -174,9 +174,13 @@ def scan_httpcache(location: Location, scope: CompiledScope, *, delete: bool) ->
         if scope.match(url) is not None:
             if delete:
                 trash = entry.with_name(entry.name + ".purging")
-                os.replace(entry, trash)  # atomic: the cache no longer serves it
-                _remove_tree(trash)
-            count += 1  # counted once it is gone (a failure above raises, uncounted)
+                try:
+                    os.replace(entry, trash)  # atomic: the cache no longer serves it
+                    _remove_tree(trash)
+                except OSError as exc:
+                    # What was removed so far is counted; the rest is for a person.
+                    return Outcome("manual_action_required", count, f"{count} in-scope entries removed, then {entry}: {exc}")
+            count += 1  # counted once it is gone
     for leftover in path.glob("*/*.purging"):  # from a purge killed between rename and rmtree
         if delete:
             _remove_tree(leftover)
