@@ -48,7 +48,10 @@ def _first_error(exc: Exception) -> str:
     if callable(errors):
         first = errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        return f"{where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')} (got {first.get('input')!r})"
+        message = f"{where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}"
+        given = first.get("input")
+        # The value that was wrong; not a whole record (a check across fields names its fields itself).
+        return message if isinstance(given, dict | list) else f"{message} (got {given!r:.200})"
     return str(exc)
 
 
@@ -88,12 +91,18 @@ def notice_yaml(notice: Notice) -> str:
 
 def write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_file():
+        raise OSError(f"{path} exists and is not a file; move it away first")
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with temporary.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def print_json(value: Any) -> None:

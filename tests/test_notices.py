@@ -233,3 +233,17 @@ def test_a_notices_path_that_is_not_a_readable_folder_fails_closed(tmp_path: Pat
     (tmp_path / "notices").write_text("not a folder")
     loaded, errors = load_notice_files(tmp_path)
     assert loaded == [] and len(errors) == 1 and "notices:1: (folder): cannot be read" in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--received", "2999-01-01"], "error: notice: date_received (2999-01-01) is in the future"),
+        (["--received", "2026-11-20", "--sent", "2026-11-21"], "error: notice: date_sent (2026-11-21) is after date_received (2026-11-20)"),
+    ],
+)
+def test_notice_dates_that_cannot_be_are_one_clear_line(tmp_path: Path, options: list[str], message: str) -> None:
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    done = scrapy_command(["notice", "add", "--domain", "bigsocial.test", "--sender", "S", *options,
+                           "-s", f"COMPLIANCE_STORE=sqlite:///{tmp_path / 's.sqlite3'}", "-s", f"COMPLIANCE_POLICY_DIR={policies}"])  # fmt: skip
+    assert done.returncode == 1 and done.stderr.strip() == message, done.stderr

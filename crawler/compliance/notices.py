@@ -145,6 +145,9 @@ class Notice(Strict):
             raise ValueError("a withdrawn notice needs withdrawn_at")
         if self.date_sent is not None and self.date_sent > self.date_received:
             raise ValueError(f"date_sent ({self.date_sent}) is after date_received ({self.date_received})")
+        # A day of slack for time zones; later than that is a typo, not a notice.
+        if self.date_received > datetime.now(UTC).date() + timedelta(days=1):
+            raise ValueError(f"date_received ({self.date_received}) is in the future")
         return self
 
     @property
