@@ -38,8 +38,12 @@ SPIDER_MIDDLEWARES = {
     "crawler.middlewares.optouts.OptOutSpiderMiddleware": 900,
 }
 ITEM_PIPELINES = {
+    # Early: the project's own pipelines get items without images.
     "crawler.pipelines.images.ImageScrubPipeline": 100,
-    "crawler.pipelines.store.StorePipeline": 900,
+    # Last: whatever a pipeline added since is scrubbed again, right before
+    # the store writes the item and the feed exports it.
+    "crawler.pipelines.images.FinalImageScrubPipeline": 2_000_000_000,
+    "crawler.pipelines.store.StorePipeline": 2_000_000_001,
 }
 EXTENSIONS = {
     "crawler.extensions.lifecycle.CrawlLifecycle": 0,

@@ -95,3 +95,25 @@ def test_policy_audit_on_cassettes(tmp_path: Path) -> None:
     empty.write_text("interactions: []\nversion: 1\n")
     done = scrapy_command(["policy", "audit", "--cassette", str(empty)], settings=settings, env=GUARD_ENV)
     assert done.returncode == 1 and "UNREACHABLE: CannotOverwriteExistingCassetteException" in done.stdout
+
+
+def test_record_never_writes_an_image_into_the_cassette(tmp_path: Path) -> None:
+    """Answers that are images by their headers or by their bytes (even a tdmrep.json) are fetched but never recorded."""
+    from crawler.testing.sites import JPEG, PNG
+    from crawler.testing.web import WebResponse
+
+    sites = {"pics.test": StaticSite({
+        "/robots.txt": robots("User-agent: *\nAllow: /\n"),
+        "/.well-known/tdmrep.json": WebResponse(headers=[("Content-Type", "application/json")], body=PNG),
+        "/": page("home"), "/avatar": WebResponse(headers=[("Content-Type", "image/png")], body=PNG),
+        "/photo": WebResponse(headers=[("Content-Type", "application/octet-stream")], body=JPEG),
+    })}  # type: ignore[dict-item]  # fmt: skip
+    with TestWeb(sites) as web:
+        cassette = tmp_path / "pics.yaml"
+        done = scrapy_command(["cassette", "record", "http://pics.test/", "http://pics.test/avatar", "http://pics.test/photo",
+                               "-o", str(cassette)], web=web, settings={"COMPLIANCE_CONTACT": TEST_CONTACT}, env=GUARD_ENV)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    uris = [i["request"]["uri"] for i in yaml.safe_load(cassette.read_text())["interactions"]]
+    assert uris == ["http://pics.test/robots.txt", "http://pics.test/"]
+    assert cassette.read_bytes().find(PNG[:8]) < 0 and cassette.read_bytes().find(JPEG[:3]) < 0
+    assert done.stdout.count("not recorded: an image answer") == 3

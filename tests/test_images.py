@@ -179,3 +179,53 @@ def test_images_never_requested_downloaded_or_stored(image_web: TestWeb, store_u
     gates = {r["url"].removeprefix("http://images.test"): r["gate"] for r in run.store.refusals() if r["reason"] == "image.url"}
     # Start URLs, links and redirect targets all stop before the queue.
     assert set(gates.values()) == {"schedule"}, gates
+
+
+def test_disguises_behind_redirects_compression_and_doubled_headers(image_web: TestWeb, store_url: str, guard_env: dict, policy_dir) -> None:  # type: ignore[no-untyped-def]
+    """Each disguise is refused and cut off long before its 1 MiB arrived; a body in an encoding nothing decodes is never stored."""
+    from crawler.testing.sites import DISGUISE_BYTES
+
+    run = run_site_crawl(image_web, ["http://disguise.test/"], store_url, env=guard_env,
+                         settings={"COMPLIANCE_POLICY_DIR": str(policy_dir)}).check()  # fmt: skip
+    assert {i["url"] for i in run.store.iter_items()} == {"http://disguise.test/"}
+    reasons = {r["url"].removeprefix("http://disguise.test"): (r["reason"], r["gate"]) for r in run.store.refusals()}
+    assert reasons == {
+        "/octet-a": ("image.magic", "body"), "/octet-b": ("image.magic", "body"),
+        "/gzip-png-as-html": ("image.magic", "body"),
+        "/two-content-types": ("image.content-type", "headers"), "/space-then-png": ("image.magic", "body"),
+    }  # fmt: skip
+    sent = {e.path: e.bytes_sent for e in image_web.requests(host="disguise.test")}
+    for path in ("/octet-a", "/octet-b", "/gzip-png-as-html", "/two-content-types", "/space-then-png"):
+        assert sent[path] < DISGUISE_BYTES // 2, (path, sent[path])
+
+
+def test_scrub_reaches_bytes_sets_keys_and_image_words_in_names() -> None:
+    """Image bytes, data in bytes, sets, dict keys and fields named with an image word are all removed."""
+    fields = {
+        "url": "http://a.test/p", "blob": PNG, "notes": b"see data:image/png;base64,AAAA", "plain": b"just bytes",
+        "tags": {"https://cdn.test/face.jpg", "kept"}, "links": {"https://cdn.test/face.jpg": "caption", "http://a.test/x": "ok"},
+        "imageUrl": "https://cdn.test/people/ann", "og:image": "x", "profile_photo": "y", "Headshot": "z",
+        "silicon": "a word that only contains 'icon'",
+    }  # fmt: skip
+    cleaned, removed = scrub_fields(fields)
+    assert sorted(cleaned.pop("tags")) == ["[image removed]", "kept"]  # a set becomes a list, its image URL removed
+    assert cleaned == {"url": "http://a.test/p", "plain": b"just bytes", "links": {"http://a.test/x": "ok"},
+                       "silicon": "a word that only contains 'icon'"}  # fmt: skip
+    assert removed == 8
+
+
+def test_pipelines_that_add_images_after_the_scrub_are_scrubbed_again(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The add-on runs the scrub again as the last pipeline before the store: late image fields never get stored."""
+    from scrapy.utils.test import get_crawler
+
+    from crawler.addon import ITEM_PIPELINES
+
+    order = sorted(ITEM_PIPELINES, key=ITEM_PIPELINES.get)  # type: ignore[arg-type]
+    assert order[-2:] == ["crawler.pipelines.images.FinalImageScrubPipeline", "crawler.pipelines.store.StorePipeline"]
+    assert ITEM_PIPELINES["crawler.pipelines.images.FinalImageScrubPipeline"] > 10**6  # after any project pipeline
+    from crawler.pipelines.images import FinalImageScrubPipeline
+
+    crawler = get_crawler(settings_dict={"COMPLIANCE_CONTACT": "x@y.example", "COMPLIANCE_STORE": f"sqlite:///{tmp_path}/s.db"})
+    item = {"url": "http://shop.test/p", "title": "Lamp", "image_urls": ["http://shop.test/lamp.jpg"], "thumb": INLINE_PNG}
+    FinalImageScrubPipeline.from_crawler(crawler).process_item(item)
+    assert item == {"url": "http://shop.test/p", "title": "Lamp"}

@@ -60,9 +60,11 @@ _FILENAME_RE = re.compile(r"""filename\*?\s*=\s*(?:[\w-]+'[\w-]*')?"?([^";]+)"?"
 
 def headers_decision(content_type: str | None, content_disposition: str | None) -> Decision:
     """Refuse on the response headers, before any body byte is read."""
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media.startswith("image/"):
-        return Decision.refuse("image.content-type", rule=f"Content-Type: {media}", source=SOURCE)
+    # Several header lines arrive joined with ","; any image type among them counts.
+    for part in (content_type or "").split(","):
+        media = part.split(";", 1)[0].strip().lower()
+        if media.startswith("image/"):
+            return Decision.refuse("image.content-type", rule=f"Content-Type: {media}", source=SOURCE)
     for name in _FILENAME_RE.findall(content_disposition or ""):
         ext = _extension(name.strip())
         if ext in IMAGE_EXTENSIONS:
@@ -115,7 +117,9 @@ def image_signature(head: bytes) -> str | None:
 
 
 def magic_decision(head: bytes) -> Decision:
-    kind = image_signature(head)
+    # Leading white space or a BOM in front of an image is still the image
+    # (a browser or a decoder that skips it shows a face all the same).
+    kind = image_signature(head) or image_signature(head.lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf").lstrip())
     if kind:
         return Decision.refuse("image.magic", rule=f"body starts with the {kind} signature", source=SOURCE)
     return ALLOW
@@ -171,30 +175,68 @@ def _scrub_text(text: str) -> tuple[str, int]:
     return _URL_RE.sub(drop_image_url, text), count
 
 
+_DROP = object()  # a value removed whole (image bytes, or bytes that carry one)
+
+
 def _scrub_value(value: Any) -> tuple[Any, int]:
     if isinstance(value, str):
         return _scrub_text(value)
-    if isinstance(value, list | tuple):
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        if magic_decision(raw[:SNIFF_BYTES]).allowed is False:
+            return _DROP, 1
+        _, found = _scrub_text(raw.decode("latin-1"))
+        return (_DROP, found) if found else (value, 0)
+    if isinstance(value, list | tuple | set | frozenset):
         total, out = 0, []
         for element in value:
             cleaned, n = _scrub_value(element)
             total += n
-            out.append(cleaned)
-        return (type(value)(out) if isinstance(value, tuple) else out), total
+            if cleaned is not _DROP:
+                out.append(cleaned)
+        return (tuple(out) if isinstance(value, tuple) else out), total
     if isinstance(value, Mapping):
         cleaned_map, total = scrub_fields(value)
         return cleaned_map, total
     return value, 0
 
 
+_WORD_RE = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+#: Words that make a field an image field whatever the rest of its name
+#: (``imageUrl``, ``og:image``, ``profile_photo``, ``thumbnailURL``).
+IMAGE_FIELD_WORDS = frozenset(
+    {"image", "images", "img", "imgs", "photo", "photos", "picture", "pictures", "pic", "pics", "avatar", "avatars",
+     "thumbnail", "thumbnails", "thumb", "thumbs", "portrait", "portraits", "headshot", "headshots", "screenshot",
+     "screenshots", "logo", "logos", "favicon", "icon", "icons", "selfie", "selfies", "mugshot"}
+)  # fmt: skip
+
+
+def is_image_field(name: Any) -> bool:
+    """True for a field that holds images by its name: the listed names, or any name with an image word in it."""
+    text = str(name)
+    if text.lower() in IMAGE_FIELDS:
+        return True
+    return any(word.lower() in IMAGE_FIELD_WORDS for word in _WORD_RE.findall(text))
+
+
 def scrub_fields(fields: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
-    """The fields without image fields, inline image data or image URLs; and how many were removed."""
+    """The fields without image fields, inline image data or image URLs; and how many were removed.
+
+    Keys are checked too (a mapping of image URL to caption), and bytes
+    values are checked for image signatures and for the same text patterns.
+    """
     out: dict[str, Any] = {}
     removed = 0
     for key, value in fields.items():
-        if str(key).lower() in IMAGE_FIELDS:
+        if is_image_field(key):
             removed += 1
             continue
-        out[key], n = _scrub_value(value)
+        if isinstance(key, str) and _scrub_text(key)[1]:
+            removed += 1  # the key itself is an image URL or data
+            continue
+        cleaned, n = _scrub_value(value)
         removed += n
+        if cleaned is _DROP:
+            continue
+        out[key] = cleaned
     return out, removed

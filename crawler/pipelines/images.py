@@ -46,3 +46,8 @@ class ImageScrubPipeline:
             Decision.refuse("image.item", rule=f"removed {removed} image field(s), data URI(s) or image URL(s)", source=SOURCE).at("store", url)
         )
         return item
+
+
+class FinalImageScrubPipeline(ImageScrubPipeline):
+    """The same scrub, as the last pipeline before the store: fields that a
+    project's own pipelines added (``image_urls``, a thumbnail) are removed too."""

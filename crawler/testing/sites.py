@@ -227,7 +227,40 @@ def image_sites() -> dict[str, Site]:
         # 20 MiB of JPEG without an image extension or type, sent in slow pieces.
         "/huge": octet(b"", body_factory=_huge_jpeg, content_length=HUGE_IMAGE_BYTES, chunk_size=65536, chunk_delay=0.01),
     }
-    return {"images.test": StaticSite(pages)}  # type: ignore[arg-type]
+    return {"images.test": StaticSite(pages), "disguise.test": _disguise_site()}  # type: ignore[arg-type]
+
+
+#: 1 MiB of image for the disguise host: big enough that an early abort shows in the access log.
+DISGUISE_BYTES = 1024 * 1024
+
+
+def _disguise_site() -> StaticSite:
+    """``disguise.test``: images behind redirects, compression, doubled headers and leading white space."""
+    import gzip
+
+    big_png = PNG + b"\x00" * (DISGUISE_BYTES - len(PNG))
+
+    def image(body: bytes, ctype: str = "application/octet-stream", *extra: tuple[str, str]) -> WebResponse:
+        return WebResponse(headers=[("Content-Type", ctype), *extra], body=body, chunk_size=65536, chunk_delay=0.01)
+
+    cases = {
+        # A redirect hands its meta to the new request: the sniff must start afresh.
+        "/redirect-long-body": WebResponse(status=301, headers=[("Location", "/octet-a"), ("Content-Type", "text/html")],
+                                           body="<p>" + "moved " * 400 + "</p>"),
+        "/redirect-short-body": redirect("/octet-b"),
+        "/octet-a": image(big_png), "/octet-b": image(big_png),
+        # Compressed on the wire: the first bytes are gzip's, the image is inside.
+        "/gzip-png-as-html": image(gzip.compress(big_png), "text/html", ("Content-Encoding", "gzip")),
+        # An encoding nothing here decodes: it cannot be checked, so it is refused.
+        "/unknown-encoding": image(b"\x1b\x02\x80" * 1000, "text/html", ("Content-Encoding", "br")),
+        # Two Content-Type lines, the image first.
+        "/two-content-types": WebResponse(headers=[("Content-Type", "image/png"), ("Content-Type", "text/html")],
+                                          body=big_png, chunk_size=65536, chunk_delay=0.01),
+        # White space before the signature.
+        "/space-then-png": image(b"  \r\n" + big_png, "text/html"),
+    }
+    index = page("disguises", list(cases))
+    return StaticSite({"/robots.txt": robots("User-agent: *\nAllow: /\n"), "/": index, **cases})  # type: ignore[arg-type]
 
 
 
