@@ -27,7 +27,8 @@ SOURCE = "crawler/compliance/images.py (GDPR Art. 9(1): no images are collected)
 IMAGE_EXTENSIONS = frozenset(
     """png apng jpg jpeg jpe jfif pjpeg pjp gif webp avif avifs heic heics heif heifs bmp dib
     tif tiff ico cur svg svgz jxl jp2 j2k jpx jpm psd xcf raw cr2 cr3 nef arw dng orf rw2
-    xbm xpm pcx tga emf wmf qoi""".split()
+    xbm xpm pcx tga emf wmf qoi ppm pgm pbm pnm pam jxr wdp hdp mng jng icns exr hdr dds bpg dcm avci
+    crw raf pef srw x3f""".split()
 )
 
 #: Item fields that only ever hold images or downloaded files (Scrapy's media
@@ -41,10 +42,21 @@ IMAGE_FIELDS = frozenset(
 SNIFF_BYTES = 1024
 
 
+_SIZE_SUFFIX_RE = re.compile(r"(?:[:!@][\w.-]*)$")  # face.jpg:large, face.jpg!thumb, face.jpg@2x
+
+
 def _extension(path: str) -> str:
     segment = unquote(path).rstrip("/").rsplit("/", 1)[-1]
-    segment = segment.split(";", 1)[0]  # matrix parameters: /a.jpg;v=2
-    return segment.rsplit(".", 1)[-1].lower() if "." in segment else ""
+    segment = segment.split(";", 1)[0].rstrip(".")  # matrix parameters (/a.jpg;v=2), a trailing dot
+    if "." not in segment:
+        return ""
+    ext = segment.rsplit(".", 1)[-1].lower()
+    if ext not in IMAGE_EXTENSIONS:
+        # CDNs put a size after the name: /face.jpg:large, /face.jpg!thumb, /face.jpg@2x
+        trimmed = _SIZE_SUFFIX_RE.sub("", segment)
+        if "." in trimmed:
+            ext = trimmed.rsplit(".", 1)[-1].lower()
+    return ext
 
 
 def url_decision(url: str) -> Decision:
@@ -76,10 +88,6 @@ def headers_decision(content_type: str | None, content_disposition: str | None) 
 
 _FTYP_IMAGE_BRANDS = {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"jxl "}
 _BMP_HEADER_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
-_SVG_RE = re.compile(
-    rb"^(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*|<!doctype[^>]*>\s*)*<svg[\s>/:]",
-    re.IGNORECASE | re.DOTALL,
-)
 
 
 def image_signature(head: bytes) -> str | None:
@@ -111,9 +119,46 @@ def image_signature(head: bytes) -> str | None:
         return "PSD"
     if head.startswith(b"qoif"):
         return "QOI"
-    if _SVG_RE.match(head[:SNIFF_BYTES]):
+    if _looks_like_svg(head[:SNIFF_BYTES]):
         return "SVG"
+    for signature, kind in _MORE_SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    if _NETPBM_RE.match(head):
+        return "Netpbm"
+    if head[128:132] == b"DICM":
+        return "DICOM"
+    if head[4:8] == b"ftyp" and head[8:12] == b"crx ":
+        return "Canon CR3"
     return None
+
+
+_MORE_SIGNATURES = (
+    (b"\x8aMNG\r\n\x1a\n", "MNG"), (b"\x8bJNG\r\n\x1a\n", "JNG"), (b"icns", "ICNS"), (b"II\xbc", "JPEG XR"),
+    (b"\x76\x2f\x31\x01", "OpenEXR"), (b"DDS ", "DDS"), (b"BPG\xfb", "BPG"), (b"#?RADIANCE", "Radiance HDR"),
+    (b"#?RGBE", "Radiance HDR"), (b"IIRO", "Olympus ORF"), (b"IIU\x00", "Panasonic RW2"), (b"FUJIFILMCCD-RAW", "Fuji RAF"),
+)  # fmt: skip
+_NETPBM_RE = re.compile(rb"^P[1-6]\s+(?:#[^\n]*\n\s*)*\d+\s+\d+\s")
+_SVG_ROOT_RE = re.compile(rb"<svg[\s>/:]", re.IGNORECASE)
+_PROLOGUE_RE = re.compile(
+    rb"(?:\s|<\?[^>]*>|<!--(?:[^-]|-(?!->))*-->|<!doctype[^\[>]*(?:\[[^\]]*\])?\s*>)*", re.IGNORECASE
+)
+
+
+def _looks_like_svg(head: bytes) -> bool:
+    """An SVG root in the first bytes of a document that is not HTML: a DOCTYPE with an
+    internal subset (Illustrator), processing instructions, or UTF-16."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            head = head.decode("utf-16").encode("utf-8", "replace")
+        except UnicodeDecodeError:
+            return False
+    found = _SVG_ROOT_RE.search(head)
+    if found is None:
+        return False
+    # Only an XML prologue may come before the root: declarations, processing
+    # instructions, comments, a DOCTYPE (with its internal subset). No HTML.
+    return _PROLOGUE_RE.fullmatch(head[: found.start()].removeprefix(b"\xef\xbb\xbf")) is not None
 
 
 def magic_decision(head: bytes) -> Decision:
