@@ -10,16 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import urljoin
 
 from scrapy import Request, signals
-from scrapy.exceptions import IgnoreRequest, StopDownload
-from scrapy.http.request import NO_CALLBACK
+from scrapy.exceptions import StopDownload
 
 from crawler.compliance.decision import Decision
 from crawler.compliance.robots import (
     MAX_PARSE_BYTES,
-    MAX_REDIRECTS,
     RobotsCache,
     RobotsFile,
     RobotsState,
@@ -30,6 +27,7 @@ from crawler.cluster import decode_payload, encode_payload
 from crawler.pacing import pace
 from crawler.runtime import ComplianceRuntime
 from crawler.singleflight import SingleFlight
+from crawler.wellknown import fetch_following_redirects
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -139,46 +137,25 @@ class RobotsTxtMiddleware:
 
     async def _fetch(self, origin: str, robots_url: str) -> dict[str, Any]:
         stats = self.crawler.stats
-        url = robots_url
-        for hop in range(MAX_REDIRECTS + 1):
-            request = Request(
-                url,
-                priority=self.DOWNLOAD_PRIORITY,
-                callback=NO_CALLBACK,
-                dont_filter=True,
-                meta={
-                    ROBOTS_FETCH: True,
-                    "dont_obey_robotstxt": True,
-                    # Redirects and retries are ours to count (RFC 9309 2.3.1.2 / 2.3.1.4).
-                    "dont_redirect": True,
-                    "dont_retry": True,
-                    "handle_httpstatus_all": True,
-                    "dont_cache": True,
-                },
-            )
-            stats.inc_value("compliance/robots/request_count")
-            try:
-                response = await self.crawler.engine.download_async(request)
-            except IgnoreRequest as exc:
-                return _fetched(RobotsState.UNREACHABLE, f"fetch of {url} refused ({exc})")
-            except Exception as exc:  # noqa: BLE001 - any network failure means unreachable
-                return _fetched(RobotsState.UNREACHABLE, f"network error fetching {url}: {type(exc).__name__}: {exc}")
-            status = response.status
-            stats.inc_value(f"compliance/robots/response_status_count/{status}")
-            state = classify_status(status)
-            if state is None:
-                location = response.headers.get(b"Location")
-                if not location:
-                    return _fetched(RobotsState.UNREACHABLE, f"HTTP {status} without Location at {url}")
-                url = urljoin(response.url, location.decode("latin-1"))
-                if not url.startswith(("http://", "https://")):
-                    return _fetched(RobotsState.UNREACHABLE, f"HTTP {status} to non-HTTP URL {url}")
-                continue
-            if state is RobotsState.RULES and "dataloss" in response.flags:
-                return _fetched(RobotsState.UNREACHABLE, f"incomplete body from {url}")
-            detail = f"HTTP {status}" + (f" after {hop} redirect(s) to {url}" if hop else "")
-            return _fetched(state, detail, body=response.body, final_url=url)
-        return _fetched(RobotsState.UNREACHABLE, f"more than {MAX_REDIRECTS} redirects (RFC 9309 2.3.1.2)")
+        # Redirects and retries are ours to count (RFC 9309 2.3.1.2 / 2.3.1.4).
+        fetched = await fetch_following_redirects(
+            self.crawler, robots_url, meta={ROBOTS_FETCH: True, "dont_obey_robotstxt": True},
+            stat="compliance/robots/request_count", priority=self.DOWNLOAD_PRIORITY,
+            on_response=lambda r: stats.inc_value(f"compliance/robots/response_status_count/{r.status}"),
+        )  # fmt: skip
+        url, response = fetched.final_url, fetched.response
+        if fetched.refused is not None:
+            return _fetched(RobotsState.UNREACHABLE, f"fetch of {url} refused ({fetched.refused})")
+        if fetched.error is not None:
+            return _fetched(RobotsState.UNREACHABLE, f"network error fetching {url}: {type(fetched.error).__name__}: {fetched.error}")
+        if response is None:
+            return _fetched(RobotsState.UNREACHABLE, fetched.problem)
+        state = classify_status(response.status)
+        assert state is not None  # redirects were followed
+        if state is RobotsState.RULES and "dataloss" in response.flags:
+            return _fetched(RobotsState.UNREACHABLE, f"incomplete body from {url}")
+        detail = f"HTTP {response.status}" + (f" after {fetched.hops} redirect(s) to {url}" if fetched.hops else "")
+        return _fetched(state, detail, body=response.body, final_url=url)
 
     def _store(
         self, origin: str, robots_url: str, state: RobotsState, detail: str, *, body: bytes = b"", final_url: str = ""

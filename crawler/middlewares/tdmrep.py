@@ -13,19 +13,17 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin, urlsplit
-
-from scrapy import Request
-from scrapy.exceptions import IgnoreRequest
-from scrapy.http.request import NO_CALLBACK
+from urllib.parse import urlsplit
 
 from crawler.cluster import decode_payload, encode_payload
 from crawler.compliance.optouts import MAX_TDMREP_BYTES, TDMREP_PATH, TdmRule, parse_tdmrep, tdmrep_lookup
-from crawler.compliance.robots import MAX_REDIRECTS, origin_of
+from crawler.compliance.robots import origin_of
 from crawler.runtime import ComplianceRuntime
 from crawler.singleflight import SingleFlight
+from crawler.wellknown import fetch_following_redirects
 
 if TYPE_CHECKING:
+    from scrapy import Request
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
@@ -90,31 +88,21 @@ class TdmRepMiddleware:
         robots.txt retry delay, so a passing outage does not hide the file
         for a day.
         """
-        url = file_url
-        for hop in range(MAX_REDIRECTS + 1):
-            request = Request(url, callback=NO_CALLBACK, dont_filter=True, meta={
-                TDMREP_FETCH: True, "handle_httpstatus_all": True, "dont_redirect": True, "dont_retry": True,
-                "dont_cache": True, "download_maxsize": MAX_TDMREP_BYTES + 1,
-            })  # fmt: skip
-            self.crawler.stats.inc_value("compliance/tdmrep/request_count")
-            try:
-                response = await self.crawler.engine.download_async(request)
-            except IgnoreRequest as exc:
-                return self._failed(f"not fetched ({exc})")
-            except Exception as exc:  # noqa: BLE001 - unreachable means unset, logged
-                return self._failed(f"unreachable: {type(exc).__name__}: {exc}")
-            status = response.status
-            location = response.headers.get(b"Location")
-            if status in (301, 302, 303, 307, 308) and location:
-                url = urljoin(response.url, location.decode("latin-1"))
-                if not url.startswith(("http://", "https://")):
-                    return self._failed(f"HTTP {status} to non-HTTP URL {url}")
-                continue
-            detail = f"HTTP {status}" + (f" after {hop} redirect(s) to {url}" if hop else "")
-            if status >= 500 or 300 <= status < 400:
-                return self._failed(detail)
-            return {"status": status, "body": encode_payload(response.body), "detail": detail, "ttl": self.ttl}
-        return self._failed(f"more than {MAX_REDIRECTS} redirects")
+        fetched = await fetch_following_redirects(
+            self.crawler, file_url, meta={TDMREP_FETCH: True, "download_maxsize": MAX_TDMREP_BYTES + 1},
+            stat="compliance/tdmrep/request_count",
+        )  # fmt: skip
+        if fetched.refused is not None:
+            return self._failed(f"not fetched ({fetched.refused})")
+        if fetched.error is not None:
+            return self._failed(f"unreachable: {type(fetched.error).__name__}: {fetched.error}")
+        response = fetched.response
+        if response is None:
+            return self._failed(fetched.problem)
+        detail = f"HTTP {response.status}" + (f" after {fetched.hops} redirect(s) to {fetched.final_url}" if fetched.hops else "")
+        if response.status >= 500 or 300 <= response.status < 400:
+            return self._failed(detail)
+        return {"status": response.status, "body": encode_payload(response.body), "detail": detail, "ttl": self.ttl}
 
     def _failed(self, detail: str) -> dict[str, Any]:
         return {"status": 0, "body": "", "detail": detail, "ttl": min(self.ttl, self.retry_delay)}
