@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from crawler.cli import CommandFailed
+from crawler.compliance.files import replaced_atomically
 from crawler.compliance.notices import CompiledScope, Notice, Scope
 from crawler.compliance.purge import PurgeRequest
 from crawler.config import DEFAULTS, machine_name
@@ -93,16 +94,8 @@ def write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not path.is_file():
         raise OSError(f"{path} exists and is not a file; move it away first")
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with temporary.open("w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path) as handle:
+        handle.write(text)
 
 
 def print_json(value: Any) -> None:

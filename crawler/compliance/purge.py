@@ -23,7 +23,6 @@ record, finishes, and never reports more than it deleted.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import pickle
@@ -37,6 +36,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from crawler.compliance.files import replaced_atomically
 from crawler.compliance.notices import CompiledScope
 from crawler.compliance.store import Store, items, utcnow
 
@@ -286,7 +286,7 @@ def _recover_dbm_swap(path: str) -> None:
     fresh = path + ".purging"
     marker = Path(fresh + ".swap")
     if marker.exists():
-        _swap_dbm(path, [line for line in marker.read_text(encoding="utf-8").split("\n")])
+        _swap_dbm(path, marker.read_text(encoding="utf-8").split("\n"))
         return
     for suffix in _DBM_SUFFIXES:
         if Path(fresh + suffix).exists():
@@ -418,18 +418,8 @@ def scan_feed(location: Location, scope: CompiledScope, *, delete: bool) -> Outc
 
 def _replace_file(path: Path, content: str) -> None:
     """Write a new file beside ``path`` and rename it over: a reader sees the old file or the new."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.purge")
-    mode = path.stat().st_mode & 0o777
-    try:
-        with temporary.open("w", encoding="utf-8", newline="") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)  # the old file is untouched; leave no half copy
-        raise
+    with replaced_atomically(path, tag="purge", keep_mode=True) as handle:
+        handle.write(content)
     fault_point("file-replaced")
 
 

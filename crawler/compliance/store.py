@@ -8,7 +8,6 @@ Only portable SQL is used here, so the same code serves both.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 
+from crawler.compliance.files import replaced_atomically
 from crawler.compliance.ledger import GENESIS, Entry, canonical_json, entry_hash
 
 #: 1: crawls, items, refusals. 2: notices, the ledger, purges, crawl outputs and presence
@@ -749,13 +749,9 @@ def write_jsonl(records: Iterable[Mapping[str, Any]], path: str) -> int:
     """Write records as JSON lines atomically (a new file, then a rename)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     count = 0
-    with temporary.open("w", encoding="utf-8") as handle:
+    with replaced_atomically(target) as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
             count += 1
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, target)
     return count
