@@ -184,9 +184,14 @@ def scan_httpcache(location: Location, scope: CompiledScope, *, delete: bool) ->
     for leftover in path.glob("*/*.purging"):  # from a purge killed between rename and rmtree
         if delete:
             _remove_tree(leftover)
-    if unreadable:
-        return Outcome("manual_action_required", count, f"{count} in-scope entries removed; {unreadable} unreadable entries kept: check them by hand")
-    return Outcome("done", count)
+    return _unless_kept(count, "in-scope entries", unreadable, "unreadable entries")
+
+
+def _unless_kept(removed: int, removed_what: str, kept: int, kept_what: str, why: str = "") -> Outcome:
+    """Done, unless records this purge could not place were kept: those may be in scope, so a person must look."""
+    if not kept:
+        return Outcome("done", removed)
+    return Outcome("manual_action_required", removed, f"{removed} {removed_what} removed; {kept} {kept_what} kept{why}: check them by hand")
 
 
 def _remove_tree(path: Path) -> None:
@@ -227,9 +232,7 @@ def _dbm_cache(location: Location, scope: CompiledScope, *, delete: bool) -> Out
             _rebuild_dbm(module, db, path, doomed)
     finally:
         db.close()
-    if unreadable:
-        return Outcome("manual_action_required", count, f"{count} in-scope entries removed; {unreadable} unreadable entries kept: check them by hand")
-    return Outcome("done", count)
+    return _unless_kept(count, "in-scope entries", unreadable, "unreadable entries")
 
 
 _DBM_SUFFIXES = ("", ".db", ".pag", ".dat", ".dir", ".bak")
@@ -410,10 +413,7 @@ def scan_feed(location: Location, scope: CompiledScope, *, delete: bool) -> Outc
     kept, removed, no_url = _partition(records, url_of, scope)
     if delete and removed:
         _replace_file(path, write(kept))
-    if no_url:
-        # Records this purge cannot place: kept, and a person must look.
-        return Outcome("manual_action_required", removed, f"{removed} in-scope record(s) removed; {no_url} record(s) without a url kept: check them by hand")
-    return Outcome("done", removed)
+    return _unless_kept(removed, "in-scope record(s)", no_url, "record(s) without a url")
 
 
 def _replace_file(path: Path, content: str) -> None:
@@ -514,11 +514,8 @@ def scan_jobdir(location: Location, scope: CompiledScope, *, delete: bool) -> Ou
         unreadable += unplaced
         if delete and in_scope:
             _write_queue(path, kind, kept)
-    if unreadable:
-        # Requests this purge cannot read (another serializer, damage) may be in scope.
-        return Outcome("manual_action_required", removed, f"{removed} in-scope request(s) removed; {unreadable} unreadable "
-                       "request(s) kept (not pickled by Scrapy's disk queues?): check them by hand")  # fmt: skip
-    return Outcome("done", removed)
+    # Requests this purge cannot read (another serializer, damage) may be in scope.
+    return _unless_kept(removed, "in-scope request(s)", unreadable, "unreadable request(s)", " (not pickled by Scrapy's disk queues?)")
 
 
 def scan_redisqueue(location: Location, scope: CompiledScope, *, delete: bool) -> Outcome:
@@ -544,10 +541,7 @@ def scan_redisqueue(location: Location, scope: CompiledScope, *, delete: bool) -
             removed += int(client.zrem(location.options["key"], *doomed[start : start + 1000]))
         for key, name in doomed_leases:
             removed += int(client.hdel(key, name))
-        if unreadable:
-            return Outcome("manual_action_required", removed, f"{removed} in-scope request(s) removed; {unreadable} queued "
-                           "request(s) this purge cannot read kept: check them by hand")  # fmt: skip
-        return Outcome("done", removed)
+        return _unless_kept(removed, "in-scope request(s)", unreadable, "queued request(s) this purge cannot read")
     except Exception as exc:  # noqa: BLE001 - an unreachable Redis is listed, not skipped
         return Outcome("manual_action_required", 0, f"cannot reach the Redis queue: {exc}")
 
