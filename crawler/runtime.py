@@ -51,6 +51,9 @@ class ComplianceRuntime:
         self.registry_version: int | None = None
         self.notices: NoticeSet = self._build_notices()
         self._items: list[dict[str, Any]] = []
+        #: Why the crawl is paused (an unreadable registry, invalid notice
+        #: files): the engine runs again only when no reason is left.
+        self._holds: set[str] = set()
         self._refusals: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         self._pending_write: list[dict[str, Any]] = []
@@ -138,6 +141,21 @@ class ComplianceRuntime:
             return False
         self._adopt_registry(version, self.store.notice_rows())
         return True
+
+    def hold(self, reason: str) -> None:
+        """Pause the crawl (no new request is scheduled) until :meth:`release` of every reason given."""
+        if not self._holds and self.crawler.engine is not None:
+            self.crawler.engine.pause()
+        self._holds.add(reason)
+
+    def release(self, reason: str | None = None) -> None:
+        """Drop one reason to pause (``None``: all of them); the crawl goes on when none is left."""
+        if reason is None:
+            self._holds.clear()
+        else:
+            self._holds.discard(reason)
+        if not self._holds and self.crawler.engine is not None:
+            self.crawler.engine.unpause()
 
     def reload_notice_files(self) -> list[str]:
         """Read the notice files again; returns the errors (empty when every file is valid).

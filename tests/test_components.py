@@ -157,3 +157,25 @@ def test_runtime_refuses_to_start_on_invalid_policies(tmp_path: Path) -> None:
     (root / "platforms" / "a.yaml").write_text("id: A\n")
     with pytest.raises(ConfigError, match=r"invalid policy files.*\n.*a.yaml:1: id: String should match pattern"):
         ComplianceRuntime(_crawler(tmp_path, COMPLIANCE_POLICY_DIR=str(root)))
+
+
+def test_pauses_for_several_reasons_end_only_when_all_are_released(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An unreadable registry and invalid notice files pause the same engine: one resuming must not end the other's pause."""
+    from scrapy.utils.test import get_crawler
+
+    from crawler.runtime import ComplianceRuntime
+
+    crawler = get_crawler(settings_dict={"COMPLIANCE_CONTACT": "x@y.example", "COMPLIANCE_STORE": f"sqlite:///{tmp_path}/s.db"})
+    crawler.engine = crawler._create_engine()
+    runtime = ComplianceRuntime.of(crawler)
+    runtime.hold("notice files invalid")
+    runtime.hold("notice registry unreadable")
+    assert crawler.engine.paused
+    runtime.release("notice registry unreadable")
+    assert crawler.engine.paused, "the invalid notice files still hold the crawl"
+    runtime.release("notice files invalid")
+    assert not crawler.engine.paused
+    runtime.hold("a")
+    runtime.hold("b")
+    runtime.release()
+    assert not crawler.engine.paused

@@ -142,8 +142,7 @@ class NoticeWatcher:
         if self.registry_stale:
             self.registry_stale = False
             logger.warning("The notice registry can be read again; the crawl resumes")
-            if self.crawler.engine is not None:
-                self.crawler.engine.unpause()
+            self.runtime.release("notice registry unreadable")
         try:
             if datetime.now(UTC).timestamp() - self._last_beat >= HEARTBEAT_EVERY:
                 self._beat()
@@ -165,8 +164,7 @@ class NoticeWatcher:
             )  # fmt: skip
             if self.crawler.stats is not None:
                 self.crawler.stats.inc_value("compliance/notices/paused_unreadable")
-            if self.crawler.engine is not None:
-                self.crawler.engine.pause()
+            self.runtime.hold("notice registry unreadable")
 
     def _beat(self, closed: bool = False) -> None:
         self._last_beat = datetime.now(UTC).timestamp()

@@ -96,8 +96,7 @@ class PolicyWatcher:
         if not errors:
             if self.notice_errors:
                 logger.warning("Notice files are valid again; the crawl resumes")
-                if engine is not None:
-                    engine.unpause()
+                self.runtime.release("notice files invalid")
             self.notice_errors = []
             return
         if not self.notice_errors:
@@ -107,8 +106,7 @@ class PolicyWatcher:
                 "Notice files are invalid; the crawl is paused and stops in %.1f s unless they are fixed:\n%s",
                 self.interval, "\n".join(errors),
             )  # fmt: skip
-            if engine is not None:
-                engine.pause()
+            self.runtime.hold("notice files invalid")
             return
         if self.stopping:
             return
@@ -120,6 +118,6 @@ class PolicyWatcher:
         STOPPED.append(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
         if stats is not None:
             stats.set_value("compliance/notices/invalid_files", len(errors))
+        self.runtime.release()  # stopping overrides every pause
         if engine is not None:
-            engine.unpause()  # let the close run
             deferred_from_coro(engine.close_spider_async(reason="notice_file_invalid"))
