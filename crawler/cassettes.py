@@ -15,7 +15,6 @@ error, not a network fetch: the crawl stays offline and deterministic, and the
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,24 +115,18 @@ def record(urls: Iterable[str], path: str, user_agent: str, token: str, *, verif
     import requests
     import vcr
 
-    from crawler.compliance.images import SNIFF_BYTES, headers_decision, magic_decision, url_decision
+    from crawler.compliance.images import answer_decision, url_decision
     from crawler.compliance.robots import RobotsRules, RobotsState, classify_status
 
     notes: list[str] = []
     def no_images(response: dict[str, Any]) -> dict[str, Any] | None:
         """vcrpy's before_record_response: an image answer (by headers or by its bytes) is never written."""
         headers = {k.lower(): ",".join(v) if isinstance(v, list) else str(v) for k, v in response.get("headers", {}).items()}
-        decision = headers_decision(headers.get("content-type"), headers.get("content-disposition"))
         body = (response.get("body") or {}).get("string") or b""
-        if isinstance(body, str):
-            body = body.encode("latin-1", "replace")
-        if decision.allowed and headers.get("content-encoding", "").strip().lower() in ("gzip", "x-gzip", "deflate"):
-            try:
-                body = zlib.decompressobj(wbits=47).decompress(body, SNIFF_BYTES)
-            except zlib.error:
-                pass
-        if decision.allowed:
-            decision = magic_decision(body[:SNIFF_BYTES])
+        decision = answer_decision(
+            headers.get("content-type"), headers.get("content-disposition"), headers.get("content-encoding", ""),
+            body.encode("latin-1", "replace") if isinstance(body, str) else body,
+        )  # fmt: skip
         if decision.allowed:
             return response
         notes.append(f"not recorded: an image answer ({decision.rule})")

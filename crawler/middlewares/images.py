@@ -19,7 +19,7 @@ from scrapy import Request, signals
 from scrapy.exceptions import IgnoreRequest, StopDownload
 
 from crawler.compliance.decision import Decision
-from crawler.compliance.images import SNIFF_BYTES, SOURCE, headers_decision, magic_decision, url_decision
+from crawler.compliance.images import SNIFF_BYTES, SOURCE, body_decoder, headers_decision, magic_decision, url_decision
 from crawler.runtime import ComplianceRuntime
 
 if TYPE_CHECKING:
@@ -108,9 +108,7 @@ class ImageDownloadGate:
             self._abort(decision, request, 0)
         # A new response (a redirect's target, a retry): sniff it from its first byte.
         sniff = _Sniff()
-        encoding = (headers.get(b"Content-Encoding") or b"").strip().lower()
-        if encoding in (b"gzip", b"x-gzip", b"deflate"):
-            sniff.decoder = zlib.decompressobj(wbits=47)  # gzip or zlib header, told apart by the data
+        sniff.decoder = body_decoder((headers.get(b"Content-Encoding") or b"").decode("latin-1"))
         self._sniffs[request] = sniff
 
     def _on_bytes(self, data: bytes, request: Request, spider: Any = None) -> None:
