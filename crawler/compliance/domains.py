@@ -59,6 +59,15 @@ def host_of(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
 
+def ascii_host(host: str) -> str:
+    """A host as URLs carry it: lower case, no trailing dot, IDNA (``bücher.de`` -> ``xn--bcher-kva.de``)."""
+    host = host.strip().lower().rstrip(".")
+    try:
+        return host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        return host  # not encodable: kept as written
+
+
 def filed_under(url: str) -> tuple[str, str]:
     """The (host, registered domain) a record of ``url`` is filed under in the store.
 
@@ -68,12 +77,7 @@ def filed_under(url: str) -> tuple[str, str]:
     column's width (a longer name is not a DNS name anyway; a hostile link
     must not make the whole batch fail to write).
     """
-    host = host_of(url).rstrip(".")
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            pass  # not encodable: kept as written
+    host = ascii_host(host_of(url))
     return host[:255], registered_domain(host)[:255]
 
 

@@ -27,7 +27,7 @@ from protego._utils import _quote_path, _quote_pattern  # the robots.txt normali
 from pydantic import AwareDatetime, Field, model_validator
 
 from crawler.compliance.decision import ALLOW, Decision
-from crawler.compliance.domains import is_public_suffix, registered_domain
+from crawler.compliance.domains import ascii_host, is_public_suffix, registered_domain
 from crawler.compliance.modelfile import Strict, parse_model_file
 from crawler.compliance.patterns import matches
 
@@ -60,15 +60,6 @@ class Work(Strict):
 
     description: str = ""
     problematic_urls: list[str] = Field(default_factory=list)
-
-
-def ascii_host(host: str) -> str:
-    """A host as URLs carry it: lower case, no trailing dot, IDNA (``bücher.de`` -> ``xn--bcher-kva.de``)."""
-    host = host.strip().lower().rstrip(".")
-    try:
-        return host.encode("idna").decode("ascii") if not host.isascii() else host
-    except UnicodeError:
-        return host
 
 
 class Scope(Strict):
