@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 from datetime import date
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from crawler.compliance.policy import json_schema, load_policies
-from crawler.testing.runner import project_dir, scrapy_command
+from crawler.testing.runner import policy_dir_with_pace, project_dir, scrapy_command
 
 ROOT = project_dir()
 TODAY = date(2026, 11, 26)
@@ -204,3 +205,12 @@ def test_policy_commands(tmp_path: Path) -> None:
     assert "venmo        consent-required    none            venmo.com" in done.stdout
     done = scrapy_command(["policy", "schema"])
     assert json.loads(done.stdout)["anyOf"]
+
+
+def test_a_platforms_path_that_cannot_be_listed_is_an_error(tmp_path: Path) -> None:
+    """`platforms` as a file (or a folder that cannot be listed) is an error, never "no platform policies"."""
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    shutil.rmtree(policies / "platforms")
+    (policies / "platforms").write_text("not a folder")
+    loaded, errors = load_policies(policies)
+    assert loaded is None and len(errors) == 1 and "platforms:1: (folder): cannot be read" in errors[0]

@@ -8,6 +8,7 @@ against a strict model, and every problem is reported as
 
 from __future__ import annotations
 
+import os
 import types
 import typing
 from pathlib import Path
@@ -23,6 +24,21 @@ class Strict(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
+
+
+def yaml_files(folder: Path) -> list[Path]:
+    """The ``*.yaml`` / ``*.yml`` files in ``folder`` (none if it does not exist), sorted.
+
+    OSError when ``folder`` exists but is not a folder or cannot be listed:
+    ``Path.glob`` would answer with no files at all, and no policy or notice
+    file must never be mistaken for "nothing to enforce".
+    """
+    if not folder.is_dir():
+        if folder.exists() or folder.is_symlink():
+            raise OSError(f"{folder}: not a folder")
+        return []
+    with os.scandir(folder) as entries:
+        return sorted(folder / e.name for e in entries if e.name.endswith((".yaml", ".yml")) and not e.name.startswith("."))
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
     """The model inside ``annotation`` (``Model``, ``list[Model]``, ``Model | None``), if any."""

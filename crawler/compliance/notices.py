@@ -14,8 +14,6 @@ that read the directory, so hand-filing a notice fails closed.
 
 from __future__ import annotations
 
-import os
-
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -28,7 +26,7 @@ from pydantic import AwareDatetime, Field, model_validator
 
 from crawler.compliance.decision import ALLOW, Decision
 from crawler.compliance.domains import ascii_host, is_public_suffix, registered_domain
-from crawler.compliance.modelfile import Strict, parse_model_file
+from crawler.compliance.modelfile import Strict, parse_model_file, yaml_files
 from crawler.compliance.patterns import matches
 
 if TYPE_CHECKING:
@@ -277,18 +275,8 @@ class LoadedNotice:
 
 
 def notice_files(directory: Path) -> list[Path]:
-    """The notice files in ``DIR/notices``; OSError when the folder exists but cannot be listed.
-
-    ``Path.glob`` answers an unreadable folder with no files at all, which
-    would mean "no notices": listed with ``os.scandir`` so that it fails.
-    """
-    notices = directory / "notices"
-    if not notices.is_dir():
-        if notices.exists() or notices.is_symlink():
-            raise OSError(f"{notices}: not a folder")
-        return []
-    with os.scandir(notices) as entries:
-        return sorted(notices / e.name for e in entries if e.name.endswith((".yaml", ".yml")) and not e.name.startswith("."))
+    """The notice files in ``DIR/notices``; OSError when that folder cannot be listed (see ``yaml_files``)."""
+    return yaml_files(directory / "notices")
 
 
 def load_notice_files(directory: str | Path, platform_ids: Iterable[str] | None = None) -> tuple[list[LoadedNotice], list[str]]:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, model_validator
 from crawler.compliance.decision import Decision
 from crawler.compliance.domains import registered_domain
 from crawler.compliance.patterns import matches
-from crawler.compliance.modelfile import Strict, parse_model_file
+from crawler.compliance.modelfile import Strict, parse_model_file, yaml_files
 from crawler.compliance.yamlfile import LoadedYaml
 
 Purpose = Literal["search", "train-ai", "archive"]
@@ -226,9 +226,8 @@ def _decide_platform(loaded: LoadedPolicy, path: str, query: str, today: date, p
 
 
 def policy_files(directory: Path) -> list[Path]:
-    platforms = directory / "platforms"
-    found = sorted([*platforms.glob("*.yaml"), *platforms.glob("*.yml")]) if platforms.is_dir() else []
-    return [directory / "default.yaml", *found]
+    """``default.yaml`` and the platform policies; OSError when ``platforms/`` cannot be listed."""
+    return [directory / "default.yaml", *yaml_files(directory / "platforms")]
 
 
 def load_policies(directory: str | Path, fallback: PolicySet | None = None) -> tuple[PolicySet | None, list[str]]:
@@ -247,7 +246,11 @@ def load_policies(directory: str | Path, fallback: PolicySet | None = None) -> t
     default: DefaultPolicy | None = None
     platforms: list[LoadedPolicy] = []
     previous = {p.path: p for p in fallback.platforms} if fallback is not None else {}
-    for path in policy_files(root):
+    try:
+        paths = policy_files(root)
+    except OSError as exc:
+        return None, [f"{root / 'platforms'}:1: (folder): cannot be read ({exc.strerror or exc}); its policies cannot be known"]
+    for path in paths:
         is_default = path == root / "default.yaml"
         parsed = _parse_file(path, is_default, errors)
         if is_default:

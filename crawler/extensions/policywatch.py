@@ -40,7 +40,12 @@ STOPPED: list[str] = []
 
 def _signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
     entries = []
-    for path in [*policy_files(directory), *notice_files(directory)]:
+    try:
+        paths = [*policy_files(directory), *notice_files(directory)]
+    except OSError as exc:
+        # A folder that cannot be listed is a change too: the reload reports it (and fails closed).
+        return ((f"cannot list: {exc}", -1, -1),)
+    for path in paths:
         try:
             stat = path.stat()
         except OSError:
