@@ -134,6 +134,7 @@ _KNOWN_DIRECTIVES = frozenset({
     "max-video-preview", "noai", "noimageai",
 })  # fmt: skip
 _MAX_DIRECTIVES = 64  # per page; a hostile header cannot bloat provenance
+_MAX_PROBLEMS = 20  # likewise for the reasons values were ignored
 
 
 def _directive_name(text: str) -> str:
@@ -268,7 +269,7 @@ def collect_signals(
     signal, signal_sources, signal_denied = _combine(signal_statements, parse_content_signal, problems)
     # TDMRep layering: well-known file < header < meta; an unset layer keeps
     # the one before, and tdm-policy comes from the layer that decided.
-    tdm, tdm_source, tdm_policy = tdm_well_known, tdm_well_known_source if tdm_well_known is not None else "", tdm_well_known_policy
+    tdm, tdm_source, tdm_policy = tdm_well_known, tdm_well_known_source, tdm_well_known_policy
     header_tdm = next((tdm_value(v) for v in headers.get("tdm-reservation", []) if tdm_value(v) is not None), None)
     problems += [f"tdm-reservation header {_clip(repr(v))}: not 0 or 1, counts as unset"
                  for v in headers.get("tdm-reservation", []) if tdm_value(v) is None]  # fmt: skip
@@ -280,12 +281,9 @@ def collect_signals(
         robots=tuple(robots),
         content_usage=usage, content_usage_source="; ".join(usage_sources), content_usage_denied_by=usage_denied,
         content_signal=signal, content_signal_source="; ".join(signal_sources), content_signal_denied_by=signal_denied,
-        tdm_reservation=tdm if tdm is not None else None, tdm_source=tdm_source if tdm is not None else "",
+        tdm_reservation=tdm, tdm_source=tdm_source if tdm is not None else "",
         tdm_policy=tdm_policy if tdm is not None else "", problems=tuple(problems[:_MAX_PROBLEMS]),
     )  # fmt: skip
-
-
-_MAX_PROBLEMS = 20
 
 
 def _combine(
