@@ -27,9 +27,9 @@ DOWNLOADER_MIDDLEWARES = {
     "crawler.middlewares.tdmrep.TdmRepMiddleware": 55,
     # Reads X-Robots-Tag, meta robots, TDMRep, Content-Usage, Content-Signal.
     "crawler.middlewares.optouts.OptOutDownloaderMiddleware": 60,
-    # Replaced by ours (RFC 9309 semantics).
-    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
 }
+#: Replaced by crawler.middlewares.robots (RFC 9309 semantics), whatever ROBOTSTXT_OBEY says.
+STOCK_ROBOTS_MIDDLEWARE = "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware"
 SPIDER_MIDDLEWARES = {
     # Drops the items of pages that opted out of the crawl's purposes and the
     # links of nofollow pages. A subclass of DepthMiddleware that takes its
@@ -87,7 +87,10 @@ class Compliance:
             ("EXTENSIONS", EXTENSIONS),
         ):
             settings[name].update(components, priority="addon")
-        settings.set("ROBOTSTXT_OBEY", False, priority="addon")
+        # ROBOTSTXT_OBEY = True (Scrapy's project template sets it) means
+        # "obey robots.txt": this stack does, so the stock middleware stays
+        # off even if a project lists it, and the setting is left as it is.
+        settings["DOWNLOADER_MIDDLEWARES"].set(STOCK_ROBOTS_MIDDLEWARE, None, priority="cmdline")
         if settings.get("COMPLIANCE_CASSETTE"):
             # Replay a recorded site offline (crawler/cassettes.py).
             handler = "crawler.cassettes.CassetteDownloadHandler"

@@ -40,6 +40,12 @@ class CassetteMiss(RuntimeError):
     """The cassette holds no response for this request; replay never goes to the network."""
 
 
+def _quiet_vcr() -> None:
+    """vcrpy logs every request and body it matches at DEBUG/INFO; a crawl's log is not the place."""
+    for name in ("vcr", "vcr.cassette", "vcr.stubs", "vcr.matchers"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _matchers() -> tuple[Any, ...]:
     from vcr import matchers
 
@@ -51,6 +57,7 @@ def load_cassette(path: str) -> Any:
     from vcr.cassette import Cassette
     from vcr.record_mode import RecordMode
 
+    _quiet_vcr()
     if not Path(path).is_file():
         raise NotConfigured(f"COMPLIANCE_CASSETTE: {path} does not exist (record one with `scrapy cassette record`)")
     return Cassette.load(path=path, record_mode=RecordMode.NONE, match_on=_matchers(), allow_playback_repeats=True)
@@ -115,6 +122,7 @@ def record(urls: Iterable[str], path: str, user_agent: str, token: str, *, verif
     import requests
     import vcr
 
+    _quiet_vcr()
     from crawler.compliance.images import answer_decision, url_decision
     from crawler.compliance.robots import RobotsRules, RobotsState, classify_status
 

@@ -1,4 +1,10 @@
-"""Shared plumbing for the project's commands (not itself a command)."""
+"""Shared plumbing for the project's commands (not itself a command).
+
+Scrapy imports every command module to list them, for every ``scrapy``
+invocation (``scrapy version`` too), so this module and the command modules
+import nothing heavy at module level: the store, the models and the
+compliance core are imported inside the methods that use them.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,12 @@ from typing import TYPE_CHECKING
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
-from crawler.compliance.notices import Notice, NoticeSet, load_notice_files, merge_notices
-from crawler.compliance.store import Store, StoreError
-from crawler.config import DEFAULTS
-
 if TYPE_CHECKING:
     import argparse
 
+    from crawler.compliance.notices import NoticeSet
     from crawler.compliance.policy import PolicySet
+    from crawler.compliance.store import Store
 
 
 class CommandFailed(Exception):
@@ -25,18 +29,28 @@ class CommandFailed(Exception):
 class ComplianceCommand(ScrapyCommand):
     """A command that works on the store or policies and crawls nothing.
 
-    Subclasses implement :meth:`execute`; a :class:`CommandFailed` becomes one
-    ``error: ...`` line on stderr and exit status 1, never a traceback.
+    Subclasses implement :meth:`execute`; a :class:`CommandFailed` (or a
+    setting or store problem) becomes one ``error: ...`` line on stderr and
+    exit status 1, never a traceback.
+
+    The commands are installed through the ``scrapy.commands`` entry points,
+    so they exist in every Scrapy project that installed the package. They
+    run outside a project too when the store is named with ``-s
+    COMPLIANCE_STORE=...``; without one they say so instead of creating an
+    empty registry wherever they run.
     """
 
-    requires_project = True
+    requires_project = False
     requires_crawler_process = False
     default_settings = {"LOG_ENABLED": False}
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        from crawler.compliance.store import StoreError
+        from crawler.config import ConfigError
+
         try:
             self.exitcode = self.execute(args, opts) or 0
-        except (CommandFailed, StoreError) as exc:
+        except (CommandFailed, StoreError, ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             self.exitcode = 1
         except UsageError:
@@ -49,11 +63,24 @@ class ComplianceCommand(ScrapyCommand):
     def execute(self, args: list[str], opts: argparse.Namespace) -> int | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def policies(self) -> PolicySet:
+        """The shipped policies and the project's, or CommandFailed with every error."""
+        from crawler.config import ConfigError, policy_dir, policy_dir_required
+        from crawler.runtime import load_policies_or_fail
+
+        assert self.settings is not None
+        try:
+            return load_policies_or_fail(policy_dir(self.settings), policy_dir_required(self.settings))
+        except ConfigError as exc:
+            raise CommandFailed(str(exc)) from None
+
     def notice_registry(self, policies: PolicySet) -> NoticeSet:
         """The notices in force as a crawl would see them: the store's registry and the notice files."""
+        from crawler.compliance.notices import Notice, NoticeSet, load_notice_files, merge_notices
+        from crawler.config import policy_dir
+
         assert self.settings is not None
-        directory = str(self.settings.get("COMPLIANCE_POLICY_DIR") or DEFAULTS["COMPLIANCE_POLICY_DIR"])
-        files, errors = load_notice_files(directory, [p.policy.id for p in policies.platforms])
+        files, errors = load_notice_files(policy_dir(self.settings), [p.policy.id for p in policies.platforms])
         if errors:
             raise CommandFailed("invalid notice files:\n" + "\n".join(errors))
         rows = self.open_store().notice_rows()
@@ -61,5 +88,9 @@ class ComplianceCommand(ScrapyCommand):
         return NoticeSet.build(merge_notices(files, from_store, policies), "cli")
 
     def open_store(self) -> Store:
+        """The store every crawl of this project uses (found from any subfolder; see ``crawler.config.store_url``)."""
+        from crawler.compliance.store import Store
+        from crawler.config import store_url
+
         assert self.settings is not None
-        return Store(str(self.settings.get("COMPLIANCE_STORE") or DEFAULTS["COMPLIANCE_STORE"]))
+        return Store(store_url(self.settings))

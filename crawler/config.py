@@ -5,10 +5,12 @@ The table in README.md ("Settings") documents each of these; keep them in step.
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crawler import __version__
@@ -35,7 +37,10 @@ DEFAULTS: dict[str, object] = {
     "COMPLIANCE_PURPOSES": "search,train-ai,archive",
     "COMPLIANCE_DISTRIBUTED": False,
     "COMPLIANCE_REDIS_URL": "redis://127.0.0.1:6379/0",
+    "COMPLIANCE_DATA_DIR": "var",
 }
+
+logger = logging.getLogger("crawler.compliance")
 
 
 class ConfigError(ValueError):
@@ -50,7 +55,8 @@ class Config:
     contact: str
     bot_name: str
     store_url: str
-    policy_dir: str
+    #: The project's policy folder (None: outside a project, the shipped policies apply alone).
+    policy_dir: str | None
     crawl_id: str
     robots_ttl: float
     robots_cache_size: int
@@ -62,6 +68,10 @@ class Config:
     purposes: frozenset[str]
     distributed: bool = False
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Where the crawl keeps files of its own (unwritten batches): COMPLIANCE_DATA_DIR, resolved.
+    data_dir: str = "var"
+    #: COMPLIANCE_POLICY_DIR was named: the folder must exist (the default one may not).
+    policy_dir_required: bool = False
 
     @property
     def user_agent(self) -> str:
@@ -91,13 +101,6 @@ class Config:
         crawl_id = str(settings.get("COMPLIANCE_CRAWL_ID") or "")
         if crawl_id and not _CRAWL_ID_RE.fullmatch(crawl_id):
             raise ConfigError(f"COMPLIANCE_CRAWL_ID: {crawl_id!r} must be 1-64 letters, digits or '_.:-'")
-        if settings.getbool("ROBOTSTXT_OBEY"):
-            raise ConfigError(
-                "ROBOTSTXT_OBEY is True, but this framework enforces robots.txt itself (RFC 9309: "
-                "5xx means disallow all, 24 h cache, per scheme and port), and Scrapy's middleware "
-                "would fetch every robots.txt a second time and allow all on errors. "
-                "Fix: 1. remove ROBOTSTXT_OBEY from your settings, or 2. set ROBOTSTXT_OBEY = False."
-            )
         _refuse_media_pipelines(settings)
         distributed = settings.getbool("COMPLIANCE_DISTRIBUTED")
         if distributed and not crawl_id:
@@ -115,8 +118,8 @@ class Config:
         return cls(
             contact=contact,
             bot_name=bot_name,
-            store_url=str(settings.get("COMPLIANCE_STORE") or DEFAULTS["COMPLIANCE_STORE"]),
-            policy_dir=str(settings.get("COMPLIANCE_POLICY_DIR") or DEFAULTS["COMPLIANCE_POLICY_DIR"]),
+            store_url=store_url(settings),
+            policy_dir=policy_dir(settings),
             crawl_id=crawl_id or new_crawl_id(),
             robots_ttl=number("COMPLIANCE_ROBOTS_TTL", float, 0.001, MAX_TTL),
             robots_cache_size=int(number("COMPLIANCE_ROBOTS_CACHE_SIZE", int, 1)),
@@ -128,6 +131,8 @@ class Config:
             purposes=purposes,
             distributed=distributed,
             redis_url=redis_url,
+            data_dir=str(data_dir(settings)),
+            policy_dir_required=policy_dir_required(settings),
         )
 
 
@@ -152,6 +157,103 @@ def _refuse_media_pipelines(settings: BaseSettings) -> None:
                 "This framework never collects images (facial images are biometric data, GDPR Art. 9(1)). "
                 f"Fix: remove {name!r} from ITEM_PIPELINES (or set it to None), and drop IMAGES_STORE/FILES_STORE."
             )
+
+
+# -- where things are: relative paths resolve against the project root ------------------------
+
+
+def project_root() -> Path | None:
+    """The folder of the nearest ``scrapy.cfg`` at or above the current folder (None outside a project).
+
+    Every relative path the framework reads or writes (the store, the policy
+    folder, its own files) is taken from here, so a command run from any
+    subfolder of a project finds the same store and notice registry.
+    """
+    from scrapy.utils.conf import closest_scrapy_cfg
+
+    found = closest_scrapy_cfg()
+    return Path(found).parent if found else None
+
+
+def _resolved(setting: str, value: str) -> Path:
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path
+    root = project_root()
+    if root is None:
+        raise ConfigError(
+            f"{setting}: {value!r} is a relative path, and there is no Scrapy project here (no scrapy.cfg in "
+            f"{Path.cwd()} or above) to resolve it against. Fix: run from inside your project, or give an absolute path "
+            f"(-s {setting}=/absolute/path)."
+        )
+    return root / path
+
+
+def store_url(settings: BaseSettings) -> str:
+    """COMPLIANCE_STORE with a relative SQLite path resolved against the project root.
+
+    Outside a project, a store must be named: the default would create a
+    second, empty notice registry in whatever folder a command runs from,
+    and a registry nobody reads blocks nothing (fail closed).
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    given = settings.get("COMPLIANCE_STORE")
+    value = str(given or DEFAULTS["COMPLIANCE_STORE"])
+    if not given and project_root() is None:
+        raise ConfigError(
+            f"COMPLIANCE_STORE is not set and there is no Scrapy project here (no scrapy.cfg in {Path.cwd()} or above), "
+            "so there is no store or notice registry to use. Fix: run from inside your project, or name the store "
+            "(-s COMPLIANCE_STORE=sqlite:////absolute/path.sqlite3 or postgresql+psycopg://...)."
+        )
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        return value  # the store reports a URL it cannot read, naming the setting
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return value
+    return url.set(database=str(_resolved("COMPLIANCE_STORE", database))).render_as_string(hide_password=False)
+
+
+def policy_dir(settings: BaseSettings) -> str | None:
+    """The project's policy folder, resolved (None outside a project when none is named).
+
+    The default, ``policies/`` of the project, need not exist: the policies
+    shipped with the package (the platforms whose terms forbid collection,
+    and a polite default) then apply alone, and a folder created later is
+    picked up by running crawls. A folder named in COMPLIANCE_POLICY_DIR
+    must exist (see :func:`policy_dir_required`).
+    """
+    given = settings.get("COMPLIANCE_POLICY_DIR")
+    if given:
+        return str(_resolved("COMPLIANCE_POLICY_DIR", str(given)))
+    root = project_root()
+    return str(root / str(DEFAULTS["COMPLIANCE_POLICY_DIR"])) if root is not None else None
+
+
+def policy_dir_required(settings: BaseSettings) -> bool:
+    """A folder named in the settings must exist; the default one may be missing."""
+    return bool(settings.get("COMPLIANCE_POLICY_DIR"))
+
+
+def notices_dir(settings: BaseSettings) -> Path:
+    """Where notice files are read and written: POLICY_DIR/notices (``policies/notices`` of the project)."""
+    found = policy_dir(settings)
+    if found is None:
+        _resolved("COMPLIANCE_POLICY_DIR", str(DEFAULTS["COMPLIANCE_POLICY_DIR"]))  # raises: no project
+    return Path(str(found)) / "notices"
+
+
+def data_dir(settings: BaseSettings) -> Path:
+    """COMPLIANCE_DATA_DIR resolved: where the framework keeps files of its own (``var/`` of the project)."""
+    return _resolved("COMPLIANCE_DATA_DIR", str(settings.get("COMPLIANCE_DATA_DIR") or DEFAULTS["COMPLIANCE_DATA_DIR"]))
+
+
+def unwritten_dir(data: str | Path) -> Path:
+    """Batches the store refused, kept for later (purge visits them like any other location)."""
+    return Path(data) / "unwritten"
 
 
 def machine_name(settings: BaseSettings) -> str:

@@ -8,20 +8,16 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from crawler.cli import CommandFailed
-from crawler.compliance.files import replaced_atomically
-from crawler.compliance.notices import CompiledScope, Notice, Scope
-from crawler.compliance.purge import PurgeRequest
-from crawler.config import DEFAULTS, machine_name
 
 if TYPE_CHECKING:
     import argparse
 
     from scrapy.settings import BaseSettings
 
+    from crawler.compliance.notices import Notice, Scope
     from crawler.compliance.policy import PolicySet
+    from crawler.compliance.purge import PurgeRequest
 
 
 def add_scope_options(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +29,8 @@ def add_scope_options(parser: argparse.ArgumentParser) -> None:
 
 
 def scope_from_options(opts: argparse.Namespace, policies: PolicySet) -> Scope:
+    from crawler.compliance.notices import Scope
+
     if not (opts.domain or opts.platform or opts.url_pattern):
         raise CommandFailed("say what is in scope: --domain D, --platform P or --url-pattern PAT")
     if opts.platform and opts.platform not in {p.policy.id for p in policies.platforms}:
@@ -57,6 +55,8 @@ def _first_error(exc: Exception) -> str:
 
 
 def operator_of(opts: argparse.Namespace, settings: BaseSettings) -> str:
+    from crawler.config import machine_name
+
     given = opts.operator or settings.get("COMPLIANCE_OPERATOR") or os.environ.get("COMPLIANCE_OPERATOR")
     if given:
         return str(given)
@@ -69,6 +69,9 @@ def operator_of(opts: argparse.Namespace, settings: BaseSettings) -> str:
 
 def purge_request(scope: Scope, policies: PolicySet, reason: str, operator: str, notice_id: str | None,
                   resolved: list[str] | None = None) -> PurgeRequest:  # fmt: skip
+    from crawler.compliance.notices import CompiledScope
+    from crawler.compliance.purge import PurgeRequest
+
     compiled = CompiledScope.build(scope, policies, resolved or ())
     record = {
         **scope.model_dump(mode="json", exclude_none=True),
@@ -77,11 +80,9 @@ def purge_request(scope: Scope, policies: PolicySet, reason: str, operator: str,
     return PurgeRequest(compiled, record, reason, operator, notice_id)
 
 
-def policy_dir(settings: BaseSettings) -> Path:
-    return Path(str(settings.get("COMPLIANCE_POLICY_DIR") or DEFAULTS["COMPLIANCE_POLICY_DIR"]))
-
-
 def notice_yaml(notice: Notice) -> str:
+    import yaml
+
     header = (
         "# A notice, in the Lumen database's vocabulary plus this project's scope and demands.\n"
         "# Written by `scrapy notice add`; validated by `scrapy policy validate`.\n"
@@ -91,6 +92,8 @@ def notice_yaml(notice: Notice) -> str:
 
 
 def write_atomically(path: Path, text: str) -> None:
+    from crawler.compliance.files import replaced_atomically
+
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not path.is_file():
         raise OSError(f"{path} exists and is not a file; move it away first")
@@ -100,3 +103,54 @@ def write_atomically(path: Path, text: str) -> None:
 
 def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=False, default=str))
+
+
+#: Entry point group for a package's own purge locations (see crawler.compliance.purge.PurgeLocation).
+PURGE_LOCATIONS_GROUP = "ethical_crawler.purge_locations"
+
+
+def extra_locations(settings: BaseSettings) -> list[Any]:
+    """The locations purge visits that no crawl records in the store.
+
+    - batches the store refused, kept in COMPLIANCE_DATA_DIR/unwritten/;
+    - the project's own locations: ``COMPLIANCE_PURGE_LOCATIONS`` (a list of
+      import paths, or a dict of import path to order) and the
+      ``ethical_crawler.purge_locations`` entry points.
+
+    A location that cannot be loaded is an error (CommandFailed): a purge
+    that silently skipped the project's own copy would report a deletion
+    that did not happen.
+    """
+    from importlib.metadata import entry_points
+
+    from scrapy.utils.misc import load_object
+
+    from crawler.compliance.purge import Location, custom_location
+    from crawler.config import ConfigError, data_dir, unwritten_dir
+
+    found: list[Any] = []
+    try:
+        folder = unwritten_dir(data_dir(settings))
+    except ConfigError:
+        folder = None
+    if folder is not None and folder.is_dir():
+        for path in sorted(folder.glob("*.jsonl")):
+            found.append(Location("feed", str(path.resolve()), {"format": "jsonlines"}))
+    named = settings.get("COMPLIANCE_PURGE_LOCATIONS") or []
+    if isinstance(named, str):
+        named = [part.strip() for part in named.split(",") if part.strip()]
+    elif isinstance(named, dict) or hasattr(named, "copy_to_dict"):
+        named = [path for path, order in sorted(dict(named).items(), key=lambda pair: pair[1] or 0) if order is not None]
+    sources: list[tuple[str, Any]] = [("COMPLIANCE_PURGE_LOCATIONS", path) for path in named]
+    sources += [(f"entry point {PURGE_LOCATIONS_GROUP}:{ep.name}", ep) for ep in entry_points(group=PURGE_LOCATIONS_GROUP)]
+    for where, target in sources:
+        try:
+            obj = target.load() if hasattr(target, "load") and hasattr(target, "group") else load_object(target)
+            if isinstance(obj, type):
+                obj = obj.from_settings(settings) if hasattr(obj, "from_settings") else obj()
+        except Exception as exc:  # noqa: BLE001 - the project's code: name it and stop
+            raise CommandFailed(f"{where}: cannot load purge location {target!r}: {type(exc).__name__}: {exc}") from None
+        if not callable(getattr(obj, "count", None)) or not callable(getattr(obj, "delete", None)):
+            raise CommandFailed(f"{where}: {target!r} is not a purge location (it needs count(scope) and delete(scope))")
+        found.append(custom_location(obj))
+    return found

@@ -27,9 +27,16 @@ def _aware(value: Any) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def build(store: Store, crawl_id: str | None) -> dict[str, Any]:
-    """Everything the report shows, as plain JSON-ready data."""
+def build(store: Store, crawl_id: str | None, unwritten: list[str] | None = None) -> dict[str, Any]:
+    """Everything the report shows, as plain JSON-ready data.
+
+    ``unwritten`` are the files of batches the store refused (COMPLIANCE_DATA_DIR/unwritten/):
+    a crawl with one, or one that finished with ``store_write_failed``, is a failure of the report.
+    """
     crawl = store.crawl(crawl_id) if crawl_id else None
+    failures = [f"{path}: batches the store did not take" for path in unwritten or [] if not crawl_id or crawl_id in path]
+    if crawl is not None and crawl.get("finish_reason") == "store_write_failed":
+        failures.insert(0, f"crawl {crawl_id} finished with store_write_failed: part of what it collected is not in the store")
     refusal_rows = store.refusals(crawl_id)
     by_reason = Counter(r["reason"] for r in refusal_rows)
     by_host = Counter(r["host"] for r in refusal_rows)
@@ -75,6 +82,7 @@ def build(store: Store, crawl_id: str | None) -> dict[str, Any]:
         "notices": notices,
         "purges": purges,
         "ledger": {"ok": verdict.ok, "entries": verdict.entries, "message": verdict.message, "bad_entry": verdict.bad_seq},
+        "store_failures": failures,
     }
 
 
@@ -86,7 +94,9 @@ def render_text(data: dict[str, Any]) -> str:
                      f"finished: {crawl['finish_reason']}")  # fmt: skip
     else:
         lines.append(f"All crawls in {data['store']}")
-    lines.append(f"\nStored: {data['stored_total']} page(s)")
+    lines.append(f"\nStored: {data['stored_total']} item(s)")
+    for failure in data.get("store_failures") or []:
+        lines.append(f"  FAILED: {failure}")
     lines += [f"  {host:<32} {n:>7}" for host, n in data["stored_per_host"]]
     lines.append(f"\nRefused: {data['refusals_total']} request(s), by reason")
     for reason, n in data["refusals_by_reason"]:
@@ -105,7 +115,7 @@ def render_text(data: dict[str, Any]) -> str:
         lines.append(f"  {receipt.get('purge_id')} {receipt.get('notice_id') or receipt.get('reason', '')}: {counts}"
                      + (f"; {manual} location(s) need manual action" if manual else ""))  # fmt: skip
     ledger = data["ledger"]
-    lines.append(f"\nLedger: {'intact' if ledger['ok'] else 'BROKEN'}: {ledger['message']}")
+    lines.append(f"\nLedger: {ledger['message']}" if ledger["ok"] else f"\nLedger: BROKEN: {ledger['message']}")
     return "\n".join(lines) + "\n"
 
 
@@ -177,7 +187,7 @@ function timeline(buckets) {
 const crawl = data.crawl;
 document.getElementById("meta").textContent = (crawl ? `Crawl ${crawl.id} (${crawl.spider}), ${crawl.started_at} to ${crawl.finished_at}, ${crawl.finish_reason}` : "All crawls") + ` · store ${data.store} · generated ${data.generated_at}`;
 document.getElementById("summary").innerHTML = table(["", ""], [["pages stored", data.stored_total], ["requests refused", data.refusals_total], ["notices", data.notices.length], ["purges", data.purges.length]], [1]);
-document.getElementById("stored").innerHTML = table(["host", "pages"], data.stored_per_host, [1]);
+document.getElementById("stored").innerHTML = table(["host", "items"], data.stored_per_host, [1]);
 document.getElementById("chart-reason").innerHTML = bars(data.refusals_by_reason, "refusals by reason");
 document.getElementById("reasons").innerHTML = table(["reason", "count", "examples (URL, gate, rule, source)"],
   data.refusals_by_reason.map(([reason, n]) => [reason, n, (data.examples[reason] || []).map(e => `${e.url} at ${e.gate}: ${e.rule} (${e.source})`).join("\\n")]), [1]);

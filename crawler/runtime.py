@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from datetime import UTC
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from scrapy.exceptions import IgnoreRequest
@@ -30,6 +31,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("crawler.compliance")
 
+#: Store writes that failed for good in this process: each is one line of
+#: ``scrapy crawl``'s error output and makes its exit status non-zero.
+STORE_FAILURES: list[str] = []
+
+#: Items whose source is remembered between the spider middleware and the pipelines, at most.
+_MAX_SOURCES = 10_000
+
 _RUNTIMES: WeakKeyDictionary[Crawler, ComplianceRuntime] = WeakKeyDictionary()
 
 
@@ -37,7 +45,7 @@ class ComplianceRuntime:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.config = Config.from_settings(crawler.settings)
-        self.policies: PolicySet = load_policies_or_fail(self.config.policy_dir)
+        self.policies: PolicySet = load_policies_or_fail(self.config.policy_dir, self.config.policy_dir_required)
         self._store: Store | None = None
         #: This process in the store and the cluster: one crawl id, many workers.
         self.machine = machine_name(crawler.settings)
@@ -57,6 +65,10 @@ class ComplianceRuntime:
         self._refusals: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         self._pending_write: list[dict[str, Any]] = []
+        #: id(item) -> (item, source) from the spider middleware, for the pipelines' last notice check.
+        self._sources: dict[int, tuple[Any, dict[str, Any]]] = {}
+        #: Rows the store refused for good, saved to this file (see :meth:`_save_unwritten`).
+        self.unwritten_path: Path | None = None
 
     @classmethod
     def of(cls, crawler: Crawler) -> ComplianceRuntime:
@@ -82,7 +94,7 @@ class ComplianceRuntime:
 
     def reload_policies(self) -> bool:
         """Load the policy files again; keep the last valid set if they are broken."""
-        policies, errors = load_policies(self.config.policy_dir, fallback=self.policies)
+        policies, errors = load_policies(self.config.policy_dir, fallback=self.policies, required=self.config.policy_dir_required)
         if errors:
             logger.error(
                 "Policy files are invalid; the last valid policies stay in force for them:\n%s",
@@ -238,7 +250,7 @@ class ComplianceRuntime:
         self._maybe_flush()
 
     def _report(self, decision: Decision) -> None:
-        logger.info("Refused %s", decision, extra={"spider": self.crawler.spider})
+        logger.info("%s", decision, extra={"spider": self.crawler.spider})
         stats = self.crawler.stats
         if stats is not None:
             stats.inc_value(f"compliance/refused/{decision.reason}")
@@ -263,8 +275,46 @@ class ComplianceRuntime:
 
     # -- items --------------------------------------------------------------
 
-    def add_item(self, fields: dict[str, Any]) -> None:
-        self._items.append(item_row(fields))
+    def source_of(self, response: Any) -> dict[str, Any]:
+        """Where an item came from: the response's URL, where it is filed, when, and its provenance.
+
+        The provenance is what the gates recorded on the way: the HTTP status,
+        the robots.txt rule that allowed the page, the platform terms, the
+        opt-out signals seen with the crawl's purposes, and the policy version.
+        """
+        url = response.url
+        host, domain = filed_under(url)
+        meta = response.meta
+        return {
+            "url": url, "host": host, "domain": domain, "crawl_id": self.config.crawl_id,
+            "fetched_at": meta.get("compliance_fetched_at") or utcnow(),
+            "provenance": {
+                "status": response.status,
+                "robots": meta.get("compliance_robots"),
+                "terms": meta.get("compliance_terms"),
+                "optouts": meta.get("compliance_optouts"),
+            },
+        }  # fmt: skip
+
+    def note_source(self, item: Any, response: Any) -> None:
+        """Remember which response produced ``item`` (called by the spider middleware for every item)."""
+        sources = self._sources
+        if len(sources) >= _MAX_SOURCES:
+            # Items a later component dropped or replaced never come back for theirs.
+            del sources[next(iter(sources))]
+        sources[id(item)] = (item, self.source_of(response))
+
+    def known_source(self, item: Any, *, forget: bool = False) -> dict[str, Any] | None:
+        """The source noted for ``item`` (this very object), if any."""
+        entry = self._sources.pop(id(item), None) if forget else self._sources.get(id(item))
+        return entry[1] if entry is not None and entry[0] is item else None
+
+    def add_item(self, fields: dict[str, Any], source: dict[str, Any] | None = None) -> None:
+        if source is None:
+            url = str(fields.get("url") or "")
+            host, domain = filed_under(url) if url else ("", "")
+            source = {"url": url, "host": host, "domain": domain, "crawl_id": self.config.crawl_id}
+        self._items.append(item_row(fields, source))
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:
@@ -275,6 +325,9 @@ class ComplianceRuntime:
             try:
                 self.flush()
             except Exception as exc:  # noqa: BLE001 - kept for the next flush, not lost
+                if _is_data_error(exc):
+                    self._salvage(exc)
+                    return
                 logger.error(
                     "Could not write %d item(s) and %d refusal(s) to the store (%s: %s); they are kept and "
                     "written with the next batch", len(self._items), len(self._refusals), type(exc).__name__, exc,
@@ -285,27 +338,75 @@ class ComplianceRuntime:
     def final_flush(self, attempts: int = 10, pause: float = 0.5) -> None:
         """The last write of a crawl: retried for a few seconds; if the store stays
         unreachable, the rows are saved to a JSON-lines file, never dropped."""
+        failure = ""
         for attempt in range(attempts):
             try:
                 self.flush()
                 return
             except Exception as exc:  # noqa: BLE001
-                failure = f"{type(exc).__name__}: {exc}"
+                if _is_data_error(exc):
+                    self._salvage(exc)
+                    return
+                failure = f"{type(exc).__name__}: {_first_line(exc)}"
                 if attempt + 1 < attempts:
                     time.sleep(pause)
-        import json
-        from pathlib import Path
+        self._save_unwritten(self._items, self._refusals, f"the store could not be written ({failure})")
+        self._items, self._refusals = [], []
 
-        path = Path(f"unwritten-{self.config.crawl_id}.jsonl").resolve()
+    def _salvage(self, exc: BaseException) -> None:
+        """A batch the store refuses for what is in it (not for being unreachable): write what it takes.
+
+        Retrying the same rows would fail forever, and a batch holds other
+        items and the refusals of other requests. So the refusals are written
+        on their own, then each item; the rows the store still refuses are
+        saved to the unwritten file and the crawl is marked failed.
+        """
+        item_rows, refusal_rows = self._items, self._refusals
+        self._items, self._refusals = [], []
+        refused_rows: list[dict[str, Any]] = []
+        kept_refusals: list[dict[str, Any]] = []
+        try:
+            self.store.write([], refusal_rows)
+        except Exception:  # noqa: BLE001 - saved below, never dropped
+            kept_refusals = refusal_rows
+        for row in item_rows:
+            try:
+                self.store.write([row], [], self.registry_version, self._filter_batch)
+            except Exception:  # noqa: BLE001
+                refused_rows.append(row)
+        self._save_unwritten(refused_rows, kept_refusals, f"the store refused them ({type(exc).__name__}: {_first_line(exc)})")
+
+    def _save_unwritten(self, item_rows: list[dict[str, Any]], refusal_rows: list[dict[str, Any]], why: str) -> None:
+        """Keep rows the store did not take in COMPLIANCE_DATA_DIR/unwritten/, and fail the crawl.
+
+        Purge visits that folder like any other location, so data kept there
+        for later is never out of reach of a notice.
+        """
+        if not item_rows and not refusal_rows:
+            return
+        import json
+
+        from crawler.config import unwritten_dir
+
+        folder = unwritten_dir(self.config.data_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"unwritten-{self.config.crawl_id}.jsonl"
         with path.open("a", encoding="utf-8") as handle:
-            for kind, rows in (("item", self._items), ("refusal", self._refusals)):
+            for kind, rows in (("item", item_rows), ("refusal", refusal_rows)):
                 for row in rows:
                     handle.write(json.dumps({"kind": kind, **row}, default=_json_default, ensure_ascii=False) + "\n")
-        logger.error(
-            "The store could not be written (%s): %d item(s) and %d refusal(s) saved to %s instead",
-            failure, len(self._items), len(self._refusals), path,
-        )  # fmt: skip
-        self._items, self._refusals = [], []
+        self.unwritten_path = path
+        message = (
+            f"store write failed: {len(item_rows)} item(s) and {len(refusal_rows)} refusal(s) were not stored, because "
+            f"{why}; they are saved in {path} (purge visits it; load them once the cause is fixed)"
+        )
+        logger.error("%s", message, extra={"spider": self.crawler.spider})
+        STORE_FAILURES.append(message)
+        stats = self.crawler.stats
+        if stats is not None:
+            stats.inc_value("compliance/store/write_failed")
+            stats.inc_value("compliance/store/unwritten_items", len(item_rows))
+            stats.inc_value("compliance/store/unwritten_refusals", len(refusal_rows))
 
     def flush(self) -> None:
         """Write the pending batch in one transaction; on failure the rows stay pending (and it raises)."""
@@ -332,6 +433,19 @@ class ComplianceRuntime:
             # Items of a response reach the buffer a moment after its output
             # is handled: release only leases handled a second before this write.
             self._cluster.ack_written(started - 1.0)
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """The store refused the rows themselves (a constraint, a value it cannot hold), not the connection."""
+    import sqlalchemy.exc as sa_exc
+
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.DisconnectionError | sa_exc.TimeoutError):
+        return False
+    return isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError | sa_exc.StatementError | TypeError | ValueError)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
 
 
 def _json_default(value: Any) -> str:
@@ -366,9 +480,9 @@ def _fallback_scope(row: NoticeRow) -> Any:
     return Scope(domains=domains or ["invalid"])
 
 
-def load_policies_or_fail(directory: str) -> PolicySet:
-    """The policies in ``directory``, or a ConfigError listing every problem."""
-    policies, errors = load_policies(directory)
+def load_policies_or_fail(directory: str | None, required: bool = True) -> PolicySet:
+    """The shipped policies and those in ``directory``, or a ConfigError listing every problem."""
+    policies, errors = load_policies(directory, required=required)
     if policies is None:
         raise ConfigError("invalid policy files (COMPLIANCE_POLICY_DIR):\n" + "\n".join(errors))
     return policies

@@ -6,12 +6,12 @@ Every COMPLIANCE_* setting is documented once, in README.md ("Settings").
 BOT_NAME = "crawler"
 SPIDER_MODULES = ["crawler.spiders"]
 NEWSPIDER_MODULE = "crawler.spiders"
-COMMANDS_MODULE = "crawler.commands"
 
 ADDONS = {"crawler.addon.Compliance": 0}
 
-# robots.txt is enforced by crawler.middlewares.robots (RFC 9309 semantics).
-ROBOTSTXT_OBEY = False
+# robots.txt is enforced by crawler.middlewares.robots (RFC 9309 semantics),
+# whether this says True or False; Scrapy's own middleware stays off.
+ROBOTSTXT_OBEY = True
 
 # The operator's contact, put in the User-Agent. Required: set it here or with
 # -s COMPLIANCE_CONTACT=... ; a crawl without it refuses to start.

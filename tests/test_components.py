@@ -30,13 +30,24 @@ def _item(i: int) -> PageItem:
     return PageItem(f"http://news.test/{i}", "news.test", "news.test", "t", "x", utcnow(), "")
 
 
+def _scraped(crawler, pipeline: StorePipeline, item: object, url: str | None = None) -> object:  # type: ignore[no-untyped-def]
+    """Pass ``item`` through the pipeline and send ``item_scraped`` as Scrapy's scraper does (with its response)."""
+    from scrapy import signals
+    from scrapy.http import HtmlResponse, Request
+
+    response = HtmlResponse(url, body=b"<html></html>", request=Request(url)) if url else None
+    out = pipeline.process_item(item)
+    crawler.signals.send_catch_log(signals.item_scraped, item=out, response=response, spider=crawler.spider)
+    return out
+
+
 def test_pipeline_writes_in_batches_and_flushes_at_close(tmp_path: Path) -> None:
     """Items are written a batch at a time; only the unflushed tail is pending before close."""
     crawler = _crawler(tmp_path, COMPLIANCE_STORE_BATCH_SIZE=3, COMPLIANCE_STORE_FLUSH_INTERVAL=3600)
     pipeline = StorePipeline.from_crawler(crawler)
     store = ComplianceRuntime.of(crawler).store
     for i in range(7):
-        pipeline.process_item(_item(i))
+        _scraped(crawler, pipeline, _item(i), f"http://news.test/{i}")
     assert store.count_items() == 6  # two batches of three; one item pending
     pipeline.close_spider()
     assert store.count_items() == 7
@@ -45,11 +56,51 @@ def test_pipeline_writes_in_batches_and_flushes_at_close(tmp_path: Path) -> None
 
 
 def test_pipeline_accepts_any_item_type(tmp_path: Path) -> None:
-    """A plain dict item is stored with host and domain derived from its URL."""
+    """Dicts, scrapy.Item, dataclasses and attrs items, with or without url, are filed under the page they came from, unchanged."""
+    import dataclasses
+
+    import attrs
+    import scrapy
+
+    class Quote(scrapy.Item):
+        text = scrapy.Field()
+        author = scrapy.Field()
+
+    @dataclasses.dataclass
+    class Book:
+        name: str
+        url: str
+
+    @attrs.define
+    class Review:
+        stars: int
+
     crawler = _crawler(tmp_path, COMPLIANCE_STORE_BATCH_SIZE=1)
-    StorePipeline.from_crawler(crawler).process_item({"url": "https://a.news.test/x", "title": "T", "extra": [1, 2]})
-    (record,) = ComplianceRuntime.of(crawler).store.iter_items()
-    assert (record["host"], record["domain"], record["extra"]) == ("a.news.test", "news.test", [1, 2])
+    pipeline = StorePipeline.from_crawler(crawler)
+    given = [
+        ({"text": "To be", "tags": ["a"]}, "https://quotes.news.test/page/1"),
+        (Quote(text="T", author="A"), "https://quotes.news.test/page/2"),
+        (Book("B", "https://elsewhere.test/book"), "https://books.news.test/list"),
+        (Review(5), "https://reviews.news.test/r"),
+        ({"url": "https://a.news.test/x", "title": "T", "extra": [1, 2]}, None),  # no response (a start() item)
+    ]
+    for item, url in given:
+        before = repr(item)
+        assert _scraped(crawler, pipeline, item, url) is item and repr(item) == before  # the item is never changed
+    records = {r["url"]: r for r in ComplianceRuntime.of(crawler).store.iter_items()}
+    assert sorted(records) == sorted([
+        "https://quotes.news.test/page/1", "https://quotes.news.test/page/2", "https://books.news.test/list",
+        "https://reviews.news.test/r", "https://a.news.test/x",
+    ])  # fmt: skip
+    quote = records["https://quotes.news.test/page/1"]
+    assert (quote["host"], quote["domain"], quote["text"], quote["tags"]) == ("quotes.news.test", "news.test", "To be", ["a"])
+    assert quote["provenance"]["status"] == 200
+    assert records["https://quotes.news.test/page/2"]["author"] == "A"
+    book = records["https://books.news.test/list"]
+    assert (book["domain"], book["name"], book["item_url"]) == ("news.test", "B", "https://elsewhere.test/book")
+    assert records["https://reviews.news.test/r"]["stars"] == 5
+    plain = records["https://a.news.test/x"]
+    assert (plain["host"], plain["domain"], plain["extra"]) == ("a.news.test", "news.test", [1, 2])
 
 
 def test_config_reads_settings_once_and_validates(tmp_path: Path) -> None:
@@ -69,16 +120,18 @@ def test_config_reads_settings_once_and_validates(tmp_path: Path) -> None:
 
 
 def test_addon_enables_the_stack(tmp_path: Path) -> None:
-    """The add-on installs our middlewares, disables Scrapy's robots middleware and ROBOTSTXT_OBEY."""
+    """The add-on installs our middlewares and keeps Scrapy's robots middleware off, even if a project lists it."""
     from scrapy.settings import Settings
 
     settings = Settings()
-    settings.set("ROBOTSTXT_OBEY", True, priority="default")  # e.g. Scrapy's project template
+    settings.set("ROBOTSTXT_OBEY", True, priority="project")  # Scrapy's project template sets it
+    settings["DOWNLOADER_MIDDLEWARES"].set("scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware", 100, priority="project")
     Compliance().update_settings(settings)
     mws = settings.getdict("DOWNLOADER_MIDDLEWARES")
     assert mws["crawler.middlewares.robots.RobotsTxtMiddleware"] == 50
     assert mws["scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware"] is None
-    assert settings.getbool("ROBOTSTXT_OBEY") is False
+    # True means "obey robots.txt", which the stack does: accepted, left as the project set it.
+    assert settings.getbool("ROBOTSTXT_OBEY") is True
 
 
 def test_spider_start_urls() -> None:

@@ -128,11 +128,13 @@ def test_missing_contact_refuses_to_start(web, crawl) -> None:
     assert web.log == []
 
 
-def test_robotstxt_obey_conflict(web, crawl) -> None:
-    """Turning Scrapy's own robots middleware on is refused with both sides named and a fix."""
-    run = crawl(["http://shop.test/"], {"ROBOTSTXT_OBEY": True})
-    assert run.returncode == 2 and "ROBOTSTXT_OBEY" in run.stderr and "Fix:" in run.stderr
-    assert web.log == []
+def test_robotstxt_obey_true_means_our_enforcement(web, crawl) -> None:
+    """ROBOTSTXT_OBEY = True (Scrapy's template) is accepted, said once, and robots.txt is fetched once, by us."""
+    run = crawl(["http://shop.test/"], {"ROBOTSTXT_OBEY": True}).check()
+    assert run.stderr.count("ROBOTSTXT_OBEY = True: robots.txt is obeyed by the compliance stack") == 1
+    paths = [e.path for e in web.log if e.host == "shop.test"]
+    assert paths.count("/robots.txt") == 1 and paths[0] == "/robots.txt"
+    assert "/private/secret" not in paths and "Traceback" not in run.stderr
 
 
 def test_no_disallowed_fetch_on_any_robots_host(run_compliance_crawl) -> None:  # type: ignore[no-untyped-def]

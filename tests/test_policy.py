@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.compliance.policy import json_schema, load_policies
+from crawler.compliance.policy import SHIPPED, json_schema, load_policies
 from crawler.testing.runner import policy_dir_with_pace, project_dir, scrapy_command
 
 ROOT = project_dir()
@@ -63,31 +63,33 @@ def errors_for(tmp_path: Path, platforms: dict[str, str], default: str = DEFAULT
 
 
 def test_shipped_policies_are_valid_and_cover_the_platforms() -> None:
-    """The shipped policies load, and each named platform domain is consent-required with no consent."""
-    policies, errors = load_policies(ROOT / "policies")
+    """The shipped policies load on their own, and each named platform domain is consent-required with no consent."""
+    policies, errors = load_policies(None)
     assert errors == [] and policies is not None
     for domain in ["facebook.com", "fb.com", "instagram.com", "messenger.com", "twitter.com", "x.com",
                    "youtube.com", "youtu.be", "linkedin.com", "venmo.com"]:  # fmt: skip
         loaded = policies.by_domain[domain]
         assert loaded.policy.collection == "consent-required" and loaded.policy.consents == []
         decision = policies.decide(f"https://www.{domain}/someone", TODAY)
-        assert decision.reason == "terms.consent-required" and "/policies/platforms/" in decision.source
+        assert decision.reason == "terms.consent-required" and decision.source.startswith("shipped/platforms/")
         assert loaded.policy.terms.url in decision.rule
 
 
 def test_every_policy_file_starts_with_schema_line() -> None:
-    """Editors find the schema from the first line of every policy file."""
-    for path in (ROOT / "policies").rglob("*.yaml"):
+    """Editors find the schema from the first line of every shipped policy file (as `compliance init` copies them)."""
+    paths = list(SHIPPED.rglob("*.yaml"))
+    assert len(paths) == 6
+    for path in paths:
         first = path.read_text().splitlines()[0]
         assert first.startswith("# yaml-language-server: $schema="), path
         target = (path.parent / first.split("=", 1)[1]).resolve()
-        assert target == (ROOT / "policies" / "schema.json").resolve(), path
+        assert target == (SHIPPED / "schema.json").resolve(), path
 
 
 def test_committed_schema_is_current() -> None:
-    """policies/schema.json is what the models generate (regenerate: scrapy policy schema > policies/schema.json)."""
-    committed = json.loads((ROOT / "policies" / "schema.json").read_text())
-    assert committed == json.loads(json.dumps(json_schema())), "policies/schema.json is stale"
+    """crawler/shipped/schema.json is what the models generate (regenerate: scrapy policy schema > crawler/shipped/schema.json)."""
+    committed = json.loads((SHIPPED / "schema.json").read_text())
+    assert committed == json.loads(json.dumps(json_schema())), "crawler/shipped/schema.json is stale"
 
 
 def test_consent_path_rules_and_rate(tmp_path: Path) -> None:
@@ -179,18 +181,62 @@ def test_subdomain_in_domains_is_rejected(tmp_path: Path) -> None:
 
 
 def test_missing_default_and_directory(tmp_path: Path) -> None:
-    """A missing default.yaml or directory is an error, never an empty (open) policy."""
-    root = make_dir(tmp_path, {})
+    """Without default.yaml the shipped default applies; a named directory that is missing is an error, never an open policy."""
+    root = make_dir(tmp_path, {}, default="collection: allowed-per-robots\nrate:\n  min_delay: 7\n  max_concurrency: 1\n")
+    own, errors = load_policies(root)
+    assert errors == [] and own is not None and own.default.rate.min_delay == 7
     (root / "default.yaml").unlink()
-    assert load_policies(root)[1] == [f"{root}/default.yaml:1: (file): missing; every policy directory needs a default.yaml with a rate"]
+    shipped, errors = load_policies(root)
+    assert errors == [] and shipped is not None and shipped.default.rate.min_delay == 0.5
+    assert shipped.default_path == "shipped/default.yaml" and len(shipped.platforms) == 5
     assert load_policies(tmp_path / "nowhere")[1] == [f"{tmp_path}/nowhere: policy directory not found (COMPLIANCE_POLICY_DIR)"]
+    # The project's default folder may be missing (the shipped policies apply); a named one may not.
+    alone, errors = load_policies(tmp_path / "nowhere", required=False)
+    assert errors == [] and alone is not None and len(alone.platforms) == 5
+
+
+META_REPLACEMENT = """id: meta
+name: Facebook (with our agreement)
+owner: Meta Platforms, Inc.
+domains: [facebook.com]
+terms:
+  url: https://www.facebook.com/terms
+  clause: Automated collection only with written permission.
+  reviewed: 2026-11-01
+collection: allowed
+"""
+
+
+def test_shipped_platforms_are_a_floor(tmp_path: Path) -> None:
+    """A valid project file replaces a shipped platform for the domains it claims; the others stay refused."""
+    policies, errors = load_policies(make_dir(tmp_path, {"meta.yaml": META_REPLACEMENT, "partner.yaml": PLATFORM}))
+    assert errors == [] and policies is not None
+    own = policies.decide("https://www.facebook.com/page", TODAY)
+    assert own.allowed and own.source.endswith("pol/platforms/meta.yaml:9")
+    # The replacement left instagram.com out: the shipped policy still covers it.
+    kept = policies.decide("https://www.instagram.com/someone", TODAY)
+    assert kept.reason == "terms.consent-required" and kept.source == "shipped/platforms/meta.yaml:18"
+    assert policies.decide("https://x.com/someone", TODAY).reason == "terms.consent-required"
+    assert policies.decide("https://partner.test/public/page", TODAY).reason == "terms.consent"
+    # A replacement that does not validate replaces nothing: at start-up it is an error...
+    broken = META_REPLACEMENT.replace("collection: allowed", "collection: sure")
+    assert errors_for(tmp_path / "b", {"meta.yaml": broken}) == [
+        "platforms/meta.yaml:9: collection: must be 'forbidden', 'consent-required', 'allowed-per-robots' or 'allowed' (got 'sure')"
+    ]
+    # ...and on a reload the shipped policy stays in force for every Meta domain.
+    root = make_dir(tmp_path / "c", {})
+    before, _ = load_policies(root)
+    (root / "platforms" / "meta.yaml").write_text(broken)
+    after, errors = load_policies(root, fallback=before)
+    assert after is not None and len(errors) == 1
+    assert after.decide("https://www.facebook.com/page", TODAY).source == "shipped/platforms/meta.yaml:18"
 
 
 def test_policy_commands(tmp_path: Path) -> None:
     """validate exits 0/1 with the full report; check explains; list shows consent state; schema is JSON."""
     good = make_dir(tmp_path, {"partner.yaml": PLATFORM})
     done = scrapy_command(["policy", "validate", str(good)])
-    assert done.returncode == 0 and "valid (1 platform policies" in done.stdout
+    assert done.returncode == 0 and "valid (6 platform policies" in done.stdout
     (good / "platforms" / "broken.yaml").write_text("id: Bad Id\n")
     done = scrapy_command(["policy", "validate", str(good)])
     assert done.returncode == 1 and "broken.yaml:1: id: String should match pattern" in done.stdout
@@ -198,9 +244,9 @@ def test_policy_commands(tmp_path: Path) -> None:
     done = scrapy_command(["policy", "check", "https://www.venmo.com/u/someone", "--json"])
     report = json.loads(done.stdout)
     assert report["allowed"] is False and report["platform"] == "venmo"
-    assert report["decision"]["reason"] == "terms.consent-required" and report["decision"]["source"] == "policies/platforms/venmo.yaml:17"
+    assert report["decision"]["reason"] == "terms.consent-required" and report["decision"]["source"] == "shipped/platforms/venmo.yaml:17"
     done = scrapy_command(["policy", "check", "https://www.linkedin.com/in/x"])
-    assert "REFUSED: terms.consent-required" in done.stdout and "policies/platforms/linkedin.yaml" in done.stdout
+    assert "REFUSED: terms.consent-required" in done.stdout and "shipped/platforms/linkedin.yaml" in done.stdout
     done = scrapy_command(["policy", "list"])
     assert "venmo        consent-required    none            venmo.com" in done.stdout
     done = scrapy_command(["policy", "schema"])

@@ -87,7 +87,7 @@ def test_url_pattern_purge_and_verify(env: dict[str, Any]) -> None:
     assert code == 0, out
     assert receipt is not None and receipt["counts"]["store"] == 1
     assert "http://a.test/people/ann/photos" not in urls_left(env["store"])
-    assert "verified: nothing in scope remains" in out
+    assert receipt["verify"] == {"remaining": {"store": {"remaining": 0}}, "verified": True, "problems": []}
 
 
 def test_verify_fails_when_something_remains(env: dict[str, Any]) -> None:

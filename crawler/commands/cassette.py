@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 from scrapy.exceptions import UsageError
 
 from crawler.cli import CommandFailed, ComplianceCommand
-from crawler.config import Config, ConfigError
 
 if TYPE_CHECKING:
     import argparse
@@ -27,6 +26,7 @@ class Command(ComplianceCommand):
 
     def execute(self, args: list[str], opts: argparse.Namespace) -> int:
         from crawler.cassettes import record
+        from crawler.config import Config, ConfigError
 
         if not args or args[0] != "record" or len(args) < 2:
             raise UsageError("expected: record URL [URL...] -o FILE.yaml", print_help=True)

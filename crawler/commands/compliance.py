@@ -1,4 +1,4 @@
-"""``scrapy compliance report [--crawl ID] [--html FILE]``: the report a compliance person reads after a crawl."""
+"""``scrapy compliance report|init``: the report a compliance person reads after a crawl, and a project's policy folder."""
 
 from __future__ import annotations
 
@@ -15,10 +15,17 @@ if TYPE_CHECKING:
 
 class Command(ComplianceCommand):
     def syntax(self) -> str:
-        return "report [--crawl ID | --all] [--html FILE]"
+        return "report [--crawl ID | --all] [--html FILE] | init [DIR]"
 
     def short_desc(self) -> str:
-        return "Report what a crawl stored and refused, notices, purges and the ledger's status"
+        return "Report what a crawl stored and refused (report); write the project's policies/ folder (init)"
+
+    def long_desc(self) -> str:
+        return (
+            "report: what a crawl stored and refused, notices, purges and the ledger's status; exit 1 if the "
+            "ledger is broken or a crawl could not write to the store. init: write policies/ into the project "
+            "(the default policy, the shipped platform policies, schema.json, an empty notices/), to edit."
+        )
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
@@ -27,15 +34,72 @@ class Command(ComplianceCommand):
         parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with charts")
 
     def execute(self, args: list[str], opts: argparse.Namespace) -> int:
+        if args[:1] == ["init"] and len(args) <= 2:
+            return self.init(args[1] if len(args) == 2 else None)
+        if args != ["report"]:
+            raise UsageError("expected: report [--crawl ID | --all] [--html FILE], or init [DIR]", print_help=True)
+        return self.report(opts)
+
+    def init(self, given: str | None) -> int:
+        """Write the policy folder a compliance person edits; never overwrite a file that exists."""
+        import json
+        import shutil
+
+        from crawler.compliance.policy import SHIPPED, json_schema
+        from crawler.config import policy_dir
+
+        assert self.settings is not None
+        target = Path(given).resolve() if given else Path(str(policy_dir(self.settings) or ""))
+        if not given and policy_dir(self.settings) is None:
+            raise CommandFailed("no Scrapy project here (no scrapy.cfg in this folder or above); run it inside your project or name a folder: scrapy compliance init DIR")
+        if target.exists() and not target.is_dir():
+            raise CommandFailed(f"{target} exists and is not a folder")
+        wanted: list[tuple[Path, str | Path]] = [
+            (target / "default.yaml", SHIPPED / "default.yaml"),
+            (target / "schema.json", json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"),
+            *[(target / "platforms" / p.name, p) for p in sorted((SHIPPED / "platforms").glob("*.yaml"))],
+        ]
+        written, kept = [], []
+        for path, source in wanted:
+            if path.exists() or path.is_symlink():
+                kept.append(path)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(source, Path):
+                shutil.copyfile(source, path)
+            else:
+                path.write_text(source, encoding="utf-8")
+            written.append(path)
+        notices = target / "notices"
+        if not notices.exists():
+            notices.mkdir(parents=True)
+            written.append(notices)
+        for path in written:
+            print(f"wrote {path}{'/' if path.is_dir() else ''}")
+        for path in kept:
+            print(f"kept  {path} (exists; not overwritten)")
+        print(
+            f"{target}: the project's policies. Edit them and run `scrapy policy validate`. The shipped platform "
+            "policies stay in force for every platform domain these files do not claim."
+        )
+        return 0
+
+    def report(self, opts: argparse.Namespace) -> int:
         from crawler.report import build, render_html, render_text
 
-        if args != ["report"]:
-            raise UsageError("expected: report [--crawl ID | --all] [--html FILE]", print_help=True)
         store = self.open_store()
         crawl_id = None if opts.all else (opts.crawl or store.last_crawl_id())
         if crawl_id is not None and store.crawl(crawl_id) is None:
             raise CommandFailed(f"no crawl {crawl_id!r} in the store" if opts.crawl else "the store holds no crawl yet; run one first")
-        data = build(store, crawl_id)
+        from crawler.config import ConfigError, data_dir, unwritten_dir
+
+        assert self.settings is not None
+        try:
+            folder = unwritten_dir(data_dir(self.settings))
+        except ConfigError:
+            folder = None
+        unwritten = sorted(str(p) for p in folder.glob("*.jsonl")) if folder is not None and folder.is_dir() else []
+        data = build(store, crawl_id, unwritten)
         print(render_text(data), end="")
         if opts.html:
             target = Path(opts.html)
@@ -45,4 +109,4 @@ class Command(ComplianceCommand):
             except OSError as exc:
                 raise CommandFailed(f"cannot write {opts.html}: {exc.strerror or exc}") from None
             print(f"wrote {opts.html}")
-        return 0 if data["ledger"]["ok"] else 1
+        return 0 if data["ledger"]["ok"] and not data.get("store_failures") else 1

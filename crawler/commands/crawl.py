@@ -1,7 +1,14 @@
 """``scrapy crawl``, checking the compliance settings before anything starts.
 
+Installed through the ``scrapy.commands`` entry points, so it replaces
+Scrapy's own ``crawl`` in every project that installs the package. Only a
+crawl that enables the compliance add-on is checked; any other crawl runs
+exactly as Scrapy's command would run it.
+
 Scrapy's own command would start the crawler and report a bad setting as a
-traceback from inside an extension. This one checks first and prints one line.
+traceback from inside an extension. This one checks first and prints one
+line, and turns what went wrong during the crawl (invalid notice files, a
+store that refused a batch, cassette misses) into a non-zero exit status.
 """
 
 from __future__ import annotations
@@ -11,36 +18,69 @@ from typing import TYPE_CHECKING
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 
-from crawler.config import Config, ConfigError
-from crawler.runtime import load_notices_or_fail, load_policies_or_fail
-from crawler.spiders.site import SiteSpider, StartUrlError, parse_start_urls
-
 if TYPE_CHECKING:
     import argparse
+
+    from scrapy.settings import BaseSettings
+
+ADDON = "crawler.addon.Compliance"
+
+
+def compliance_enabled(settings: BaseSettings) -> bool:
+    """Whether the project's ADDONS switch the compliance add-on on."""
+    for addon, order in settings.getdict("ADDONS").items():
+        name = addon if isinstance(addon, str) else f"{getattr(addon, '__module__', '')}.{getattr(addon, '__qualname__', '')}"
+        if name == ADDON and order is not None:
+            return True
+    return False
+
+
+def preflight(settings: BaseSettings, spider_name: str | None, spargs: dict[str, str]) -> str | None:
+    """What stops a compliance crawl before it starts (one line), or None when it may start."""
+    from crawler.config import Config, ConfigError
+    from crawler.runtime import load_notices_or_fail, load_policies_or_fail
+    from crawler.spiders.site import SiteSpider, StartUrlError, parse_start_urls
+
+    try:
+        config = Config.from_settings(settings)
+        load_notices_or_fail(config.policy_dir, load_policies_or_fail(config.policy_dir, config.policy_dir_required))
+        if spider_name == SiteSpider.name:
+            parse_start_urls(spargs.get("url"))
+    except (ConfigError, StartUrlError) as exc:
+        return f"crawl refused to start: {exc}"
+    return None
+
+
+def crawl_failures() -> tuple[list[str], int]:
+    """What went wrong in this process's compliance crawls: (error lines, exit status; 0 if nothing)."""
+    from crawler.cassettes import MISSES
+    from crawler.extensions.policywatch import STOPPED
+    from crawler.runtime import STORE_FAILURES
+
+    lines = [f"crawl stopped: invalid notice file: {reason}" for reason in STOPPED]
+    status = 2 if STOPPED else 0
+    lines += list(STORE_FAILURES)
+    if MISSES:
+        lines += [f"cassette miss: {miss}" for miss in MISSES]
+        lines.append(f"{len(MISSES)} request(s) were not in the cassette; record them or fix the spider")
+    if (STORE_FAILURES or MISSES) and not status:
+        status = 1
+    return lines, status
 
 
 class Command(ScrapyCrawlCommand):
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
-        try:
-            config = Config.from_settings(self.settings)
-            load_notices_or_fail(config.policy_dir, load_policies_or_fail(config.policy_dir))
-            if args and args[0] == SiteSpider.name:
-                parse_start_urls(opts.spargs.get("url"))
-        except (ConfigError, StartUrlError) as exc:
-            print(f"error: crawl refused to start: {exc}", file=sys.stderr)
+        if not compliance_enabled(self.settings):
+            super().run(args, opts)
+            return
+        refusal = preflight(self.settings, args[0] if args else None, opts.spargs)
+        if refusal is not None:
+            print(f"error: {refusal}", file=sys.stderr)
             self.exitcode = 2
             return
         super().run(args, opts)
-        from crawler.cassettes import MISSES
-        from crawler.extensions.policywatch import STOPPED
-
-        for reason in STOPPED:
-            print(f"error: crawl stopped: invalid notice file: {reason}", file=sys.stderr)
-            self.exitcode = 2
-
-        if MISSES:
-            for miss in MISSES:
-                print(f"error: cassette miss: {miss}", file=sys.stderr)
-            print(f"error: {len(MISSES)} request(s) were not in the cassette; record them or fix the spider", file=sys.stderr)
-            self.exitcode = 1
+        lines, status = crawl_failures()
+        for line in lines:
+            print(f"error: {line}", file=sys.stderr)
+        self.exitcode = max(self.exitcode, status)

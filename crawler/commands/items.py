@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 from scrapy.exceptions import UsageError
 
 from crawler.cli import CommandFailed, ComplianceCommand
-from crawler.compliance.store import write_jsonl
 
 if TYPE_CHECKING:
     import argparse
@@ -28,6 +27,8 @@ class Command(ComplianceCommand):
     def execute(self, args: list[str], opts: argparse.Namespace) -> int:
         if len(args) != 1 or args[0] not in ("count", "export"):
             raise UsageError("expected 'count' or 'export'", print_help=True)
+        from crawler.compliance.store import write_jsonl
+
         store = self.open_store()
         if args[0] == "count":
             print(store.count_items(opts.domain))

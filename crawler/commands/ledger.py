@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 from scrapy.exceptions import UsageError
 
 from crawler.cli import ComplianceCommand
-from crawler.compliance.ledger import Entry, verify
 
 if TYPE_CHECKING:
     import argparse
+
+    from crawler.compliance.ledger import Entry
 
 
 class Command(ComplianceCommand):
@@ -29,6 +30,8 @@ class Command(ComplianceCommand):
     def execute(self, args: list[str], opts: argparse.Namespace) -> int:
         if not args or args[0] not in ("verify", "show"):
             raise UsageError("expected verify or show", print_help=True)
+        from crawler.compliance.ledger import verify
+
         store = self.open_store()
         if args[0] == "verify":
             # The head first: entries appended while we read are beyond it and not judged.

@@ -11,18 +11,17 @@ from typing import TYPE_CHECKING, Any
 from scrapy.exceptions import UsageError
 
 from crawler.cli import CommandFailed, ComplianceCommand
-from crawler.compliance.ledger import Entry, canonical_json
-from crawler.compliance.notices import NOTICE_ID_RE, Notice, load_notice_files, notice_type
-from crawler.compliance.purge import run_purge
 from crawler.notices_cli import (
-    add_scope_options, notice_yaml, operator_of, policy_dir, print_json, purge_request,
-    scope_from_options, write_atomically, _first_error,
+    add_scope_options, extra_locations, notice_yaml, operator_of, print_json, purge_request, scope_from_options,
+    write_atomically, _first_error,
 )  # fmt: skip
-from crawler.runtime import load_policies_or_fail
-from crawler.config import ConfigError, machine_name
 
 if TYPE_CHECKING:
     import argparse
+    from pathlib import Path
+
+    from crawler.compliance.ledger import Entry
+    from crawler.compliance.notices import Notice
 
 ACTIONS = ("add", "list", "show", "withdraw")
 
@@ -65,16 +64,19 @@ class Command(ComplianceCommand):
             raise UsageError(f"{action} needs a notice id", print_help=False)
         return self.show(args[1]) if action == "show" else self.withdraw(args[1], opts)
 
-    def policies(self):  # type: ignore[no-untyped-def]
-        assert self.settings is not None
-        try:
-            return load_policies_or_fail(str(policy_dir(self.settings)))
-        except ConfigError as exc:
-            raise CommandFailed(str(exc)) from None
-
     # -- add -------------------------------------------------------------------------
 
+    def notices_dir(self) -> Path:
+        from crawler.config import notices_dir
+
+        assert self.settings is not None
+        return notices_dir(self.settings)
+
     def add(self, opts: argparse.Namespace) -> int:
+        from crawler.compliance.notices import notice_type
+        from crawler.compliance.purge import run_purge
+        from crawler.config import machine_name
+
         assert self.settings is not None
         if not opts.sender:
             raise CommandFailed("--sender is required (who sent the notice)")
@@ -87,7 +89,7 @@ class Command(ComplianceCommand):
         policies = self.policies()
         scope = scope_from_options(opts, policies)
         store = self.open_store()
-        directory = policy_dir(self.settings) / "notices"
+        directory = self.notices_dir()
         operator = operator_of(opts, self.settings)
         fields: dict[str, Any] = {
             "type": lumen_type, "title": opts.title or f"{opts.type} from {opts.sender}", "sender_name": opts.sender,
@@ -111,7 +113,7 @@ class Command(ComplianceCommand):
         if entry is not None:
             result["ledger_entry"] = {"seq": entry.seq, "hash": entry.hash}
         if notice.demands.delete_existing:
-            result["purge"] = run_purge(store, request, machine_name(self.settings))
+            result["purge"] = run_purge(store, request, machine_name(self.settings), extra_locations(self.settings))
         else:
             result["purge"] = None
         print_json(result)
@@ -119,6 +121,8 @@ class Command(ComplianceCommand):
 
     def _resolve(self, given_id: str | None, fields: dict[str, Any], scope: Any, received: date, store: Any, directory: Any) -> tuple[Notice, bool]:
         """The notice to record, and whether it was already filed (a re-run of the same command resumes it)."""
+        from crawler.compliance.notices import NOTICE_ID_RE, Notice, load_notice_files
+
         existing = {r.id: r for r in store.notice_rows()}
         files = {n.notice.id: n.notice for n in load_notice_files(directory.parent)[0]}
 
@@ -161,12 +165,15 @@ class Command(ComplianceCommand):
     # -- list, show, withdraw ---------------------------------------------------------
 
     def _all(self) -> dict[str, tuple[Notice, str]]:
+        from crawler.compliance.notices import Notice, load_notice_files
+
         assert self.settings is not None
+        store = self.open_store()
         found: dict[str, tuple[Notice, str]] = {}
-        files, errors = load_notice_files(policy_dir(self.settings))
+        files, errors = load_notice_files(self.notices_dir().parent)
         for loaded in files:
             found[loaded.notice.id] = (loaded.notice, "file only (not in the store)")
-        for row in self.open_store().notice_rows():
+        for row in store.notice_rows():
             found[row.id] = (Notice.model_validate(row.data), "store")
         for error in errors:
             print(f"warning: {error}")
@@ -195,6 +202,8 @@ class Command(ComplianceCommand):
         return 0
 
     def withdraw(self, notice_id: str, opts: argparse.Namespace) -> int:
+        from crawler.compliance.notices import Notice
+
         assert self.settings is not None
         notices = self._all()
         if notice_id not in notices:
@@ -205,7 +214,7 @@ class Command(ComplianceCommand):
         withdrawn = notice.model_copy(update={"status": "withdrawn", "withdrawn_at": datetime.now(UTC)})
         withdrawn = Notice.model_validate(withdrawn.model_dump())
         operator = operator_of(opts, self.settings)
-        path = policy_dir(self.settings) / "notices" / f"{notice_id}.yaml"
+        path = self.notices_dir() / f"{notice_id}.yaml"
         store = self.open_store()
         if where == "store":
             entry = store.withdraw_notice(notice_id, withdrawn.as_record(), operator, opts.reason)
@@ -244,6 +253,8 @@ def purges_with_proof(rows: list[dict[str, Any]], entries: Iterable[Entry]) -> l
     the ``purge.completed-by-crawl`` entries of crawls that applied the purge
     to their own files afterwards.
     """
+    from crawler.compliance.ledger import canonical_json
+
     by_seq: dict[int, Entry] = {}
     by_crawl: dict[str, list[dict[str, Any]]] = {}
     ids = {row["id"] for row in rows}

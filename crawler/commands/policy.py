@@ -11,15 +11,11 @@ from typing import TYPE_CHECKING, Any
 from scrapy.exceptions import UsageError
 
 from crawler.cli import CommandFailed, ComplianceCommand
-from crawler.compliance.images import url_decision
-from crawler.compliance.notices import load_notice_files
-from crawler.compliance.optouts import describe_signals
-from crawler.compliance.policy import PolicySet, json_schema, load_policies
-from crawler.compliance.store import StoreError
-from crawler.config import DEFAULTS
 
 if TYPE_CHECKING:
     import argparse
+
+    from crawler.compliance.policy import PolicySet
 
 ACTIONS = ("validate", "check", "schema", "list", "audit")
 
@@ -37,23 +33,18 @@ class Command(ComplianceCommand):
         parser.add_argument("--platform", metavar="P", help="audit: only this platform policy")
         parser.add_argument("--cassette", metavar="FILE", help="audit: replay this vcrpy cassette instead of the network")
 
-    def policy_dir(self) -> str:
-        assert self.settings is not None
-        return str(self.settings.get("COMPLIANCE_POLICY_DIR") or DEFAULTS["COMPLIANCE_POLICY_DIR"])
-
-    def load(self, directory: str | None = None) -> PolicySet:
-        policies, errors = load_policies(directory or self.policy_dir())
-        if policies is None:
-            raise CommandFailed("invalid policy files:\n" + "\n".join(errors))
-        return policies
+    def load(self) -> PolicySet:
+        return self.policies()
 
     def execute(self, args: list[str], opts: argparse.Namespace) -> int:
         if not args or args[0] not in ACTIONS:
             raise UsageError(f"expected one of: {', '.join(ACTIONS)}", print_help=True)
         action, rest = args[0], args[1:]
         if action == "validate":
-            return self.validate(rest[0] if rest else self.policy_dir())
+            return self.validate(rest[0] if rest else None)
         if action == "schema":
+            from crawler.compliance.policy import json_schema
+
             print(json.dumps(json_schema(), indent=2, sort_keys=True))
             return 0
         if action == "list":
@@ -64,19 +55,28 @@ class Command(ComplianceCommand):
             raise UsageError("check needs one URL", print_help=False)
         return self.check(rest[0], opts.json)
 
-    def validate(self, directory: str) -> int:
-        policies, errors = load_policies(directory)
+    def validate(self, given: str | None) -> int:
+        """Every policy and notice file of the project (or of DIR), and the shipped ones they build on."""
+        from crawler.compliance.notices import load_notice_files
+        from crawler.compliance.policy import load_policies, shipped_label, SHIPPED
+        from crawler.config import policy_dir, policy_dir_required
+
+        assert self.settings is not None
+        directory = given or policy_dir(self.settings)
+        required = bool(given) or policy_dir_required(self.settings)
+        policies, errors = load_policies(directory, required=required)
+        shown = directory if directory is not None and Path(directory).exists() else f"{shipped_label(SHIPPED)} (the project has no policies/ folder)"
         platform_ids = [p.policy.id for p in policies.platforms] if policies is not None else None
         notices, notice_errors = load_notice_files(directory, platform_ids)
         errors = [*errors, *notice_errors]
         if errors:
             for error in errors:
                 print(error)
-            print(f"{len(errors)} error(s) in {directory}")
+            print(f"{len(errors)} error(s) in {shown}")
             return 1
         assert policies is not None
         print(
-            f"{directory}: valid ({len(policies.platforms)} platform policies, {len(notices)} notices, "
+            f"{shown}: valid ({len(policies.platforms)} platform policies, {len(notices)} notices, "
             f"version {policies.version})"
         )
         return 0
@@ -84,15 +84,15 @@ class Command(ComplianceCommand):
     def list(self) -> int:
         policies = self.load()
         today = datetime.now(UTC).date()
-        print(f"{'platform':<12} {'collection':<19} {'consent today':<15} domains")
+        print(f"{'platform':<12} {'collection':<19} {'consent today':<15} domains  [file]")
         for loaded in sorted(policies.platforms, key=lambda p: p.policy.id):
             policy = loaded.policy
             valid = [c for c in policy.consents if c.state(today) == "valid"]
             state = "n/a" if policy.collection != "consent-required" else (f"{len(valid)} valid" if valid else "none")
-            print(f"{policy.id:<12} {policy.collection:<19} {state:<15} {', '.join(policy.domains)}")
+            print(f"{policy.id:<12} {policy.collection:<19} {state:<15} {', '.join(policy.domains)}  [{loaded.path}]")
         default = policies.default
         print(f"{'(default)':<12} {default.collection:<19} {'n/a':<15} every other host, "
-              f"min_delay {default.rate.min_delay:g}s, max_concurrency {default.rate.max_concurrency}")
+              f"min_delay {default.rate.min_delay:g}s, max_concurrency {default.rate.max_concurrency}  [{policies.default_path}]")
         return 0
 
     def audit(self, opts: argparse.Namespace) -> int:
@@ -126,6 +126,9 @@ class Command(ComplianceCommand):
 
     def seen_by_crawls(self, url: str) -> dict[str, Any] | None:
         """What the last crawl recorded about ``url``: robots.txt and opt-out signals."""
+        from crawler.compliance.optouts import describe_signals
+        from crawler.compliance.store import StoreError
+
         try:
             item, refused = self.open_store().last_seen(url)
         except StoreError:
@@ -148,6 +151,8 @@ class Command(ComplianceCommand):
         return None
 
     def check(self, url: str, as_json: bool) -> int:
+        from crawler.compliance.images import url_decision
+
         if not url.startswith(("http://", "https://")):
             raise CommandFailed(f"{url!r} is not an absolute http(s) URL")
         policies = self.load()

@@ -5,13 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from crawler.cli import CommandFailed, ComplianceCommand
-from crawler.compliance.notices import Notice
-from crawler.compliance.purge import label, run_purge, survey
-from crawler.config import ConfigError, machine_name
-from crawler.notices_cli import (
-    add_scope_options, operator_of, policy_dir, print_json, purge_request, scope_from_options,
-)  # fmt: skip
-from crawler.runtime import load_policies_or_fail
+from crawler.notices_cli import add_scope_options, extra_locations, operator_of, print_json, purge_request, scope_from_options
 
 if TYPE_CHECKING:
     import argparse
@@ -33,13 +27,14 @@ class Command(ComplianceCommand):
         parser.add_argument("--verify", action="store_true", help="then scan every location; exit 1 if anything in scope remains")
 
     def execute(self, args: list[str], opts: argparse.Namespace) -> int:
+        from crawler.compliance.notices import Notice
+        from crawler.compliance.purge import run_purge, survey
+        from crawler.config import machine_name
+
         assert self.settings is not None
         if args:
             raise CommandFailed(f"unexpected argument {args[0]!r}; see `scrapy purge -h`")
-        try:
-            policies = load_policies_or_fail(str(policy_dir(self.settings)))
-        except ConfigError as exc:
-            raise CommandFailed(str(exc)) from None
+        policies = self.policies()
         store = self.open_store()
         resolved: list[str] = []
         if opts.notice:
@@ -58,31 +53,44 @@ class Command(ComplianceCommand):
             reason = opts.reason.strip()
         request = purge_request(scope, policies, reason, operator_of(opts, self.settings), opts.notice, resolved)
         machine = machine_name(self.settings)
+        extra = extra_locations(self.settings)
         if opts.dry_run:
-            found = survey(store, request.scope, machine)
-            print_json({"dry_run": True, "scope": request.scope_record, "in_scope": _counts(found, machine)})
-            return _verdict(found, machine) if opts.verify else 0
-        receipt = run_purge(store, request, machine)
-        print_json(receipt)
-        if opts.verify:
-            found = survey(store, request.scope, machine)
-            print_json({"verify": _counts(found, machine)})
-            return _verdict(found, machine)
-        return 0
+            found = survey(store, request.scope, machine, extra)
+            report: dict[str, Any] = {"dry_run": True, "scope": request.scope_record, "in_scope": _counts(found, machine)}
+            status = 0
+            if opts.verify:
+                status, report["verify"] = _verdict(found, machine)
+            print_json(report)
+            return status
+        receipt = run_purge(store, request, machine, extra)
+        if not opts.verify:
+            print_json(receipt)
+            return 0
+        # One JSON document: the receipt, and what a fresh scan of every location found.
+        found = survey(store, request.scope, machine, extra)
+        status, verdict = _verdict(found, machine)
+        print_json({**receipt, "verify": {"remaining": _counts(found, machine), **verdict}})
+        return status
 
 
 def _counts(found: list[Any], machine: str) -> dict[str, Any]:
+    from crawler.compliance.purge import label
+
     return {label(loc, machine): ({"remaining": out.count} if out.status == "done" else {"status": out.status, "why": out.detail})
             for loc, out in found}  # fmt: skip
 
 
-def _verdict(found: list[Any], machine: str) -> int:
+def _verdict(found: list[Any], machine: str) -> tuple[int, dict[str, Any]]:
+    """(exit status, the verdict as JSON): 1 when anything in scope remains or a location cannot be checked."""
+    import sys
+
+    from crawler.compliance.purge import label
+
     remaining = [(label(loc, machine), out.count) for loc, out in found if out.count]
     unverified = [label(loc, machine) for loc, out in found if out.status != "done"]
-    for name, count in remaining:
-        print(f"error: {count} record(s) in scope remain in {name}")
-    for name in unverified:
-        print(f"error: cannot verify {name} from here (see above)")
-    if not remaining and not unverified:
-        print("verified: nothing in scope remains at any location")
-    return 1 if remaining or unverified else 0
+    problems = [f"{count} record(s) in scope remain in {name}" for name, count in remaining]
+    problems += [f"cannot verify {name} from here" for name in unverified]
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    verdict = {"verified": not problems, "problems": problems}
+    return (1 if problems else 0), verdict

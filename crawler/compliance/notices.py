@@ -176,9 +176,11 @@ class CompiledScope:
     def build(cls, scope: Scope, policies: PolicySet | None, extra_domains: Iterable[str] = ()) -> CompiledScope:
         domains = set(scope.domains) | set(extra_domains)
         if scope.platform:
-            loaded = next((p for p in policies.platforms if p.policy.id == scope.platform), None) if policies else None
-            if loaded is not None:
-                domains.update(loaded.policy.domains)
+            # Every policy with that id: a project's replacement and the shipped
+            # policy's domains it did not claim.
+            for loaded in policies.platforms if policies else ():
+                if loaded.policy.id == scope.platform:
+                    domains.update(loaded.policy.domains)
         patterns = []
         for written in scope.url_patterns:
             parts = urlsplit(written)
@@ -274,12 +276,12 @@ class LoadedNotice:
     line: int  # of the ``scope`` key: the part a refusal is about
 
 
-def notice_files(directory: Path) -> list[Path]:
+def notice_files(directory: Path | None) -> list[Path]:
     """The notice files in ``DIR/notices``; OSError when that folder cannot be listed (see ``yaml_files``)."""
-    return yaml_files(directory / "notices")
+    return yaml_files(directory / "notices") if directory is not None else []
 
 
-def load_notice_files(directory: str | Path, platform_ids: Iterable[str] | None = None) -> tuple[list[LoadedNotice], list[str]]:
+def load_notice_files(directory: str | Path | None, platform_ids: Iterable[str] | None = None) -> tuple[list[LoadedNotice], list[str]]:
     """Every valid notice file in ``DIR/notices``, and every error of every file.
 
     With ``platform_ids``, a scope naming an unknown platform is an error
@@ -290,7 +292,7 @@ def load_notice_files(directory: str | Path, platform_ids: Iterable[str] | None 
     seen: dict[str, LoadedNotice] = {}
     known = set(platform_ids) if platform_ids is not None else None
     try:
-        paths = notice_files(Path(directory))
+        paths = notice_files(Path(directory) if directory is not None else None)
     except OSError as exc:
         return [], [f"{Path(directory) / 'notices'}:1: (folder): cannot be read ({exc.strerror or exc}); notices in it cannot be known"]
     for path in paths:

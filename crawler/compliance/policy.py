@@ -1,7 +1,10 @@
 """Platform terms as policy files, and the decision they make for a URL.
 
-A compliance person edits ``policies/platforms/*.yaml`` (one platform each)
-and ``policies/default.yaml`` (every host without a platform policy). The
+The package ships the platforms whose terms forbid automated collection
+(``crawler/shipped/platforms/*.yaml``) and a polite default; they are always
+in force. A compliance person adds or replaces them in the project's
+``policies/platforms/*.yaml`` (one platform each) and
+``policies/default.yaml`` (every host without a platform policy). The
 models are strict (unknown fields forbidden, values frozen); the JSON Schema
 editors use is generated from them (``scrapy policy schema``).
 """
@@ -225,13 +228,29 @@ def _decide_platform(loaded: LoadedPolicy, path: str, query: str, today: date, p
     return Decision.allow(f"terms.{policy.collection}", rule=f"{name}: {policy.collection}", source=loaded.source("collection"))
 
 
-def policy_files(directory: Path) -> list[Path]:
-    """``default.yaml`` and the platform policies; OSError when ``platforms/`` cannot be listed."""
-    return [directory / "default.yaml", *yaml_files(directory / "platforms")]
+#: The policies shipped with the package: the platforms whose terms forbid
+#: automated collection, and a polite default. Always in force as a floor.
+SHIPPED = Path(__file__).resolve().parent.parent / "shipped"
 
 
-def load_policies(directory: str | Path, fallback: PolicySet | None = None) -> tuple[PolicySet | None, list[str]]:
+def shipped_label(path: str | Path) -> str:
+    """How a shipped file is named in decisions and errors: ``shipped/platforms/venmo.yaml``."""
+    text = str(path)
+    root = str(SHIPPED)
+    return "shipped" + text[len(root):] if text.startswith(root) else text
+
+
+def load_policies(
+    directory: str | Path | None, fallback: PolicySet | None = None, *, required: bool = True, shipped: Path = SHIPPED
+) -> tuple[PolicySet | None, list[str]]:
     """Load and validate every policy file: the set, and every error of every file.
+
+    The shipped policies are always loaded first. ``directory`` (the
+    project's policy folder, or None for a project without one) may add
+    platforms, replace a shipped platform (a valid file with the same id, or
+    claiming the same domains), and replace the default with its own
+    ``default.yaml``. A replaced shipped policy keeps the domains no project
+    file claims, so leaving a domain out of a replacement never opens it up.
 
     Without ``fallback`` any error means no set (fail closed at start-up).
     With ``fallback`` (a reload during a crawl), a file that fails keeps its
@@ -239,45 +258,95 @@ def load_policies(directory: str | Path, fallback: PolicySet | None = None) -> t
     out, so a broken edit never opens anything up while valid edits to other
     files still apply.
     """
-    root = Path(directory)
-    if not root.is_dir():
-        return None, [f"{root}: policy directory not found (COMPLIANCE_POLICY_DIR)"]
     errors: list[str] = []
-    default: DefaultPolicy | None = None
+    floor_default, floor_platforms = _load_shipped(shipped, errors)
+    root = Path(directory) if directory is not None else None
+    if root is None or (not required and not root.exists() and not root.is_symlink()):
+        return _assemble(root, floor_default, floor_platforms, [], errors, lenient=fallback is not None)
+    if not root.is_dir():
+        what = "not a folder" if root.exists() else "not found"
+        return None, [f"{root}: policy directory {what} (COMPLIANCE_POLICY_DIR)"]
+    default: DefaultPolicy | None = floor_default
     platforms: list[LoadedPolicy] = []
     previous = {p.path: p for p in fallback.platforms} if fallback is not None else {}
     try:
-        paths = policy_files(root)
+        paths = yaml_files(root / "platforms")
     except OSError as exc:
         return None, [f"{root / 'platforms'}:1: (folder): cannot be read ({exc.strerror or exc}); its policies cannot be known"]
+    own_default = root / "default.yaml"
+    if own_default.exists() or own_default.is_symlink():
+        parsed = _parse_file(own_default, True, errors)
+        if parsed is not None:
+            default = parsed
+        elif fallback is not None:
+            default = fallback.default
+        else:
+            default = None
     for path in paths:
-        is_default = path == root / "default.yaml"
-        parsed = _parse_file(path, is_default, errors)
-        if is_default:
-            default = parsed if parsed is not None else (fallback.default if fallback is not None else None)
-        elif parsed is not None:
+        parsed = _parse_file(path, False, errors)
+        if parsed is not None:
             platforms.append(parsed)
         elif str(path) in previous:
             platforms.append(previous[str(path)])
-    return _assemble(root, default, platforms, errors, lenient=fallback is not None)
+    return _assemble(root, default, floor_platforms, platforms, errors, lenient=fallback is not None)
+
+
+_SHIPPED_CACHE: dict[Path, tuple[DefaultPolicy | None, list[LoadedPolicy], list[str]]] = {}
+
+
+def _load_shipped(shipped: Path, errors: list[str]) -> tuple[DefaultPolicy | None, list[LoadedPolicy]]:
+    """The package's own policies (read once per process: package data does not change)."""
+    if shipped not in _SHIPPED_CACHE:
+        found: list[str] = []
+        default = _parse_file(shipped / "default.yaml", True, found)
+        platforms = [p for p in (_parse_file(path, False, found) for path in yaml_files(shipped / "platforms")) if p]
+        platforms = [LoadedPolicy(p.policy, shipped_label(p.path), p.lines) for p in platforms]
+        _SHIPPED_CACHE[shipped] = (default, platforms, [shipped_label(e) for e in found])
+    default, platforms, found = _SHIPPED_CACHE[shipped]
+    errors.extend(found)
+    return default, list(platforms)
 
 
 def _parse_file(path: Path, is_default: bool, errors: list[str]) -> Any:
     """One file's DefaultPolicy or LoadedPolicy, or None with its errors appended."""
     model: type[BaseModel] = DefaultPolicy if is_default else PlatformPolicy
-    parsed = parse_model_file(path, model, errors, "missing; every policy directory needs a default.yaml with a rate")
+    parsed = parse_model_file(path, model, errors, "missing")
     if parsed is None:
         return None
     instance, loaded = parsed
     return instance if is_default else LoadedPolicy(instance, str(path), loaded.lines)
 
 
+def policy_files(directory: Path | None) -> list[Path]:
+    """The project's ``default.yaml`` and platform policies (what a running crawl watches for edits).
+
+    OSError when ``platforms/`` exists but cannot be listed.
+    """
+    if directory is None:
+        return []
+    return [directory / "default.yaml", *yaml_files(directory / "platforms")]
+
+
+def _floor(shipped: list[LoadedPolicy], own: list[LoadedPolicy]) -> list[LoadedPolicy]:
+    """The shipped policies, each without the domains a project file claims (dropped when none is left)."""
+    claimed = {domain for loaded in own for domain in loaded.policy.domains}
+    kept = []
+    for loaded in shipped:
+        left = [d for d in loaded.policy.domains if d not in claimed]
+        if len(left) == len(loaded.policy.domains):
+            kept.append(loaded)
+        elif left:
+            kept.append(LoadedPolicy(loaded.policy.model_copy(update={"domains": left}), loaded.path, loaded.lines))
+    return kept
+
+
 def _assemble(
-    root: Path, default: DefaultPolicy | None, platforms: list[LoadedPolicy], errors: list[str], *, lenient: bool
-) -> tuple[PolicySet | None, list[str]]:
+    root: Path | None, default: DefaultPolicy | None, shipped: list[LoadedPolicy], own: list[LoadedPolicy],
+    errors: list[str], *, lenient: bool,
+) -> tuple[PolicySet | None, list[str]]:  # fmt: skip
     by_domain: dict[str, LoadedPolicy] = {}
     ids: dict[str, LoadedPolicy] = {}
-    for loaded_policy in platforms:
+    for loaded_policy in own:
         other = ids.get(loaded_policy.policy.id)
         if other is not None:
             errors.append(
@@ -294,6 +363,11 @@ def _assemble(
                 )
                 continue
             by_domain[domain] = loaded_policy
+    floor = _floor(shipped, own)
+    for loaded_policy in floor:
+        for domain in loaded_policy.policy.domains:
+            by_domain[domain] = loaded_policy
+    platforms = [*own, *floor]
     conflicts = any("is also claimed by" in e or "is already used by" in e for e in errors)
     if default is None or conflicts or (errors and not lenient):
         return None, errors
@@ -301,7 +375,9 @@ def _assemble(
     for loaded_policy in platforms:
         digest.update(loaded_policy.path.encode() + b"\0" + loaded_policy.policy.model_dump_json().encode())
     version = digest.hexdigest()[:16]
-    return PolicySet(str(root), default, str(root / "default.yaml"), tuple(platforms), version, by_domain), errors
+    own_default = root / "default.yaml" if root is not None else None
+    default_path = str(own_default) if own_default is not None and own_default.is_file() else shipped_label(SHIPPED / "default.yaml")
+    return PolicySet(str(root) if root is not None else shipped_label(SHIPPED), default, default_path, tuple(platforms), version, by_domain), errors
 
 
 def json_schema() -> dict[str, Any]:

@@ -29,7 +29,7 @@ import pickle
 import shutil
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -546,16 +546,88 @@ def scan_redisqueue(location: Location, scope: CompiledScope, *, delete: bool) -
         return Outcome("manual_action_required", 0, f"cannot reach the Redis queue: {exc}")
 
 
+class PurgeScope:
+    """What a purge covers, as a project's own purge location sees it (see :class:`PurgeLocation`).
+
+    ``domains`` are registered domains (their subdomains are covered too);
+    ``url_patterns`` are URLs with robots.txt-style ``*`` and ``$`` in their
+    path. :meth:`matches` answers for one URL exactly as the built-in
+    locations and the crawl's gates do.
+    """
+
+    def __init__(self, compiled: CompiledScope) -> None:
+        self._compiled = compiled
+        self.domains: frozenset[str] = compiled.domains
+        self.url_patterns: tuple[str, ...] = tuple(written for _, _, written in compiled.patterns)
+
+    def matches(self, url: str) -> bool:
+        return self._compiled.match(url) is not None
+
+    def __repr__(self) -> str:
+        return f"PurgeScope(domains={sorted(self.domains)}, url_patterns={list(self.url_patterns)})"
+
+
+class PurgeLocation:
+    """A place a project's own code writes crawled data to, registered with purge.
+
+    Register a subclass (or any object with the same methods) with the
+    setting ``COMPLIANCE_PURGE_LOCATIONS = ["myproject.purge.OrdersTable"]``
+    or the entry point group ``ethical_crawler.purge_locations``. Purge calls
+    :meth:`count` for ``--dry-run`` and ``--verify`` and :meth:`delete` for a
+    purge; each location appears in the receipt under ``custom:NAME``. A
+    class is built with ``from_settings(settings)`` when it has one, else
+    with no arguments.
+
+    ``delete`` must return what it deleted, after the deletion is durable
+    (committed): the receipt counts it then, so a purge killed half way and
+    run again never reports more than was deleted. Raising any exception
+    marks the location ``manual_action_required`` with the message.
+    """
+
+    #: The name in receipts (``custom:NAME``); the class name if not set.
+    name: str = ""
+
+    def count(self, scope: PurgeScope) -> int:  # pragma: no cover - interface
+        """How many records in scope this location holds now."""
+        raise NotImplementedError
+
+    def delete(self, scope: PurgeScope) -> int:  # pragma: no cover - interface
+        """Delete every record in scope; return how many were deleted."""
+        raise NotImplementedError
+
+
+def custom_location(handler: Any) -> Location:
+    name = getattr(handler, "name", "") or type(handler).__name__
+    return Location("custom", str(name), {"handler": handler})
+
+
+def scan_custom(location: Location, scope: CompiledScope, *, delete: bool) -> Outcome:
+    handler = location.options["handler"]
+    public = PurgeScope(scope)
+    try:
+        if delete:
+            return Outcome("done", int(handler.delete(public)))
+        return Outcome("done", int(handler.count(public)))
+    except Exception as exc:  # noqa: BLE001 - a project's code: whatever it raises, a person must look
+        what = "delete" if delete else "count"
+        return Outcome("manual_action_required", 0, f"{type(handler).__name__}.{what}() failed: {type(exc).__name__}: {exc}")
+
+
 SCANNERS: dict[str, Callable[..., Outcome]] = {
     "httpcache": scan_httpcache, "feed": scan_feed, "jobdir": scan_jobdir, "redisqueue": scan_redisqueue,
+    "custom": scan_custom,
 }  # fmt: skip
 
 
 # -- planning and running ------------------------------------------------------------
 
 
-def plan(store: Store, machine: str) -> list[Location]:
-    """Every location the project wrote to, as recorded by crawls (the store first)."""
+def plan(store: Store, machine: str, extra: Sequence[Location] = ()) -> list[Location]:
+    """Every location the project wrote to, as recorded by crawls (the store first), then ``extra``.
+
+    ``extra`` are the locations no crawl records: batches kept for later
+    when the store refused them, and the project's own registered locations.
+    """
     merged: dict[tuple[str, str, str], Location] = {}
     for row in store.outputs():
         machine_of_row = "" if row["kind"] == "redisqueue" else row["machine"]
@@ -563,13 +635,16 @@ def plan(store: Store, machine: str) -> list[Location]:
         previous = merged.get(key)
         crawl_ids = (*previous.crawl_ids, row["crawl_id"]) if previous else (row["crawl_id"],)
         merged[key] = Location(row["kind"], row["location"], row["options"], machine_of_row, crawl_ids)
-    return [Location("store", "store", {}, machine), *merged.values()]
+    recorded = {(loc.kind, loc.location) for loc in merged.values()}
+    return [Location("store", "store", {}, machine), *merged.values(), *(e for e in extra if (e.kind, e.location) not in recorded)]
 
 
 def reachability(location: Location, machine: str, running: dict[str, dict[str, Any]]) -> Outcome | None:
     """None when this process can purge ``location`` now; else why not (deferred or manual)."""
-    if location.kind == "redisqueue":
-        return None  # shared by every machine and safe to change under running workers (ZREM is atomic)
+    if location.kind in ("redisqueue", "custom"):
+        # Redis: shared by every machine and safe to change under running
+        # workers (ZREM is atomic). Custom: the project's own code decides.
+        return None
     owners = [c for c in location.crawl_ids if c in running]
     if location.kind == "feed" and location.options.get("remote"):
         return Outcome("manual_action_required", 0, f"remote feed {location.options.get('uri')}: delete the in-scope records there")
@@ -657,7 +732,7 @@ def label(location: Location, machine: str = "") -> str:
     return f"{name}@{location.machine}" if location.machine and location.machine != machine else name
 
 
-def run_purge(store: Store, request: PurgeRequest, machine: str) -> dict[str, Any]:
+def run_purge(store: Store, request: PurgeRequest, machine: str, extra: Sequence[Location] = ()) -> dict[str, Any]:
     """Purge every location and return the receipt (resumes an unfinished purge of the same thing)."""
     unfinished = store.unfinished_purge(request.notice_id, request.scope_record)
     if unfinished is not None:
@@ -668,7 +743,7 @@ def run_purge(store: Store, request: PurgeRequest, machine: str) -> dict[str, An
         store.start_purge(purge_id, request.notice_id, request.reason, request.operator, request.scope_record)
         started_at = store.purge_record(purge_id)["started_at"]  # type: ignore[index]
         fault_point("started")
-    for location in plan(store, machine):
+    for location in plan(store, machine, extra):
         name = label(location, machine)
         # Re-read who writes this location right before touching it: a crawl
         # that started writing it during this purge owns it now.
@@ -715,11 +790,11 @@ def _receipt(store: Store, purge_id: str, request: PurgeRequest, started_at: Any
     return {**receipt, "ledger_entry": {"seq": entry.seq, "hash": entry.hash}}
 
 
-def survey(store: Store, scope: CompiledScope, machine: str) -> list[tuple[Location, Outcome]]:
+def survey(store: Store, scope: CompiledScope, machine: str, extra: Sequence[Location] = ()) -> list[tuple[Location, Outcome]]:
     """What is in scope at every location, deleting nothing (``--dry-run`` and ``--verify``)."""
     running = store.running_crawls()
     found = []
-    for location in plan(store, machine):
+    for location in plan(store, machine, extra):
         blocked = reachability(location, machine, running)
         if blocked is not None and blocked.status == "manual_action_required":
             found.append((location, blocked))

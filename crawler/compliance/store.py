@@ -732,16 +732,58 @@ def item_record(row: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
-def item_row(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Split an item's fields into the store's columns and its JSON ``data``."""
-    row: dict[str, Any] = {name: fields.get(name) for name in ITEM_COLUMNS}
-    row["title"] = row["title"] or ""
-    row["text"] = row["text"] or ""
+#: The columns that say where an item came from: taken from the response that produced it.
+SOURCE_COLUMNS = ("url", "host", "domain", "fetched_at", "crawl_id")
+
+
+def item_row(fields: Mapping[str, Any], source: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Split an item's fields into the store's columns and its JSON ``data``.
+
+    ``source`` (url, host, domain, fetched_at, crawl_id, provenance) is where
+    the item came from: the response that produced it. It fills the source
+    columns whatever the item holds, so an item without a ``url`` field is
+    filed under the page it came from and a purge of that site finds it. A
+    field of the item's own with one of those names and another value is
+    kept in ``data`` as ``item_<name>``; ``title`` and ``text``, when they are
+    strings, are columns; every other field is kept in ``data`` unchanged.
+    The response's provenance is ``data["provenance"]`` (``compliance_provenance``
+    if the item has a ``provenance`` field of its own that differs).
+    """
+    source = source or {}
+    row: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for name in SOURCE_COLUMNS:
+        own = fields.get(name)
+        chosen = source.get(name) if source.get(name) not in (None, "") else own
+        row[name] = chosen
+        if own is not None and own != chosen and str(own) != str(chosen):
+            extra[f"item_{name}"] = own
+    for name in ("title", "text"):
+        value = fields.get(name)
+        if isinstance(value, str) or value is None:
+            row[name] = value or ""
+        else:
+            row[name] = ""
+            extra[name] = value
+    row["url"] = str(row["url"] or "")
+    row["host"] = str(row["host"] or "")[:255]
+    row["domain"] = str(row["domain"] or "")[:255]
     fetched = row["fetched_at"]
     if isinstance(fetched, str):
-        fetched = datetime.fromisoformat(fetched)
-    row["fetched_at"] = fetched or utcnow()
-    row["data"] = json.loads(json.dumps({k: v for k, v in fields.items() if k not in ITEM_COLUMNS}, default=str))
+        try:
+            fetched = datetime.fromisoformat(fetched)
+        except ValueError:
+            extra.setdefault("item_fetched_at", fetched)
+            fetched = None
+    row["fetched_at"] = fetched if isinstance(fetched, datetime) else utcnow()
+    for key, value in fields.items():
+        if key not in ITEM_COLUMNS:
+            extra[key] = value
+    provenance = source.get("provenance")
+    if provenance is not None:
+        own = extra.get("provenance")
+        extra["provenance" if own is None or own == provenance else "compliance_provenance"] = provenance
+    row["data"] = json.loads(json.dumps(extra, default=str))
     return row
 
 

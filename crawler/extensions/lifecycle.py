@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from scrapy import signals
@@ -12,6 +13,11 @@ if TYPE_CHECKING:
     from scrapy import Spider
     from scrapy.crawler import Crawler
 
+logger = logging.getLogger("crawler.compliance")
+
+#: The finish reason of a crawl some of whose output the store did not take.
+STORE_WRITE_FAILED = "store_write_failed"
+
 
 class CrawlLifecycle:
     def __init__(self, crawler: Crawler) -> None:
@@ -21,6 +27,11 @@ class CrawlLifecycle:
         self.crawler = crawler
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+        if crawler.settings.getbool("ROBOTSTXT_OBEY"):
+            logger.info(
+                "ROBOTSTXT_OBEY = True: robots.txt is obeyed by the compliance stack (RFC 9309: 5xx and 429 "
+                "disallow all, cached per scheme, host and port); Scrapy's RobotsTxtMiddleware stays off"
+            )
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> CrawlLifecycle:
@@ -34,5 +45,14 @@ class CrawlLifecycle:
         spider.logger.info("Compliance crawl %s as %r, store %s", config.crawl_id, config.user_agent, config.store_url)
 
     def spider_closed(self, spider: Spider, reason: str) -> None:
-        self.runtime.flush()
-        self.runtime.store.finish_crawl(self.runtime.config.crawl_id, reason, self.crawler.stats.get_stats())
+        self.runtime.final_flush()
+        if self.runtime.unwritten_path is not None:
+            # The crawl did not keep all it collected where it was meant to:
+            # its finish reason says so, and `scrapy crawl` exits non-zero.
+            reason = STORE_WRITE_FAILED
+            self.crawler.stats.set_value("compliance/finish_reason", reason)
+            self.crawler.stats.set_value("compliance/store/unwritten_file", str(self.runtime.unwritten_path))
+        try:
+            self.runtime.store.finish_crawl(self.runtime.config.crawl_id, reason, self.crawler.stats.get_stats())
+        except Exception as exc:  # noqa: BLE001 - the rows are saved; the record of the crawl is what is missing
+            logger.error("Could not record the end of crawl %s in the store (%s: %s)", self.runtime.config.crawl_id, type(exc).__name__, exc)

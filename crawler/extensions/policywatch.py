@@ -38,7 +38,7 @@ logger = logging.getLogger("crawler.compliance")
 STOPPED: list[str] = []
 
 
-def _signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
+def _signature(directory: Path | None) -> tuple[tuple[str, int, int], ...]:
     entries = []
     try:
         paths = [*policy_files(directory), *notice_files(directory)]
@@ -64,7 +64,8 @@ class PolicyWatcher:
         self.runtime = ComplianceRuntime.of(crawler)
         self.notice_errors: list[str] = []
         self.stopping = False
-        self.directory = Path(self.runtime.config.policy_dir)
+        policy_dir = self.runtime.config.policy_dir
+        self.directory = Path(policy_dir) if policy_dir is not None else None
         self.last = _signature(self.directory)
         self.loop = create_looping_call(self.check)
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)

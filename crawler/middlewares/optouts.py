@@ -20,6 +20,7 @@ from scrapy.spidermiddlewares.depth import DepthMiddleware
 from crawler.compliance.decision import Decision
 
 from crawler.compliance.optouts import collect_signals, storage_decision
+from crawler.compliance.store import utcnow
 from crawler.runtime import ComplianceRuntime
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class OptOutDownloaderMiddleware:
     def process_response(self, request: Request, response: Response) -> Response:
         if request.meta.get("compliance_robots_fetch") or request.meta.get("compliance_tdmrep_fetch"):
             return response
+        # When the page arrived: the fetch time of every item made from it.
+        request.meta["compliance_fetched_at"] = utcnow()
         headers = {
             name.decode().lower(): [v.decode("latin-1") for v in response.headers.getlist(name)]
             for name in _SIGNAL_HEADERS
@@ -146,4 +149,7 @@ class OptOutSpiderMiddleware(DepthMiddleware):
                     response.meta[_REFUSAL_LOGGED] = True
                     self.runtime.refuse(Decision(**info["store"]).at("response", response.url))
                 return None
+            # Which page the item came from, for the pipelines' last notice
+            # check (the store files it under the same page).
+            self.runtime.note_source(item, response)
         return item

@@ -1,13 +1,13 @@
-"""Writes items to the compliance store in batches."""
+"""Writes items to the compliance store in batches, filed under the page they came from."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from scrapy import signals
 from scrapy.exceptions import DropItem
+from scrapy.http import Response
 
-from crawler.compliance.domains import filed_under
-from crawler.compliance.store import utcnow
 from crawler.itemfields import item_fields
 from crawler.runtime import ComplianceRuntime
 
@@ -16,40 +16,66 @@ if TYPE_CHECKING:
 
 
 class StorePipeline:
-    """Queues every item for the store; the runtime writes batches.
+    """The last pipeline: a last notice check; the item is stored once every pipeline has passed it.
 
-    Batches are flushed when ``COMPLIANCE_STORE_BATCH_SIZE`` rows are waiting
+    Any item type works (dict, ``scrapy.Item``, dataclass, attrs, through
+    ItemAdapter), with or without a ``url`` field: the URL, host, domain,
+    fetch time and provenance are those of the response that produced the
+    item (Scrapy's ``item_scraped`` signal names it), so a purge of that site
+    finds the item. The item itself, as the project's pipelines and feeds see
+    it, is never changed.
+
+    Batches are written when ``COMPLIANCE_STORE_BATCH_SIZE`` rows are waiting
     or ``COMPLIANCE_STORE_FLUSH_INTERVAL`` seconds have passed, and at spider
-    close: a crash loses at most the batch not yet written. Any item type
-    works (through ItemAdapter); fields the store has no column for are kept
-    in its JSON ``data``.
+    close: a crash loses at most the batch not yet written, and a batch the
+    store refuses is saved for later and fails the crawl (see the runtime).
     """
 
     def __init__(self, crawler: Crawler) -> None:
         self.runtime = ComplianceRuntime.of(crawler)
+        crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
+        crawler.signals.connect(self.item_left, signal=signals.item_dropped)
+        crawler.signals.connect(self.item_left, signal=signals.item_error)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> StorePipeline:
         return cls(crawler)
 
+    def _source_url(self, item: Any) -> str:
+        source = self.runtime.known_source(item)
+        if source is not None:
+            return str(source["url"])
+        return str(item_fields(item).get("url") or "")
+
     def process_item(self, item: Any) -> Any:
-        fields = item_fields(item)
-        url = str(fields.get("url") or "")
-        # The last notice check (DESIGN: before storing): a response that was
-        # in flight when a notice arrived is not stored. The store's write
-        # checks once more inside its transaction (see Store.write).
+        # The last notice check before the feeds export the item (DESIGN:
+        # before storing): a response that was in flight when a notice
+        # arrived is not stored. The store's write checks once more inside
+        # its transaction (see Store.write).
+        url = self._source_url(item)
         decision = self.runtime.notices.decide(url)
         if not decision.allowed:
             decision = decision.at("store", url)
             self.runtime.refuse(decision)
             raise DropItem(str(decision), log_level="INFO")
-        # Host and registered domain always come from the URL: purges select
-        # on them, so an item's own "domain" field must not decide where it is filed.
-        fields["host"], fields["domain"] = filed_under(url)
-        fields.setdefault("fetched_at", utcnow())
-        fields["crawl_id"] = self.runtime.config.crawl_id
-        self.runtime.add_item(fields)
         return item
+
+    def item_scraped(self, item: Any, response: Any) -> None:
+        noted = self.runtime.known_source(item, forget=True)
+        source = noted
+        if isinstance(response, Response) and (noted is None or noted["url"] != response.url):
+            source = self.runtime.source_of(response)
+        fields = item_fields(item)
+        if source is not None and source["url"] != fields.get("url"):
+            # Filed under the page it came from; checked again under that URL.
+            decision = self.runtime.notices.decide(source["url"])
+            if not decision.allowed:
+                self.runtime.refuse(decision.at("store", source["url"]))
+                return
+        self.runtime.add_item(fields, source)
+
+    def item_left(self, item: Any) -> None:
+        self.runtime.known_source(item, forget=True)
 
     def close_spider(self) -> None:
         self.runtime.final_flush()

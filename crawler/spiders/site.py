@@ -9,8 +9,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import scrapy
 from scrapy.http import HtmlResponse, Response
 
-from crawler.compliance.domains import domain_of, host_of, registered_domain
-from crawler.compliance.store import utcnow
+from crawler.compliance.domains import domain_of
 from crawler.items import PageItem
 from crawler.runtime import ComplianceRuntime
 
@@ -77,22 +76,17 @@ class SiteSpider(scrapy.Spider):
     def parse(self, response: Response) -> Iterator[Any]:
         if not isinstance(response, HtmlResponse):
             return
-        config = ComplianceRuntime.of(self.crawler).config
-        host = host_of(response.url)
+        runtime = ComplianceRuntime.of(self.crawler)
+        source = runtime.source_of(response)
         yield PageItem(
-            url=response.url,
-            host=host,
-            domain=registered_domain(host),
+            url=source["url"],
+            host=source["host"],
+            domain=source["domain"],
             title=" ".join((response.xpath("//title/text()").get() or "").split()),
-            text=visible_text(response, config.item_text_max),
-            fetched_at=utcnow(),
-            crawl_id=config.crawl_id,
-            provenance={
-                "status": response.status,
-                "robots": response.meta.get("compliance_robots"),
-                "terms": response.meta.get("compliance_terms"),
-                "optouts": response.meta.get("compliance_optouts"),
-            },
+            text=visible_text(response, runtime.config.item_text_max),
+            fetched_at=source["fetched_at"],
+            crawl_id=source["crawl_id"],
+            provenance=source["provenance"],
         )
         for link in page_links(response):
             if domain_of(link) in self.start_domains:

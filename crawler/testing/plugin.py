@@ -22,6 +22,7 @@ guarantees: ``assert_no_disallowed_fetch``, ``assert_no_images``,
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sys
@@ -39,7 +40,6 @@ pytest.register_assert_rewrite("crawler.testing.assertions")
 from crawler.testing.web import AccessEntry, TestWeb, WebRequest
 
 NETGUARD = Path(__file__).parent / "netguard"
-FRAMEWORK_POLICIES = Path(__file__).resolve().parent.parent.parent / "policies"
 
 
 def hostile_sites() -> dict[str, Any]:
@@ -145,25 +145,20 @@ def run_crawl(
     merged: dict[str, Any] = {**FAST_SETTINGS, "COMPLIANCE_STORE": store_url, "COMPLIANCE_CONTACT": TEST_CONTACT,
                               "COMPLIANCE_CRAWL_ID": crawl_id}  # fmt: skip
     if "COMPLIANCE_POLICY_DIR" not in (settings or {}):
-        source = FRAMEWORK_POLICIES if FRAMEWORK_POLICIES.is_dir() else None
-        merged["COMPLIANCE_POLICY_DIR"] = str(policy_dir_with_pace(tmp_path / f"{crawl_id}-policies", platforms_from=source))
+        merged["COMPLIANCE_POLICY_DIR"] = str(policy_dir_with_pace(tmp_path / f"{crawl_id}-policies"))
     merged.update(settings or {})
     if not contact:
         merged.pop("COMPLIANCE_CONTACT")  # to test what happens without one
     store_url = str(merged["COMPLIANCE_STORE"])
     crawl_id = str(merged["COMPLIANCE_CRAWL_ID"])
-    if spider == "site":
-        command = [sys.executable, "-m", "scrapy", "crawl", "site", "-a", "url=" + ",".join(urls)]
-        try:
-            cwd = project_dir()
-        except FileNotFoundError:
-            cwd = FRAMEWORK_POLICIES.parent
-    else:
-        target = spider if isinstance(spider, str) else f"{spider.__module__}:{spider.__qualname__}"
-        command = [sys.executable, "-m", "crawler.testing.spider_runner", target, *urls]
+    target = spider if isinstance(spider, str) else f"{spider.__module__}:{spider.__qualname__}"
+    settings_file = tmp_path / f"{crawl_id}-settings.json"
+    settings_file.write_text(json.dumps(merged, default=str), encoding="utf-8")
+    command = [sys.executable, "-m", "crawler.testing.spider_runner", target, *urls, "--settings-json", str(settings_file)]
+    try:
+        cwd = project_dir()  # the user's Scrapy project: its settings, its spiders by name
+    except FileNotFoundError:
         cwd = Path.cwd()
-    for name, value in merged.items():
-        command += ["-s", f"{name}={value}"]
     before = len(web.log)
     done = subprocess.run(command, cwd=cwd, env=guarded_env(web), capture_output=True, text=True, timeout=300, check=False)
     result = ComplianceResult(done.returncode, done.stderr + done.stdout, crawl_id, store_url, web,
@@ -188,9 +183,25 @@ def serving(sites: Mapping[str, Any]) -> Iterator[TestWeb]:
 
 
 @pytest.fixture
-def compliance_web() -> Iterator[TestWeb]:
-    """The hostile test web (see the module docstring); fails the test on requests for unknown hosts."""
-    with serving(hostile_sites()) as web:
+def compliance_sites() -> dict[str, Any]:
+    """The hosts the test web serves: the hostile ones. Override it to serve your own pages too::
+
+        # conftest.py
+        import pytest
+        from crawler.testing.plugin import hostile_sites
+        from crawler.testing.web import StaticSite
+
+        @pytest.fixture
+        def compliance_sites():
+            return {**hostile_sites(), "shop.example.test": StaticSite({"/": "<html>...</html>", "/robots.txt": "..."})}
+    """
+    return hostile_sites()
+
+
+@pytest.fixture
+def compliance_web(compliance_sites: dict[str, Any]) -> Iterator[TestWeb]:
+    """The test web serving ``compliance_sites`` (see the module docstring); fails the test on requests for unknown hosts."""
+    with serving(compliance_sites) as web:
         yield web
 
 

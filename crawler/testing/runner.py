@@ -26,16 +26,18 @@ FAST_SETTINGS: dict[str, Any] = {
 
 
 def policy_dir_with_pace(dest: Path, min_delay: float = 0, max_concurrency: int = 8, platforms_from: Path | None = None) -> Path:
-    """A policy directory: the project's platform policies and a default pace.
+    """A policy directory with a fast default pace (and, with ``platforms_from``, copies of those platform policies).
 
-    Test and benchmark crawls use it so the default policy's polite pace
-    (policies/default.yaml) does not slow them; platform policies stay real.
+    Test and benchmark crawls use it so the shipped default's polite pace
+    does not slow them. The shipped platform policies apply as they always
+    do (they are a floor), so the platforms stay real.
     """
     import shutil
 
     dest.mkdir(parents=True, exist_ok=True)
-    source = (platforms_from or project_dir() / "policies") / "platforms"
-    shutil.copytree(source, dest / "platforms", dirs_exist_ok=True)
+    (dest / "platforms").mkdir(exist_ok=True)
+    if platforms_from is not None:
+        shutil.copytree(platforms_from / "platforms", dest / "platforms", dirs_exist_ok=True)
     (dest / "default.yaml").write_text(
         f"collection: allowed-per-robots\nrate:\n  min_delay: {min_delay}\n  max_concurrency: {max_concurrency}\n",
         encoding="utf-8",
