@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test test-fast bench bench-purge bench-cluster clean
+.PHONY: install demo test test-adoption test-fast bench bench-purge bench-cluster bench-commands clean
 
 install: $(STAMP)
 
@@ -24,6 +24,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
 
+# The adoption path, as a user meets it: the wheel, installed into a fresh
+# virtualenv with a third-party project (examples/bookshelf), whose own tests
+# run there: its spider by name through the test web, and the commands.
+ADOPT := .venv-adopt
+test-adoption: $(STAMP)
+	rm -rf dist $(ADOPT)
+	$(BIN)/python -m pip wheel --quiet --no-deps -w dist .
+	$(PYTHON) -m venv $(ADOPT)
+	$(ADOPT)/bin/python -m pip install --quiet --upgrade pip
+	$(ADOPT)/bin/python -m pip install --quiet dist/ethical_crawler-*.whl pytest
+	cd examples/bookshelf && ../../$(ADOPT)/bin/python -m pytest -q
+
 bench: $(STAMP)
 	$(BIN)/python bench/crawl_speed.py
 
@@ -33,5 +45,8 @@ bench-purge: $(STAMP)
 bench-cluster: $(STAMP)
 	$(BIN)/python bench/cluster_speed.py
 
+bench-commands: $(STAMP)
+	$(BIN)/python bench/command_startup.py
+
 clean:
-	rm -rf $(VENV) var build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(ADOPT) var build dist *.egg-info .pytest_cache

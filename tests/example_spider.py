@@ -27,3 +27,17 @@ class CarelessSpider(scrapy.Spider):
         for href in response.css("a::attr(href), img::attr(src)").getall():
             if not href.startswith(("mailto:", "javascript:")):
                 yield response.follow(href)
+
+
+class UrlLessSpider(scrapy.Spider):
+    """Yields ``{"heading", "words"}``: no url field, as most real spiders' items."""
+
+    name = "urlless"
+
+    def parse(self, response: Any) -> Iterator[Any]:
+        if not hasattr(response, "css"):
+            return
+        yield {"heading": response.css("h1::text").get(""), "words": len(response.css("body ::text").getall())}
+        for href in response.css("a::attr(href)").getall():
+            if href.startswith("/"):
+                yield response.follow(href)

@@ -143,7 +143,7 @@ def run_crawl(
     crawl_id = f"t{uuid.uuid4().hex[:12]}"
     store_url = f"sqlite:///{tmp_path / f'{crawl_id}.sqlite3'}"
     merged: dict[str, Any] = {**FAST_SETTINGS, "COMPLIANCE_STORE": store_url, "COMPLIANCE_CONTACT": TEST_CONTACT,
-                              "COMPLIANCE_CRAWL_ID": crawl_id}  # fmt: skip
+                              "COMPLIANCE_CRAWL_ID": crawl_id, "COMPLIANCE_DATA_DIR": str(tmp_path / f"{crawl_id}-data")}  # fmt: skip
     if "COMPLIANCE_POLICY_DIR" not in (settings or {}):
         merged["COMPLIANCE_POLICY_DIR"] = str(policy_dir_with_pace(tmp_path / f"{crawl_id}-policies"))
     merged.update(settings or {})

@@ -1,0 +1,1 @@
+"""A third-party Scrapy project that adopts the compliance stack."""

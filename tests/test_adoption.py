@@ -1,0 +1,90 @@
+"""Adoption in anyone's project: items without url, store writes that fail, settings of any type.
+
+The full path a user takes (the wheel in a fresh virtualenv with a
+third-party project, commands from a subfolder) is examples/bookshelf, run by
+`make test-adoption` in CI.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from crawler.compliance.store import Store
+from crawler.testing.assertions import assert_no_disallowed_fetch, assert_stored
+from crawler.testing.runner import scrapy_command
+
+from example_spider import UrlLessSpider
+
+
+def test_items_without_url_are_filed_under_their_page(run_compliance_crawl) -> None:  # type: ignore[no-untyped-def]
+    """A spider whose items have no url: every item is stored, under the response that produced it, with provenance."""
+    result = run_compliance_crawl(UrlLessSpider, ["http://shop.test/"], {"CONCURRENT_REQUESTS": 4, "FEEDS": {}}).check()
+    assert_no_disallowed_fetch(result)
+    pages = {f"http://shop.test{e.path}" for e in result.requests if e.host == "shop.test" and e.status == 200 and e.path != "/robots.txt"}
+    assert pages and {i["url"] for i in result.items} == pages
+    for item in result.items:
+        assert item["host"] == "shop.test" and item["domain"] == "shop.test" and "item_url" not in item
+        assert "heading" in item and item["provenance"]["status"] == 200 and item["provenance"]["robots"]["reason"].startswith("robots.")
+    assert_stored(result, "http://shop.test/about")
+
+
+def _poisoned_store(path: Path) -> str:
+    """A real SQLite store whose items table refuses one page (a trigger): a batch the store will not take."""
+    url = f"sqlite:///{path}"
+    store = Store(url)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER poison BEFORE INSERT ON items WHEN NEW.url LIKE '%/products/1' "
+            "BEGIN SELECT RAISE(ABORT, 'poisoned row'); END"
+        )
+    store.dispose()
+    return url
+
+
+def test_a_failed_store_write_is_never_silent(run_compliance_crawl, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The rows the store refuses are saved where purge looks, the rest and every refusal are stored, and the crawl fails."""
+    store_url = _poisoned_store(tmp_path / "store.sqlite3")
+    data = tmp_path / "data"
+    settings = {"COMPLIANCE_STORE": store_url, "COMPLIANCE_DATA_DIR": str(data), "COMPLIANCE_STORE_BATCH_SIZE": 1000}
+    result = run_compliance_crawl("site", ["http://shop.test/"], settings)
+    assert result.returncode == 1 and "Traceback" not in result.log
+    assert "store write failed: 1 item(s) and 0 refusal(s) were not stored" in result.log
+    try:
+        result.check()
+    except AssertionError:
+        pass
+    else:
+        raise AssertionError("check() passed a crawl whose store write failed")
+    stored = {i["url"] for i in result.items}
+    assert "http://shop.test/about" in stored and "http://shop.test/products/1" not in stored
+    assert {r["reason"] for r in result.refusals} >= {"robots.disallow"}  # the batch's refusals are not lost
+    (saved,) = (data / "unwritten").glob("*.jsonl")
+    rows = [json.loads(line) for line in saved.read_text().splitlines()]
+    assert [(r["kind"], r["url"]) for r in rows] == [("item", "http://shop.test/products/1")]
+    store = Store(store_url)
+    with store.engine.connect() as conn:
+        reason = conn.execute(sa.text("SELECT finish_reason FROM crawls WHERE id = :id"), {"id": result.crawl_id}).scalar()
+    assert reason == "store_write_failed"
+    common = ["-s", f"COMPLIANCE_STORE={store_url}", "-s", f"COMPLIANCE_DATA_DIR={data}"]
+    report = scrapy_command(["compliance", "report", *common])
+    assert report.returncode == 1 and "FAILED: crawl" in report.stdout and str(saved) in report.stdout
+    # Purge visits the saved rows like any other location.
+    purge = scrapy_command(["purge", "--domain", "shop.test", "--reason", "objection", *common])
+    receipt = json.loads(purge.stdout)
+    assert purge.returncode == 0 and receipt["counts"][f"feed:{saved.resolve()}"] == 1, purge.stdout + purge.stderr
+    assert saved.read_text() == ""
+
+
+def test_settings_of_any_json_type_reach_the_crawl(run_compliance_crawl, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Lists, dicts and booleans given to run_compliance_crawl arrive with their types (a feed dict, a bool)."""
+    feed = tmp_path / "out.jsonl"
+    result = run_compliance_crawl(UrlLessSpider, ["http://shop.test/"], {
+        "FEEDS": {str(feed): {"format": "jsonlines"}}, "COOKIES_ENABLED": False, "CONCURRENT_REQUESTS": 2,
+    }).check()  # fmt: skip
+    lines = [json.loads(line) for line in feed.read_text().splitlines()]
+    # The feed gets the items exactly as the spider made them: no field added.
+    assert lines and all(set(line) == {"heading", "words"} for line in lines)
+    assert len(lines) == len(result.items)
