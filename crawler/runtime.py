@@ -309,13 +309,28 @@ class ComplianceRuntime:
         entry = self._sources.pop(id(item), None) if forget else self._sources.get(id(item))
         return entry[1] if entry is not None and entry[0] is item else None
 
-    def add_item(self, fields: dict[str, Any], source: dict[str, Any] | None = None) -> None:
+    def add_item(self, fields: dict[str, Any], source: dict[str, Any] | None = None) -> bool:
+        """Queue an item for the next batch, filed under ``source``; False when a notice now refuses it.
+
+        The notices are checked here, under the registry version the batch
+        will be written with: a notice adopted between the pipelines' check
+        and this call has already re-checked the buffer, and would not
+        re-check this item (the store's transaction only filters batches
+        written under an older version).
+        """
         if source is None:
             url = str(fields.get("url") or "")
             host, domain = filed_under(url) if url else ("", "")
             source = {"url": url, "host": host, "domain": domain, "crawl_id": self.config.crawl_id}
+        own_url = fields.get("url")
+        for url in {source["url"], *([own_url] if isinstance(own_url, str) and own_url else [])}:
+            decision = self.notices.decide(url)
+            if not decision.allowed:
+                self.refuse(decision.at("store", url))
+                return False
         self._items.append(item_row(fields, source))
         self._maybe_flush()
+        return True
 
     def _maybe_flush(self) -> None:
         pending = len(self._items) + len(self._refusals)

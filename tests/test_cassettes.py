@@ -69,8 +69,6 @@ def test_policy_audit_on_cassettes(tmp_path: Path) -> None:
     with TestWeb(recorded_site()) as web:
         cassette = record(web, tmp_path, "http://terms.test/tos")
     policies = policy_dir_with_pace(tmp_path / "policies")
-    for name in ("meta", "x", "youtube", "linkedin", "venmo"):
-        (policies / "platforms" / f"{name}.yaml").unlink()
     digest = hashlib.sha256(TERMS.encode()).hexdigest()
 
     def write(sha: str | None) -> None:
@@ -81,10 +79,10 @@ def test_policy_audit_on_cassettes(tmp_path: Path) -> None:
 
     settings = {"COMPLIANCE_POLICY_DIR": str(policies), "COMPLIANCE_CONTACT": TEST_CONTACT}
     write(digest)
-    done = scrapy_command(["policy", "audit", "--cassette", str(cassette)], settings=settings, env=GUARD_ENV)
+    done = scrapy_command(["policy", "audit", "--platform", "termsco", "--cassette", str(cassette)], settings=settings, env=GUARD_ENV)
     assert done.returncode == 0 and done.stdout.startswith("termsco") and "unchanged since review (robots.txt allows us)" in done.stdout, done.stdout
     write("0" * 64)
-    done = scrapy_command(["policy", "audit", "--cassette", str(cassette), "--json"], settings=settings, env=GUARD_ENV)
+    done = scrapy_command(["policy", "audit", "--platform", "termsco", "--cassette", str(cassette), "--json"], settings=settings, env=GUARD_ENV)
     assert done.returncode == 1
     finding = json.loads(done.stdout[: done.stdout.rindex("]") + 1])[0]
     assert finding["status"] == "changed" and finding["current_sha256"] == digest and finding["source"].endswith("termsco.yaml:10")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from crawler.compliance.policy import SHIPPED
 from crawler.compliance.ledger import verify
 from crawler.compliance.store import Store
 from crawler.testing.runner import policy_dir_with_pace, run_site_crawl, scrapy_command, start_site_crawl
@@ -229,8 +230,9 @@ def test_consent_changes_are_recorded_in_the_ledger(social_web: TestWeb, tmp_pat
     run_site_crawl(social_web, ["http://bystander.test/"], store_url, settings=settings, env=GUARD_ENV).check()
     store = Store(store_url)
     assert [e.kind for e in store.ledger_entries()] == [], "no platform ships with a consent: nothing to record"
+    # The project's own copy of the shipped Meta policy, now with a consent (it replaces the shipped one).
     meta = policies / "platforms" / "meta.yaml"
-    meta.write_text(meta.read_text().replace("consents: []\n", 
+    meta.write_text((SHIPPED / "platforms" / "meta.yaml").read_text().replace("consents: []\n", 
         "consents:\n  - granted_by: Meta Platforms, Inc.\n    reference: LTR-1\n"
         "    valid_from: 2026-01-01\n    valid_until: 2026-12-31\n"), encoding="utf-8")  # fmt: skip
     assert "LTR-1" in meta.read_text()

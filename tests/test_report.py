@@ -43,7 +43,7 @@ def test_text_report_matches_the_store(crawled) -> None:  # type: ignore[no-unty
     done = scrapy_command(["compliance", "report", "--crawl", result.crawl_id], settings=settings)
     assert done.returncode == 0, done.stderr
     store = Store(result.store_url)
-    assert f"Stored: {store.count_items()} page(s)" in done.stdout
+    assert f"Stored: {store.count_items()} item(s)" in done.stdout
     for reason, count in store.refusal_counts(result.crawl_id):
         assert re.search(rf"^  {re.escape(reason)}\s+{count}$", done.stdout, re.M), reason
     assert "cd-shop" in done.stdout and "Purges: 1" in done.stdout and "Ledger: intact" in done.stdout

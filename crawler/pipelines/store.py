@@ -65,14 +65,8 @@ class StorePipeline:
         source = noted
         if isinstance(response, Response) and (noted is None or noted["url"] != response.url):
             source = self.runtime.source_of(response)
-        fields = item_fields(item)
-        if source is not None and source["url"] != fields.get("url"):
-            # Filed under the page it came from; checked again under that URL.
-            decision = self.runtime.notices.decide(source["url"])
-            if not decision.allowed:
-                self.runtime.refuse(decision.at("store", source["url"]))
-                return
-        self.runtime.add_item(fields, source)
+        # Checked against the notices again as it is queued (see add_item).
+        self.runtime.add_item(item_fields(item), source)
 
     def item_left(self, item: Any) -> None:
         self.runtime.known_source(item, forget=True)
