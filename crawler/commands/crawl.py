@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 
+from crawler.cassettes import CassetteError, check_cassette
 from crawler.config import Config, ConfigError
 from crawler.runtime import load_notices_or_fail, load_policies_or_fail
 from crawler.spiders.site import SiteSpider, StartUrlError, parse_start_urls
@@ -25,9 +26,11 @@ class Command(ScrapyCrawlCommand):
         try:
             config = Config.from_settings(self.settings)
             load_notices_or_fail(config.policy_dir, load_policies_or_fail(config.policy_dir))
+            if self.settings.get("COMPLIANCE_CASSETTE"):
+                check_cassette(str(self.settings.get("COMPLIANCE_CASSETTE")))
             if args and args[0] == SiteSpider.name:
                 parse_start_urls(opts.spargs.get("url"))
-        except (ConfigError, StartUrlError) as exc:
+        except (ConfigError, StartUrlError, CassetteError) as exc:
             print(f"error: crawl refused to start: {exc}", file=sys.stderr)
             self.exitcode = 2
             return
