@@ -321,6 +321,37 @@ def test_notice_file_fixed_within_the_grace_lets_the_crawl_go_on(social_web: Tes
     assert len(social_web.paths("bystander.test")) >= 11, "the crawl went on for the host outside the notice"
 
 
+def test_a_notice_withdrawn_behind_the_ledgers_back_still_blocks_the_next_crawl(
+    social_web: TestWeb, tmp_path: Path, any_store_url: str
+) -> None:
+    """The report's probe: the registry row set to withdrawn directly in the store. The crawl sends the host nothing and says why."""
+    store_url = any_store_url
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    settings = {"COMPLIANCE_STORE": store_url, "COMPLIANCE_POLICY_DIR": str(policies)}
+    notice_add(social_web, settings, "--domain", "bigsocial.test", "--sender", "BigSocial", "--received", "2026-11-26",
+               "--id", "cd-tampered", "--keep-existing")  # fmt: skip
+    (policies / "notices" / "cd-tampered.yaml").unlink()  # the file cannot help: only the store speaks
+    import sqlalchemy as sa
+
+    from crawler.compliance.store import notices
+
+    store = Store(store_url)
+    with store.engine.begin() as conn:  # the column and the record alike, as a careful tamperer would
+        data = conn.execute(sa.select(notices.c.data)).scalar_one()
+        conn.execute(notices.update().values(status="withdrawn",
+                                             data={**data, "status": "withdrawn", "withdrawn_at": "2026-11-27T00:00:00Z"}))  # fmt: skip
+    store.dispose()
+    social_web.clear_log()
+    run = run_site_crawl(social_web, ["http://bigsocial.test/", "http://bystander.test/"], store_url,
+                         settings={"COMPLIANCE_POLICY_DIR": str(policies)}, env=GUARD_ENV).check()  # fmt: skip
+    assert social_web.paths("bigsocial.test") == [] and social_web.paths("people.bigsocial.test") == []
+    assert len(social_web.paths("bystander.test")) >= 11
+    assert "Notice cd-tampered: the registry disagrees with the ledger (tampering?): status is 'withdrawn'" in run.stderr
+    assert "compliance/refused/notice.cd-tampered" in run.stderr and "compliance/notices/tampered" in run.stderr
+    verified = scrapy_command(["ledger", "verify"], settings={"COMPLIANCE_STORE": store_url})
+    assert verified.returncode == 1 and "registry DISAGREES with the ledger: notice cd-tampered" in verified.stdout
+
+
 def test_a_deeply_nested_notice_file_mid_crawl_stops_it_and_a_later_notice_still_blocks(
     social_web: TestWeb, tmp_path: Path, store_url: str
 ) -> None:

@@ -189,7 +189,7 @@ def test_scope_ipv6_literal_matches_its_urls() -> None:
 
 
 def test_a_damaged_notice_row_is_one_error_line_not_a_traceback(tmp_path: Path) -> None:
-    """Commands that read a notice row which no longer validates print one line and exit 1."""
+    """A damaged notice row is read as the ledger recorded it (with a warning); with no ledger entry either, one line and exit 1."""
     from crawler.compliance.store import Store
 
     url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
@@ -201,6 +201,15 @@ def test_a_damaged_notice_row_is_one_error_line_not_a_traceback(tmp_path: Path) 
     store = Store(url)
     with store.engine.begin() as conn:
         conn.exec_driver_sql("""UPDATE notices SET data = '{"id": "n1", "unexpected": 1}'""")
+    for command in (["notice", "list"], ["notice", "show", "n1"]):
+        done = scrapy_command([*command, *settings])
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (command, done.stderr)
+        assert "warning: notice n1: the registry disagrees with the ledger (" in done.stdout
+        assert "unexpected is 1 in the registry, null in the ledger" in done.stdout
+    done = scrapy_command(["policy", "check", "http://bigsocial.test/", *settings])
+    assert "REFUSED: notice.n1" in done.stdout, done.stdout
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM ledger")
     store.dispose()
     for command in (["notice", "list"], ["notice", "show", "n1"], ["policy", "check", "http://bigsocial.test/"]):
         done = scrapy_command([*command, *settings])
