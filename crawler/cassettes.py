@@ -36,6 +36,34 @@ logger = logging.getLogger("crawler.compliance")
 MISSES: list[str] = []
 
 
+class CassetteError(ValueError):
+    """The cassette file cannot be replayed; the message is one line naming the file (and line)."""
+
+
+def check_cassette(path: str) -> None:
+    """Refuse, in one line, a cassette that is missing, not a regular file, or nested too deeply.
+
+    vcrpy composes the YAML recursively: a few hundred bytes of nested
+    brackets would end in a RecursionError (or worse, in libyaml) instead of
+    an error naming the file. A FIFO or a device is never opened or read.
+    """
+    from crawler.compliance.files import NotAFile, read_regular_file
+    from crawler.compliance.yamlfile import YamlTooDeep, check_nesting
+
+    try:
+        data = read_regular_file(path)
+    except FileNotFoundError:
+        raise CassetteError(f"COMPLIANCE_CASSETTE: {path} does not exist (record one with `scrapy cassette record`)") from None
+    except NotAFile as exc:
+        raise CassetteError(f"COMPLIANCE_CASSETTE: {exc}") from None
+    except OSError as exc:
+        raise CassetteError(f"COMPLIANCE_CASSETTE: {path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        check_nesting(data, path)
+    except YamlTooDeep as exc:
+        raise CassetteError(f"COMPLIANCE_CASSETTE: {exc}") from None
+
+
 class CassetteMiss(RuntimeError):
     """The cassette holds no response for this request; replay never goes to the network."""
 
@@ -58,8 +86,10 @@ def load_cassette(path: str) -> Any:
     from vcr.record_mode import RecordMode
 
     _quiet_vcr()
-    if not Path(path).is_file():
-        raise NotConfigured(f"COMPLIANCE_CASSETTE: {path} does not exist (record one with `scrapy cassette record`)")
+    try:
+        check_cassette(path)
+    except CassetteError as exc:
+        raise NotConfigured(str(exc)) from None
     return Cassette.load(path=path, record_mode=RecordMode.NONE, match_on=_matchers(), allow_playback_repeats=True)
 
 

@@ -56,6 +56,8 @@ class ComplianceRuntime:
         # polled by crawler.extensions.notices).
         self._notice_files: list[LoadedNotice] = load_notices_or_fail(self.config.policy_dir, self.policies)
         self._store_notices: list[tuple[Notice, list[str]]] = []
+        #: Per notice id, how its registry row disagreed with the ledger when last read (logged on change).
+        self._tampered: dict[str, tuple[str, ...]] = {}
         self.registry_version: int | None = None
         self.notices: NoticeSet = self._build_notices()
         self._items: list[dict[str, Any]] = []
@@ -121,6 +123,16 @@ class ComplianceRuntime:
     def _adopt_registry(self, version: int, rows: list[NoticeRow]) -> None:
         store_notices = []
         for row in rows:
+            if row.disagreements and row.disagreements != self._tampered.get(row.id):
+                # The ledger is the source of truth; the store already widened the row (fail closed).
+                logger.error(
+                    "Notice %s: the registry disagrees with the ledger (tampering?): %s; it is treated as active, "
+                    "over every scope either names; `scrapy ledger verify` reports it",
+                    row.id, "; ".join(row.disagreements), extra={"spider": self.crawler.spider},
+                )  # fmt: skip
+                if self.crawler.stats is not None:
+                    self.crawler.stats.inc_value("compliance/notices/tampered")
+            self._tampered[row.id] = row.disagreements
             try:
                 store_notices.append((Notice.model_validate(row.data), row.resolved_domains))
             except ValueError as exc:
@@ -176,6 +188,9 @@ class ComplianceRuntime:
         valid version in force; what to do about the unknown rest (stop the
         crawl) is the caller's decision.
         """
+        if os.environ.get("COMPLIANCE_FAULT") == "notice-reload":
+            # Tests: a reload failure no validation foresees (the watcher must fail closed on it).
+            raise RuntimeError("COMPLIANCE_FAULT=notice-reload: the notice files could not be reloaded")
         loaded, errors = load_notice_files(self.config.policy_dir, (p.policy.id for p in self.policies.platforms))
         if errors:
             known = {n.notice.id for n in loaded}

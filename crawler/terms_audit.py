@@ -55,6 +55,9 @@ def _replaying(cassette: str | None) -> Iterator[None]:
         return
     import vcr
 
+    from crawler.cassettes import check_cassette
+
+    check_cassette(cassette)  # CassetteError: one line, before vcrpy reads it
     with vcr.VCR(record_mode="none", match_on=["method", "scheme", "host", "port", "path", "query"]).use_cassette(
         cassette, allow_playback_repeats=True
     ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from datetime import UTC, datetime
 
 import pytest
 
@@ -161,3 +162,106 @@ def test_an_empty_store_starts_the_chain_and_records_its_head(any_store_url: str
     first = store.append_ledger("consent.changed", {"platform": "p1"})
     assert (first.seq, first.prev_hash) == (1, GENESIS) and store.ledger_head() == (1, first.hash)
     store.dispose()
+
+
+# -- the ledger is the source of truth for a notice's state ------------------------------
+
+NOTICE_SCOPE = {"domains": ["bigsocial.test"], "url_patterns": ["https://shop.test/people/*"]}
+
+
+@pytest.fixture
+def noticed(any_store_url: str, tmp_path) -> tuple[Store, str, str]:  # type: ignore[no-untyped-def]
+    """A store holding one notice filed with the real `notice add`, and the policy folder it used."""
+    from crawler.testing.runner import policy_dir_with_pace
+
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    done = scrapy_command(["notice", "add", "--domain", "bigsocial.test", "--url-pattern", "https://shop.test/people/*",
+                           "--sender", "BigSocial", "--received", "2026-11-26", "--id", "n1", "--keep-existing",
+                           "-s", f"COMPLIANCE_STORE={any_store_url}", "-s", f"COMPLIANCE_POLICY_DIR={policies}"])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return Store(any_store_url), any_store_url, str(policies)
+
+
+def _edit(store: Store, **values: object) -> None:
+    """Change the registry row directly, as someone with database access could (SQLAlchemy: same on both engines)."""
+    import sqlalchemy as sa
+
+    from crawler.compliance.store import notices
+
+    with store.engine.begin() as conn:
+        data = conn.execute(sa.select(notices.c.data).where(notices.c.id == "n1")).scalar_one()
+        changes = {k: v for k, v in values.items() if not k.startswith("data_")}
+        edited = {**data, **{k[5:]: v for k, v in values.items() if k.startswith("data_")}}
+        if edited != data:
+            changes["data"] = edited
+        if values.get("delete"):
+            conn.execute(notices.delete().where(notices.c.id == "n1"))
+        else:
+            conn.execute(notices.update().where(notices.c.id == "n1").values(**changes))
+
+
+def _enforced(store: Store):  # type: ignore[no-untyped-def]
+    """The notices a crawl enforces from this store (the runtime's own path: rows, then the same merge)."""
+    from crawler.compliance.notices import Notice, NoticeSet, merge_notices
+
+    rows = store.notice_rows()
+    return rows, NoticeSet.build(merge_notices([], [(Notice.model_validate(r.data), r.resolved_domains) for r in rows], None), "t")
+
+
+def test_a_registry_that_agrees_with_the_ledger_is_enforced_as_recorded(noticed: tuple[Store, str, str]) -> None:
+    """No disagreement, no warning: the notice blocks its scope and `ledger verify` exits 0."""
+    store, url, _ = noticed
+    rows, enforced = _enforced(store)
+    assert [r.disagreements for r in rows] == [()]
+    assert not enforced.decide("http://bigsocial.test/x").allowed and enforced.decide("http://bystander.test/").allowed
+    code, out = run_verify(url)
+    assert code == 0 and "DISAGREES" not in out, out
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        ({"status": "withdrawn"}, "status is 'withdrawn' in the registry, 'active' in the ledger"),
+        ({"status": "withdrawn", "data_status": "withdrawn", "data_withdrawn_at": "2026-11-27T00:00:00Z"},
+         "status is 'withdrawn' in the registry"),
+        ({"data_scope": {"domains": ["elsewhere.test"]}}, "scope is"),
+        ({"data_demands": {"stop_collection": False, "delete_existing": False}}, "demands is"),
+        ({"data_effective_at": "2999-01-01T00:00:00Z"}, "effective_at is '2999-01-01T00:00:00Z' in the registry"),
+        ({"effective_at": datetime(2999, 1, 1, tzinfo=UTC)}, "effective_at column is 2999-01-01"),
+        ({"data_date_received": "2026-11-01"}, "date_received is '2026-11-01' in the registry, '2026-11-26' in the ledger"),
+        ({"resolved_domains": []}, "resolved_domains are [] in the registry"),
+        ({"recorded_at": datetime(2999, 1, 1, tzinfo=UTC)}, "recorded_at is 2999-01-01"),
+        ({"delete": True}, "its registry row is missing"),
+    ],
+)  # fmt: skip
+def test_a_registry_row_edited_behind_the_ledger_is_active_and_reported(
+    noticed: tuple[Store, str, str], edit: dict, words: str
+) -> None:
+    """Each field edited directly in the store: the notice still blocks its whole scope, and `ledger verify` exits 1 naming it."""
+    store, url, _ = noticed
+    _edit(store, **edit)
+    rows, enforced = _enforced(store)
+    [row] = rows
+    assert any(words in d for d in row.disagreements), row.disagreements
+    assert row.data["status"] == "active" and row.data["demands"]["stop_collection"] is True
+    for blocked in ("http://bigsocial.test/x", "http://people.bigsocial.test/", "https://shop.test/people/ann"):
+        assert not enforced.decide(blocked).allowed, (blocked, row.data)
+    code, out = run_verify(url)
+    assert code == 1 and "ledger intact" in out and "registry DISAGREES with the ledger: notice n1: " in out and words in out, out
+
+
+def test_the_ledger_says_withdrawn_only_through_notice_withdraw(noticed: tuple[Store, str, str]) -> None:
+    """`notice withdraw` writes row and ledger together: nothing disagrees, the notice stops blocking, verify exits 0."""
+    store, url, policies = noticed
+    done = scrapy_command(["notice", "withdraw", "n1", "--reason", "settled",
+                           "-s", f"COMPLIANCE_STORE={url}", "-s", f"COMPLIANCE_POLICY_DIR={policies}"])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows, enforced = _enforced(store)
+    assert [r.disagreements for r in rows] == [()] and rows[0].data["status"] == "withdrawn"
+    assert enforced.decide("http://bigsocial.test/x").allowed
+    assert run_verify(url)[0] == 0
+    # Flipping the row back to active by hand is a disagreement too (and it blocks: fail closed).
+    _edit(store, status="active")
+    rows, enforced = _enforced(store)
+    assert rows[0].disagreements and not enforced.decide("http://bigsocial.test/x").allowed
+    assert run_verify(url)[0] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -188,7 +189,7 @@ def test_scope_ipv6_literal_matches_its_urls() -> None:
 
 
 def test_a_damaged_notice_row_is_one_error_line_not_a_traceback(tmp_path: Path) -> None:
-    """Commands that read a notice row which no longer validates print one line and exit 1."""
+    """A damaged notice row is read as the ledger recorded it (with a warning); with no ledger entry either, one line and exit 1."""
     from crawler.compliance.store import Store
 
     url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
@@ -200,6 +201,15 @@ def test_a_damaged_notice_row_is_one_error_line_not_a_traceback(tmp_path: Path) 
     store = Store(url)
     with store.engine.begin() as conn:
         conn.exec_driver_sql("""UPDATE notices SET data = '{"id": "n1", "unexpected": 1}'""")
+    for command in (["notice", "list"], ["notice", "show", "n1"]):
+        done = scrapy_command([*command, *settings])
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (command, done.stderr)
+        assert "warning: notice n1: the registry disagrees with the ledger (" in done.stdout
+        assert "unexpected is 1 in the registry, null in the ledger" in done.stdout
+    done = scrapy_command(["policy", "check", "http://bigsocial.test/", *settings])
+    assert "REFUSED: notice.n1" in done.stdout, done.stdout
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM ledger")
     store.dispose()
     for command in (["notice", "list"], ["notice", "show", "n1"], ["policy", "check", "http://bigsocial.test/"]):
         done = scrapy_command([*command, *settings])
@@ -247,3 +257,80 @@ def test_notice_dates_that_cannot_be_are_one_clear_line(tmp_path: Path, options:
     done = scrapy_command(["notice", "add", "--domain", "bigsocial.test", "--sender", "S", *options,
                            "-s", f"COMPLIANCE_STORE=sqlite:///{tmp_path / 's.sqlite3'}", "-s", f"COMPLIANCE_POLICY_DIR={policies}"])  # fmt: skip
     assert done.returncode == 1 and done.stderr.strip() == message, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("domain", "message"),
+    [
+        ("*", "'*' is not a domain name: wildcards are not accepted"),
+        ("*.bigsocial.test", "wildcards are not accepted"),
+        ("exa mple.com", "'exa mple.com' is not a domain name: a domain name has no spaces"),
+        ("a_b.com", "'a_b' is not a DNS label"),
+        ("-shop.com", "'-shop' is not a DNS label"),
+        ("a..com", "has an empty label"),
+        ("x" * 64 + ".com", "is not a DNS label"),
+        ("xn--zz.com", "'xn--zz' is not valid IDNA"),
+        ("example.zzzz", "is not under a public suffix the bundled Public Suffix List knows"),
+        ("intranet", "is not under a public suffix"),
+    ],
+)  # fmt: skip
+def test_scope_accepts_only_syntactically_valid_registered_domains(domain: str, message: str) -> None:
+    """Wildcards, spaces, bad labels, bad punycode and names outside the suffix list are refused, each saying why."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Scope(domains=[domain])
+
+
+@pytest.mark.parametrize("domain", ["bigsocial.test", "bücher.de", "x.co.uk", "foo.localhost", "127.0.0.1", "[::1]"])
+def test_scope_keeps_accepting_real_registered_domains_and_addresses(domain: str) -> None:
+    assert Scope(domains=[domain]).domains
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("https://u@x.test/p/*", "not user information"),
+        ("https://x.test:99999/p", "the port is not a number"),
+        ("https://x..test/p", "host 'x..test': has an empty label"),
+        ("https://exa%20mple.test/p", "is not a DNS label"),
+        ("https://[::1/p", "Invalid IPv6 URL"),
+        ("https://x.test/p\x01", "control characters"),
+        ("https://*.x.test/p", "url_patterns.0"),
+    ],
+)  # fmt: skip
+def test_url_patterns_must_name_a_valid_host(pattern: str, message: str) -> None:
+    """A pattern whose host could never appear in a URL is refused, not recorded as a notice that blocks nothing."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Scope(url_patterns=[pattern])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--domain", "*"], "error: scope: domains: '*' is not a domain name: wildcards are not accepted (a domain covers its subdomains already)"),
+        (["--domain", "exa mple.com"], "error: scope: domains: 'exa mple.com' is not a domain name: a domain name has no spaces"),
+        (["--url-pattern", "https://exa mple.com/*"], "error: scope: url_patterns.0: String should match pattern"),
+    ],
+)  # fmt: skip
+def test_notice_add_refuses_names_that_match_nothing_in_one_line(tmp_path: Path, options: list[str], message: str) -> None:
+    """`notice add --domain '*'` and `--domain 'exa mple.com'`: one line, exit 1, nothing recorded, no file written."""
+    from crawler.compliance.store import Store
+
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    url = f"sqlite:///{tmp_path / 's.sqlite3'}"
+    done = scrapy_command(["notice", "add", *options, "--sender", "S", "--received", "2026-11-26",
+                           "-s", f"COMPLIANCE_STORE={url}", "-s", f"COMPLIANCE_POLICY_DIR={policies}"])  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith(message), done.stderr
+    assert Store(url).notice_rows() == [] and not (policies / "notices").exists()
+
+
+def test_a_notice_file_with_a_wildcard_domain_is_a_file_line_error(tmp_path: Path) -> None:
+    from crawler.compliance.notices import load_notice_files
+
+    (tmp_path / "notices").mkdir()
+    (tmp_path / "notices" / "w.yaml").write_text(
+        "id: w\nsender_name: S\ndate_received: 2026-11-26\neffective_at: 2026-11-26T00:00:00Z\nscope:\n  domains: ['*']\n"
+    )
+    loaded, errors = load_notice_files(tmp_path)
+    assert loaded == [] and errors == [f"{tmp_path}/notices/w.yaml:5: scope: domains: '*' is not a domain name: "
+                                       "wildcards are not accepted (a domain covers its subdomains already)"]  # fmt: skip

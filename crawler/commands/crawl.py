@@ -37,6 +37,7 @@ def compliance_enabled(settings: BaseSettings) -> bool:
 
 def preflight(settings: BaseSettings, spider_name: str | None, spargs: dict[str, str]) -> str | None:
     """What stops a compliance crawl before it starts (one line), or None when it may start."""
+    from crawler.cassettes import CassetteError, check_cassette
     from crawler.config import Config, ConfigError
     from crawler.runtime import load_notices_or_fail, load_policies_or_fail
     from crawler.spiders.site import SiteSpider, StartUrlError, parse_start_urls
@@ -44,9 +45,11 @@ def preflight(settings: BaseSettings, spider_name: str | None, spargs: dict[str,
     try:
         config = Config.from_settings(settings)
         load_notices_or_fail(config.policy_dir, load_policies_or_fail(config.policy_dir, config.policy_dir_required))
+        if settings.get("COMPLIANCE_CASSETTE"):
+            check_cassette(str(settings.get("COMPLIANCE_CASSETTE")))
         if spider_name == SiteSpider.name:
             parse_start_urls(spargs.get("url"))
-    except (ConfigError, StartUrlError) as exc:
+    except (ConfigError, StartUrlError, CassetteError) as exc:
         return f"crawl refused to start: {exc}"
     return None
 

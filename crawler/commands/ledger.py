@@ -46,6 +46,11 @@ class Command(ComplianceCommand):
                         yield entry
 
             verdict = verify(up_to_head(), head)
+            # The ledger is the source of truth for notices: a registry row that
+            # says otherwise (edited status, scope or dates) is reported too.
+            disagreements = store.notice_disagreements()
+            for line in disagreements:
+                print(f"registry DISAGREES with the ledger: {line}")
             if verdict.ok and beyond:
                 # Entries appended while we read moved the head on; any still
                 # beyond the head now were not written through it.
@@ -57,6 +62,9 @@ class Command(ComplianceCommand):
                     return 1
             if verdict.ok:
                 print(f"ledger {verdict.message}")
+                if disagreements:
+                    print(f"{len(disagreements)} notice(s) in the registry disagree with the ledger; crawls treat them as active")
+                    return 1
                 return 0
             print(f"ledger BROKEN at entry {verdict.bad_seq}: {verdict.message}")
             return 1

@@ -174,6 +174,9 @@ class Command(ComplianceCommand):
         for loaded in files:
             found[loaded.notice.id] = (loaded.notice, "file only (not in the store)")
         for row in store.notice_rows():
+            if row.disagreements:
+                print(f"warning: notice {row.id}: the registry disagrees with the ledger ({'; '.join(row.disagreements)}); "
+                      "shown and enforced as active; see `scrapy ledger verify`")  # fmt: skip
             found[row.id] = (Notice.model_validate(row.data), "store")
         for error in errors:
             print(f"warning: {error}")

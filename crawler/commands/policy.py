@@ -110,7 +110,12 @@ class Command(ComplianceCommand):
             config = Config.from_settings(self.settings)
         except ConfigError as exc:
             raise CommandFailed(str(exc)) from None
-        findings = audit_platforms(selected, config.user_agent, config.bot_name, cassette=opts.cassette)
+        from crawler.cassettes import CassetteError
+
+        try:
+            findings = audit_platforms(selected, config.user_agent, config.bot_name, cassette=opts.cassette)
+        except CassetteError as exc:
+            raise CommandFailed(str(exc).removeprefix("COMPLIANCE_CASSETTE: ")) from None
         if opts.json:
             print(json.dumps([f.as_dict() for f in findings], indent=2))
         else:

@@ -9,6 +9,8 @@ a cache directory, so results are reproducible and nothing goes out.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -52,6 +54,75 @@ def is_public_suffix(name: str) -> bool:
     except ValueError:
         pass
     return bool(name) and not _EXTRACT(name).domain
+
+
+#: One DNS label (RFC 1035 / RFC 1123): letters, digits and '-', not first or last, 1 to 63 characters.
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+#: Host names in URLs sometimes carry '_' in labels below the registered domain (browsers accept them).
+_URL_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+
+
+def host_problem(host: str, *, in_url: bool = False) -> str | None:
+    """Why ``host`` (as written, Unicode or IDNA) is not a syntactically valid host name, or None.
+
+    IP literals are valid. ``in_url`` accepts '_' in labels (host names in
+    URLs); a registered domain never has one.
+    """
+    name = host.strip().lower().rstrip(".").strip("[]")
+    try:
+        ipaddress.ip_address(name)
+        return None
+    except ValueError:
+        pass
+    if not name:
+        return "an empty name covers nothing"
+    if "*" in name:
+        return "wildcards are not accepted (a domain covers its subdomains already)"
+    if any(c.isspace() for c in name):
+        return "a domain name has no spaces"
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            return "not a valid internationalized domain name (IDNA)"
+    if len(name) > 253:
+        return "longer than 253 characters"
+    label_re = _URL_LABEL if in_url else _LABEL
+    for label in name.split("."):
+        if not label:
+            return "has an empty label ('..')"
+        if not label_re.fullmatch(label):
+            allowed = "letters, digits, '-'" + (" and '_'" if in_url else "")
+            return f"{label!r} is not a DNS label ({allowed}; 1-63 characters; not starting or ending with '-')"
+        if label.startswith("xn--"):
+            try:
+                label.encode("ascii").decode("idna")
+            except UnicodeError:
+                return f"{label!r} is not valid IDNA (punycode)"
+    return None
+
+
+def registered_domain_problem(name: str) -> str | None:
+    """Why ``name`` is not a registered domain a notice can name (syntax, wildcard, public suffix, unknown suffix), or None.
+
+    ``name`` as stored: lower case, IDNA. IP literals are accepted (they have
+    no registered domain; a notice on one covers that address).
+    """
+    problem = host_problem(name)
+    if problem is not None:
+        return problem
+    bare = name.strip("[]")
+    try:
+        ipaddress.ip_address(bare)
+        return None
+    except ValueError:
+        pass
+    if is_public_suffix(name):
+        return "is a public suffix, not a registered domain"
+    if not _EXTRACT(name).suffix:
+        return ("is not under a public suffix the bundled Public Suffix List knows, so its subdomains could not be "
+                "told apart from it; name a registered domain, or give the host as a URL pattern (https://HOST/*)")
+    return None
 
 
 def host_of(url: str) -> str:

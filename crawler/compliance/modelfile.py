@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from crawler.compliance.files import NotAFile, read_regular_file
 from crawler.compliance.yamlfile import LoadedYaml, YamlSyntaxError, load_yaml
 
 
@@ -94,11 +95,15 @@ def validation_errors(loaded: LoadedYaml, exc: ValidationError, top: type[BaseMo
 def parse_model_file(path: Path, model: type[BaseModel], errors: list[str], missing: str) -> tuple[Any, LoadedYaml] | None:
     """``(instance, loaded)`` for a valid file, or None with every problem appended to ``errors``."""
     name = str(path)
-    if not path.is_file():
+    try:
+        loaded = load_yaml(name, read_regular_file(path).decode("utf-8"))
+    except FileNotFoundError:
         errors.append(f"{name}:1: (file): {missing}")
         return None
-    try:
-        loaded = load_yaml(name, path.read_bytes().decode("utf-8"))
+    except NotAFile as exc:
+        # Said as it is: a FIFO, a device or a link to one is never opened or read.
+        errors.append(str(exc))
+        return None
     except UnicodeDecodeError as exc:
         errors.append(f"{name}:1: (file): not UTF-8 text (byte {exc.start})")
         return None
@@ -106,7 +111,7 @@ def parse_model_file(path: Path, model: type[BaseModel], errors: list[str], miss
         errors.append(str(exc))
         return None
     except OSError as exc:
-        errors.append(f"{name}:1: (file): cannot read ({exc.strerror})")
+        errors.append(f"{name}:1: (file): cannot read ({exc.strerror or exc})")
         return None
     if not isinstance(loaded.data, dict):
         errors.append(f"{name}:1: (file): expected a mapping of fields, got {type(loaded.data).__name__}")

@@ -25,7 +25,7 @@ from protego._utils import _quote_path, _quote_pattern  # the robots.txt normali
 from pydantic import AwareDatetime, Field, model_validator
 
 from crawler.compliance.decision import ALLOW, Decision
-from crawler.compliance.domains import ascii_host, is_public_suffix, registered_domain
+from crawler.compliance.domains import ascii_host, host_problem, is_public_suffix, registered_domain, registered_domain_problem
 from crawler.compliance.modelfile import Strict, parse_model_file, yaml_files
 from crawler.compliance.patterns import matches
 
@@ -51,6 +51,28 @@ UrlPattern = Annotated[
         "the scheme and port are ignored when matching, so an objection to https://x/p also covers http://x/p",
     ),
 ]
+
+
+def url_pattern_problem(pattern: str) -> str | None:
+    """Why a URL pattern (already of the form ``http(s)://HOST/PATH``) could never match what it names, or None."""
+    try:
+        parts = urlsplit(pattern)
+    except ValueError as exc:  # unbalanced brackets of an IPv6 address
+        return str(exc)
+    if "@" in parts.netloc:
+        return "a URL pattern names a host, not user information ('user@'); write https://HOST/PATH"
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
+    except ValueError:
+        return "the port is not a number from 0 to 65535"
+    if not parts.hostname:
+        return "no host"
+    problem = host_problem(parts.hostname, in_url=True)
+    if problem is not None:
+        return f"host {parts.hostname!r}: {problem}"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in pattern):
+        return "control characters are not accepted"
+    return None
 
 
 class Work(Strict):
@@ -81,6 +103,9 @@ class Scope(Strict):
         for domain in self.domains:
             if not domain:
                 raise ValueError("domains: an empty domain covers nothing; name a registered domain")
+            syntax = host_problem(domain)
+            if syntax is not None:
+                raise ValueError(f"domains: {domain!r} is not a domain name: {syntax}")
             if is_public_suffix(domain):
                 raise ValueError(
                     f"domains: {domain!r} is a public suffix, not a registered domain: it would name every site under it "
@@ -89,6 +114,13 @@ class Scope(Strict):
             expected = registered_domain(domain)
             if domain != domain.lower() or expected != domain:
                 raise ValueError(f"domains: {domain!r} is not a registered domain; write {expected!r} (subdomains are covered)")
+            problem = registered_domain_problem(domain)
+            if problem is not None:
+                raise ValueError(f"domains: {domain!r} {problem}")
+        for pattern in self.url_patterns:
+            problem = url_pattern_problem(pattern)
+            if problem is not None:
+                raise ValueError(f"url_patterns: {pattern!r}: {problem}")
         return self
 
     def describe(self) -> str:

@@ -84,17 +84,31 @@ class PolicyWatcher:
 
     def check(self) -> None:
         # An exception would stop the looping call for the rest of the crawl,
-        # and with it every later reload: report it and keep watching.
+        # and with it every later reload: each step reports its own and the
+        # watching goes on. A notice reload that fails for any reason counts
+        # as invalid notice files (fail closed: pause, look again, stop).
         try:
             current = _signature(self.directory)
-            if current != self.last:
-                self.last = current
+        except Exception as exc:  # noqa: BLE001
+            current = ((f"cannot look: {type(exc).__name__}: {exc}", -1, -1),)
+        if current != self.last:
+            self.last = current
+            try:
                 self.runtime.reload_policies()
-            elif not self.notice_errors:
-                return
-            self._notices_checked(self.runtime.reload_notice_files())
+            except Exception:  # noqa: BLE001
+                logger.exception("Could not reload the policy files; the last valid ones stay in force")
+        elif not self.notice_errors:
+            return
+        try:
+            errors = self.runtime.reload_notice_files()
+        except Exception as exc:  # noqa: BLE001
+            logger.exception("Could not reload the notice files")
+            errors = [f"{self.directory / 'notices'}: could not be read ({type(exc).__name__}: {str(exc)[:200]}); "
+                      "the notices in it cannot be known"]  # fmt: skip
+        try:
+            self._notices_checked(errors)
         except Exception:  # noqa: BLE001
-            logger.exception("Could not reload the policy files; the last valid ones stay in force")
+            logger.exception("Could not act on the notice files' state")
 
     def _notices_checked(self, errors: list[str]) -> None:
         engine = self.crawler.engine

@@ -294,7 +294,8 @@ def platform_sites() -> dict[str, Site]:
     )  # fmt: skip
     sites["expired.test"] = StaticSite({"/": page("expired", ["/a"]), "/a": page("a")})  # type: ignore[dict-item]
     sites["hop.test"] = StaticSite({"/": page("hop", ["/go"]), "/go": redirect("http://www.facebook.com/")})  # type: ignore[dict-item]
-    sites["edited.test"] = chain_site(12, 0.4, ["http://locked.test/"])
+    # Long enough (100 pages at 0.4 s) that a policy edit always lands mid-chain, however loaded the machine.
+    sites["edited.test"] = chain_site(100, 0.4, ["http://locked.test/"])
     sites["locked.test"] = chain_site(3, 0.1)
     return sites
 
@@ -447,9 +448,11 @@ def notice_sites(pages: int = 400, delay: float = 0.05) -> dict[str, Site]:
         bystander[f"/b/{i}"] = page(f"b{i}")
     # A host paced by Crawl-delay with many links: requests pile up in the
     # crawler's download slot, where only the transfer gate can stop them.
+    # 400 pages at 0.5 s each outlast any `notice add` on a loaded machine,
+    # so a test never depends on the notice arriving before the crawl ends.
     paced: dict[str, object] = {"/robots.txt": robots("User-agent: *\nCrawl-delay: 0.5\n")}
-    paced["/"] = page("paced", [f"/q/{i}" for i in range(1, 41)])
-    for i in range(1, 41):
+    paced["/"] = page("paced", [f"/q/{i}" for i in range(1, 401)])
+    for i in range(1, 401):
         paced[f"/q/{i}"] = page(f"q{i}")
     return {
         "paced.test": StaticSite(paced),  # type: ignore[arg-type]
