@@ -1,6 +1,6 @@
 """All COMPLIANCE_* settings, read once into a frozen, validated Config.
 
-The table in README.md ("Settings") documents each of these; keep them in step.
+The table in docs/settings.md documents each of these; keep them in step.
 """
 
 from __future__ import annotations

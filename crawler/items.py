@@ -1,6 +1,6 @@
 """The item the generic spider stores: one per HTML page, and nothing visual.
 
-There is deliberately no image, media or file field (see README, "Images").
+There is deliberately no image, media or file field (see docs/images.md).
 """
 
 from __future__ import annotations

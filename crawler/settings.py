@@ -1,6 +1,6 @@
 """Scrapy settings of the compliance project.
 
-Every COMPLIANCE_* setting is documented once, in README.md ("Settings").
+Every COMPLIANCE_* setting is documented once, in docs/settings.md.
 """
 
 BOT_NAME = "crawler"

@@ -18,7 +18,7 @@ from example_spider import CarelessSpider
 
 
 def test_a_users_spider_in_ten_lines(run_compliance_crawl) -> None:  # type: ignore[no-untyped-def]
-    """The README example: a careless spider, crawled with the stack, is compliant."""
+    """The docs/testing.md example: a careless spider, crawled with the stack, is compliant."""
     result = run_compliance_crawl(CarelessSpider, ["http://shop.test/", "http://images.test/", "http://www.facebook.com/"]).check()
     assert_no_disallowed_fetch(result)
     assert_no_images(result)
