@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crawler import __version__
-from crawler.compliance.optouts import parse_purposes
-from crawler.compliance.identity import IdentityError, user_agent, validate_contact, validate_product_token
-from crawler.compliance.robots import MAX_TTL
+
+# The compliance core (robots, opt-outs, identity) is imported where a Config
+# is built, not here: every command imports this module for its paths, and
+# Scrapy imports every command for every `scrapy` call.
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -75,11 +76,16 @@ class Config:
 
     @property
     def user_agent(self) -> str:
+        from crawler.compliance.identity import user_agent
+
         return user_agent(self.bot_name, __version__, self.contact)
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> Config:
         """Read and check every setting; raise ConfigError naming the first bad one."""
+        from crawler.compliance.identity import IdentityError, validate_contact, validate_product_token
+        from crawler.compliance.optouts import parse_purposes
+        from crawler.compliance.robots import MAX_TTL
 
         def number(name: str, kind: type = float, minimum: float | None = None, maximum: float | None = None) -> float:
             raw = settings.get(name, DEFAULTS[name])

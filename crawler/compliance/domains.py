@@ -14,19 +14,22 @@ import re
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-import tldextract
-
 # RFC 6761 / RFC 2606 special-use names are not in the Public Suffix List, so
 # without these "shop.test" would have no registered domain at all, and every
 # such host would collapse into one empty domain.
 SPECIAL_USE_SUFFIXES: tuple[str, ...] = ("test", "example", "invalid", "localhost")
 
-_EXTRACT = tldextract.TLDExtract(
-    suffix_list_urls=(),  # never fetch: the bundled snapshot only
-    cache_dir=None,  # never read or write a cache that could hold a fetched list
-    fallback_to_snapshot=True,
-    extra_suffixes=SPECIAL_USE_SUFFIXES,
-)
+@lru_cache(maxsize=1)
+def _extractor():  # type: ignore[no-untyped-def]
+    """tldextract with the bundled snapshot (built on first use: commands that need no domain skip its import)."""
+    import tldextract
+
+    return tldextract.TLDExtract(
+        suffix_list_urls=(),  # never fetch: the bundled snapshot only
+        cache_dir=None,  # never read or write a cache that could hold a fetched list
+        fallback_to_snapshot=True,
+        extra_suffixes=SPECIAL_USE_SUFFIXES,
+    )
 
 
 @lru_cache(maxsize=65536)
@@ -39,7 +42,7 @@ def registered_domain(host: str) -> str:
     host = host.strip().lower().rstrip(".")
     if host.startswith("[") and host.endswith("]"):
         return host
-    domain = _EXTRACT(host).top_domain_under_public_suffix
+    domain = _extractor()(host).top_domain_under_public_suffix
     return domain or host
 
 
@@ -53,7 +56,7 @@ def is_public_suffix(name: str) -> bool:
         return False
     except ValueError:
         pass
-    return bool(name) and not _EXTRACT(name).domain
+    return bool(name) and not _extractor()(name).domain
 
 
 #: One DNS label (RFC 1035 / RFC 1123): letters, digits and '-', not first or last, 1 to 63 characters.
@@ -119,7 +122,7 @@ def registered_domain_problem(name: str) -> str | None:
         pass
     if is_public_suffix(name):
         return "is a public suffix, not a registered domain"
-    if not _EXTRACT(name).suffix:
+    if not _extractor()(name).suffix:
         return ("is not under a public suffix the bundled Public Suffix List knows, so its subdomains could not be "
                 "told apart from it; name a registered domain, or give the host as a URL pattern (https://HOST/*)")
     return None
@@ -165,4 +168,4 @@ def host_in_domain(host: str, domain: str) -> bool:
 
 def extractor_is_offline() -> bool:
     """True when the shared extractor is configured never to fetch the list."""
-    return tuple(_EXTRACT.suffix_list_urls) == () and not _EXTRACT._cache.enabled
+    return tuple(_extractor().suffix_list_urls) == () and not _extractor()._cache.enabled

@@ -263,6 +263,8 @@ class Store:
         self._create_schema()
 
     def _create_schema(self) -> None:
+        if self._schema_is_current():
+            return
         # Two processes opening a new store at once can both see no table and
         # both run CREATE TABLE; the loser fails with "already exists" and
         # simply retries, finding the winner's tables.
@@ -292,6 +294,21 @@ class Store:
                 if attempt == 4:
                     raise StoreError(f"COMPLIANCE_STORE: cannot open {self.url}: {exc.orig}") from None
                 time.sleep(0.05 * (attempt + 1))
+
+    def _schema_is_current(self) -> bool:
+        """One read: a store at this schema version with its registry and ledger keys needs no DDL.
+
+        (Every command opens the store; checking each table on every open cost
+        more than the rest of ``scrapy notice list``.) The version row is
+        written only after every table was created.
+        """
+        try:
+            with self._read() as conn:
+                rows = dict(conn.execute(sa.select(store_meta.c.key, store_meta.c.value).where(
+                    store_meta.c.key.in_(("schema_version", "registry_version", "ledger_head")))).all())  # fmt: skip
+        except sa.exc.DBAPIError:
+            return False  # no store yet (or unreadable): the full path below creates it or reports why
+        return rows.get("schema_version") == str(SCHEMA_VERSION) and {"registry_version", "ledger_head"} <= set(rows)
 
     def _read(self) -> sa.Connection:
         """A connection for reading only (on SQLite it never takes the write lock)."""
