@@ -6,17 +6,38 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
+# Exact versions for a reproducible .venv/ (pyproject.toml has the ranges).
+CONSTRAINTS := requirements/constraints.txt
+# The lowest versions pyproject.toml declares, tested in .venv-lowest/.
+LOWEST := requirements/lowest.txt
+LOWEST_VENV := .venv-lowest
+LOWEST_STAMP := $(LOWEST_VENV)/.installed
+# The pure core and the components, on the lowest versions: every floor in
+# pyproject.toml is exercised here (robots.txt and Protego, policies and
+# pydantic, opt-outs and http-sf, the store on SQLite and PostgreSQL with
+# SQLAlchemy and psycopg, cassettes with vcrpy and requests), not the long
+# end-to-end crawls.
+LOWEST_TESTS := tests/test_robots_core.py tests/test_robots_conformance.py tests/test_patterns.py \
+	tests/test_domains_identity.py tests/test_policy.py tests/test_notices.py tests/test_optouts.py \
+	tests/test_images.py tests/test_components.py tests/test_store.py tests/test_cassettes.py \
+	tests/test_dependencies.py
 
-.PHONY: install demo test test-adoption test-fast bench bench-purge bench-cluster bench-commands clean
+.PHONY: install demo test test-adoption test-lowest lock bench bench-purge bench-cluster bench-commands clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[test,cluster]'
 	@touch $(STAMP)
+
+$(LOWEST_STAMP): pyproject.toml $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST_VENV)/bin/python -m pip install --quiet -c $(LOWEST) -e '.[test,cluster]'
+	@touch $(LOWEST_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m crawler.demo
@@ -33,8 +54,22 @@ test-adoption: $(STAMP)
 	$(BIN)/python -m pip wheel --quiet --no-deps -w dist .
 	$(PYTHON) -m venv $(ADOPT)
 	$(ADOPT)/bin/python -m pip install --quiet --upgrade pip
-	$(ADOPT)/bin/python -m pip install --quiet dist/ethical_crawler-*.whl pytest
+	$(ADOPT)/bin/python -m pip install --quiet -c $(CONSTRAINTS) dist/ethical_crawler-*.whl pytest
 	cd examples/bookshelf && ../../$(ADOPT)/bin/python -m pytest -q
+
+# The fast part of the suite against the lowest declared versions (CI runs it after `make test`).
+test-lowest: $(LOWEST_STAMP)
+	$(LOWEST_VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) -q -p no:cacheprovider $(LOWEST_TESTS)
+
+# Refresh $(CONSTRAINTS): the newest versions pyproject.toml allows, then `make test`.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet -e '.[test,cluster]'
+	{ sed -n '/^#/p' $(CONSTRAINTS); .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^#'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf .venv-lock
 
 bench: $(STAMP)
 	$(BIN)/python bench/crawl_speed.py
@@ -49,4 +84,4 @@ bench-commands: $(STAMP)
 	$(BIN)/python bench/command_startup.py
 
 clean:
-	rm -rf $(VENV) $(ADOPT) var build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(ADOPT) $(LOWEST_VENV) var build dist *.egg-info .pytest_cache

@@ -68,7 +68,7 @@ def distributed_settings(crawl_id: str, redis_url: str) -> dict[str, object]:
     return {
         "SCHEDULER": "scrapy_redis.scheduler.Scheduler",
         "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
-        "SCHEDULER_QUEUE_CLASS": "crawler.cluster.LeasedPriorityQueue",
+        "SCHEDULER_QUEUE_CLASS": "crawler.clusterqueue.LeasedPriorityQueue",
         "SCHEDULER_QUEUE_KEY": keys["requests"],
         "SCHEDULER_DUPEFILTER_KEY": keys["dupefilter"],
         # Without it the first worker to finish clears the shared queue.

@@ -16,6 +16,14 @@ every worker) and this module makes politeness and start-up work global:
   the queue by the others, so nothing it held is lost.
 
 Requests are pickled by scrapy-redis (``meta`` must be picklable).
+
+Redis and scrapy-redis come with the ``cluster`` extra
+(``pip install 'ethical-crawler[cluster]'``). This module imports them only
+where a distributed crawl uses them, so that the middlewares can import its
+payload helpers in a single-process crawl without the extra;
+:meth:`crawler.config.Config.from_settings` refuses ``COMPLIANCE_DISTRIBUTED``
+when they are missing. The scheduler's queue, a scrapy-redis subclass, lives in
+:mod:`crawler.clusterqueue`.
 """
 
 from __future__ import annotations
@@ -28,11 +36,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import redis
-from scrapy_redis.queue import PriorityQueue
-
 if TYPE_CHECKING:
-    from scrapy import Request
+    import redis
 
 logger = logging.getLogger("crawler.compliance")
 
@@ -57,16 +62,6 @@ redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]) + 60000)
 return 0
 """
 
-# Pop the best request and lease it to this worker in one step.
-_POP_AND_LEASE = """
-local found = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #found == 0 then return nil end
-redis.call('ZREM', KEYS[1], found[1])
-local lease = redis.sha1hex(found[1])
-redis.call('HSET', KEYS[2], lease, found[2] .. '|' .. found[1])
-return {found[1], lease}
-"""
-
 
 def keys_for(job: str) -> dict[str, str]:
     base = f"compliance:{job}"
@@ -84,7 +79,9 @@ class Cluster:
     """This worker's view of the cluster: pacing, shared fetches, leases, heartbeats."""
 
     def __init__(self, redis_url: str, job: str, worker_id: str) -> None:
-        self.redis = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+        import redis
+
+        self.redis: redis.Redis = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
         self.redis_url = redis_url
         self.job = job
         self.worker_id = worker_id
@@ -198,30 +195,11 @@ class Cluster:
         return moved
 
 
-class LeasedPriorityQueue(PriorityQueue):
-    """scrapy-redis' priority queue, where a pop leases the request to this worker (see :class:`Cluster`)."""
-
-    def __init__(self, server: Any, spider: Any, key: str, serializer: Any = None) -> None:
-        super().__init__(server, spider, key, serializer)
-        from crawler.runtime import ComplianceRuntime
-
-        runtime = ComplianceRuntime.of(spider.crawler)
-        self.lease_key = keys_for(runtime.config.crawl_id)["leases"] + runtime.worker_id
-        self._pop = server.register_script(_POP_AND_LEASE)
-
-    def pop(self, timeout: int = 0) -> Request | None:
-        found = self._pop(keys=[self.key, self.lease_key])
-        if not found:
-            return None
-        data, lease = found
-        request = self._decode_request(data)
-        request.meta[LEASE_META] = lease.decode() if isinstance(lease, bytes) else lease
-        return request
-
-
 def queued_urls(redis_url: str, key: str) -> list[tuple[bytes, str | None]]:
     """Every request waiting in a scrapy-redis priority queue: (member, its URL)."""
     import pickle
+
+    import redis
 
     client = redis.Redis.from_url(redis_url, socket_timeout=10)
     found = []

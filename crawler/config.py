@@ -117,6 +117,10 @@ class Config:
         redis_url = str(settings.get("COMPLIANCE_REDIS_URL") or DEFAULTS["COMPLIANCE_REDIS_URL"])
         if distributed and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"COMPLIANCE_REDIS_URL: {redis_url!r} is not a redis:// URL")
+        if distributed:
+            _require_cluster_extra()
+        resolved_store = store_url(settings)
+        _require_store_driver(resolved_store)
         try:
             purposes = parse_purposes(settings.get("COMPLIANCE_PURPOSES", DEFAULTS["COMPLIANCE_PURPOSES"]))
         except ValueError as exc:
@@ -124,7 +128,7 @@ class Config:
         return cls(
             contact=contact,
             bot_name=bot_name,
-            store_url=store_url(settings),
+            store_url=resolved_store,
             policy_dir=policy_dir(settings),
             crawl_id=crawl_id or new_crawl_id(),
             robots_ttl=number("COMPLIANCE_ROBOTS_TTL", float, 0.001, MAX_TTL),
@@ -140,6 +144,32 @@ class Config:
             data_dir=str(data_dir(settings)),
             policy_dir_required=policy_dir_required(settings),
         )
+
+
+#: Install hint for the optional dependencies of a distributed crawl.
+CLUSTER_EXTRA = "pip install 'ethical-crawler[cluster]'"
+
+
+def _require_cluster_extra() -> None:
+    """A distributed crawl needs Redis' client and scrapy-redis: say so in one line before anything starts."""
+    try:
+        import redis  # noqa: F401
+        import scrapy_redis  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"COMPLIANCE_DISTRIBUTED is on, but the cluster dependencies are not installed ({exc}). "
+            f"Fix: {CLUSTER_EXTRA}, or set COMPLIANCE_DISTRIBUTED = False."
+        ) from None
+
+
+def _require_store_driver(store_url: str) -> None:
+    """The store's database driver (psycopg for PostgreSQL, from the postgres extra) is installed."""
+    from crawler.compliance.store import StoreError, database_url
+
+    try:
+        database_url(store_url)
+    except StoreError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _refuse_media_pipelines(settings: BaseSettings) -> None:

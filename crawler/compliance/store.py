@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 
 from crawler.compliance.files import replaced_atomically
@@ -188,6 +188,34 @@ class StoreError(RuntimeError):
     """The store URL is unusable; the message says which setting to fix."""
 
 
+#: Install hint for the PostgreSQL driver (the cluster extra includes it).
+POSTGRES_EXTRA = "pip install 'ethical-crawler[postgres]' (or 'ethical-crawler[cluster]', which includes it)"
+
+
+def database_url(url: str) -> URL:
+    """``url`` as SQLAlchemy's URL, its database driver importable; StoreError otherwise.
+
+    A PostgreSQL URL that names no driver gets psycopg (3), the one the
+    ``postgres`` extra installs, rather than SQLAlchemy's default psycopg2.
+    The driver is imported, not connected: a missing one is reported before a
+    crawl starts, with the extra that brings it.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"COMPLIANCE_STORE: {url!r} is not a SQLAlchemy URL ({exc})") from None
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        parsed.get_dialect().import_dbapi()
+    except ImportError as exc:
+        hint = f" Fix: {POSTGRES_EXTRA}." if parsed.drivername == "postgresql+psycopg" else ""
+        raise StoreError(f"COMPLIANCE_STORE: cannot use {url!r}: its database driver is not installed ({exc}).{hint}") from None
+    except ArgumentError as exc:  # an unknown database or driver name
+        raise StoreError(f"COMPLIANCE_STORE: cannot use {url!r}: {exc}") from None
+    return parsed
+
+
 def _enable_sqlite_concurrency(engine: Engine) -> None:
     """WAL, a busy timeout and BEGIN IMMEDIATE for several processes.
 
@@ -239,10 +267,7 @@ class Store:
     """The project's one database. Thread-compatible, not thread-safe."""
 
     def __init__(self, url: str) -> None:
-        try:
-            parsed = make_url(url)
-        except ArgumentError as exc:
-            raise StoreError(f"COMPLIANCE_STORE: {url!r} is not a SQLAlchemy URL ({exc})") from None
+        parsed = database_url(url)
         self.url = url
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite:
@@ -257,7 +282,7 @@ class Store:
             _enable_sqlite_concurrency(self.engine)
         else:
             try:
-                self.engine = sa.create_engine(url, pool_pre_ping=True)
+                self.engine = sa.create_engine(parsed, pool_pre_ping=True)
             except Exception as exc:  # noqa: BLE001 - report any driver problem as one line
                 raise StoreError(f"COMPLIANCE_STORE: cannot use {url!r}: {exc}") from None
         self._create_schema()
