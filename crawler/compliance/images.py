@@ -104,7 +104,7 @@ def image_signature(head: bytes) -> str | None:
     if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
         return "TIFF"
     if head[:4] in (b"\x00\x00\x01\x00", b"\x00\x00\x02\x00") and len(head) >= 6 and head[4:6] != b"\x00\x00":
-        return "ICO"
+        return "ICO" if head[2] == 1 else "CUR"
     # "BM" alone is too weak (a text could start with it): check the header size field.
     if head[:2] == b"BM" and len(head) >= 18 and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES:
         return "BMP"
@@ -131,15 +131,56 @@ def image_signature(head: bytes) -> str | None:
         return "DICOM"
     if head[4:8] == b"ftyp" and head[8:12] == b"crx ":
         return "Canon CR3"
-    return None
+    return _misc_signature(head)
 
 
 _MORE_SIGNATURES = (
     (b"\x8aMNG\r\n\x1a\n", "MNG"), (b"\x8bJNG\r\n\x1a\n", "JNG"), (b"icns", "ICNS"), (b"II\xbc", "JPEG XR"),
     (b"\x76\x2f\x31\x01", "OpenEXR"), (b"DDS ", "DDS"), (b"BPG\xfb", "BPG"), (b"#?RADIANCE", "Radiance HDR"),
     (b"#?RGBE", "Radiance HDR"), (b"IIRO", "Olympus ORF"), (b"IIU\x00", "Panasonic RW2"), (b"FUJIFILMCCD-RAW", "Fuji RAF"),
+    # Every format Pillow opens (its plugins' _accept()), where the signature is more than a byte or two.
+    (b"\xff\x4f\xff\x51", "JPEG 2000"), (b"BLP1", "BLP"), (b"BLP2", "BLP"), (b"%!PS", "PostScript/EPS"),
+    (b"\xc5\xd0\xd3\xc6", "PostScript/EPS"), (b"SIMPLE  =", "FITS"), (b"\xb1\x68\xde\x3a", "DCX"), (b"FTEX", "FTEX"),
+    (b"\x89HDF\r\n\x1a\n", "HDF5"), (b"\x00\x00\x00\x00\x00\x00\x00\x04", "McIdas"), (b"\x00\x00\x01\xb3", "MPEG"),
+    (b"DanM", "MSP"), (b"LinS", "MSP"), (b"\x80\xe8\x00\x00", "Pixar"), (b"\x01\xda\x00", "SGI"), (b"\x01\xda\x01", "SGI"),
+    (b"\x59\xa6\x6a\x95", "Sun raster"), (b"\xd7\xcd\xc6\x9a\x00\x00", "WMF"), (b"/* XPM */", "XPM"), (b"P7 332", "XV thumbnail"),
+    (b"P7\n", "PAM"), (b"BUFR", "BUFR"), (b"GRIB", "GRIB"), (b"Image type:", "IM"),
+    # More that libmagic names as images.
+    (b"gimp xcf ", "GIMP XCF"), (b"\xabKTX 11\xbb", "KTX"), (b"\xabKTX 20\xbb", "KTX2"), (b"FLIF", "FLIF"),
+    (b"farbfeld", "farbfeld"), (b"SDPX", "DPX"), (b"XPDS", "DPX"), (b"\x80\x2a\x5f\xd7", "Cineon"), (b"AT&TFORM", "DjVu"),
+    (b"\x97JB2\r\n\x1a\n", "JBIG2"), (b"Xcur", "Xcursor"), (b"PDN3", "Paint.NET"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
 )  # fmt: skip
-_NETPBM_RE = re.compile(rb"^P[1-6]\s+(?:#[^\n]*\n\s*)*\d+\s+\d+\s")
+_XBM_RE = re.compile(rb"^(?:/\*.*?\*/\s*)?#define\s+\S*_width\s+\d+", re.DOTALL)
+_TGA_TYPES = {1, 2, 3, 9, 10, 11, 32, 33}
+_TGA_DEPTHS = {1, 8, 15, 16, 24, 32}
+
+
+def _looks_like_tga(head: bytes) -> bool:
+    """Targa has no signature: its 18-byte header's fields, none of them text (Pillow checks the same)."""
+    if len(head) < 18 or head[1] not in (0, 1) or head[2] not in _TGA_TYPES or head[16] not in _TGA_DEPTHS:
+        return False
+    if head[1] == 0 and head[3:8] != b"\x00\x00\x00\x00\x00":
+        return False
+    return head[12:14] != b"\x00\x00" and head[14:16] != b"\x00\x00"  # width and height
+
+
+def _misc_signature(head: bytes) -> str | None:
+    if head[4:6] in (b"\x11\xaf", b"\x12\xaf") and head[14:16] in (b"\x00\x00", b"\x03\x00"):
+        return "FLI/FLC"
+    if len(head) >= 4 and head[0] == 10 and head[1] in (0, 2, 3, 5) and head[2] == 1 and head[3] in (1, 2, 4, 8):
+        return "PCX"
+    if head[20:24] == b"GIMP" and head[4:8] in (b"\x00\x00\x00\x01", b"\x00\x00\x00\x02"):
+        return "GIMP brush"
+    if head[:4] == b"\x01\x00\x00\x00" and head[40:44] == b" EMF":
+        return "EMF"
+    if _XBM_RE.match(head):
+        return "XBM"
+    if _looks_like_tga(head):
+        return "TGA"
+    return None
+
+
+_NETPBM_RE = re.compile(rb"^P[1-6Ff]\s+(?:#[^\n]*\n\s*)*\d+\s+\d+\s")
 _SVG_ROOT_RE = re.compile(rb"<svg[\s>/:]", re.IGNORECASE)
 _PROLOGUE_RE = re.compile(
     rb"(?:\s|<\?[^>]*>|<!--(?:[^-]|-(?!->))*-->|<!doctype[^\[>]*(?:\[[^\]]*\])?\s*>)*", re.IGNORECASE
