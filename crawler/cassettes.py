@@ -115,7 +115,8 @@ def record(urls: Iterable[str], path: str, user_agent: str, token: str, *, verif
     import requests
     import vcr
 
-    from crawler.compliance.images import answer_decision, url_decision
+    from crawler.compliance.content import answer_decision
+    from crawler.compliance.images import url_decision
     from crawler.compliance.robots import RobotsRules, RobotsState, classify_status
 
     notes: list[str] = []

@@ -16,7 +16,6 @@ their URLs, not inline ``data:`` copies. Four gates, each a Decision:
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -201,31 +200,6 @@ def _looks_like_svg(head: bytes) -> bool:
     # Only an XML prologue may come before the root: declarations, processing
     # instructions, comments, a DOCTYPE (with its internal subset). No HTML.
     return _PROLOGUE_RE.fullmatch(head[: found.start()].removeprefix(b"\xef\xbb\xbf")) is not None
-
-
-def body_decoder(content_encoding: str) -> Any:
-    """A zlib decompressor for a gzip or deflate body (the header tells which), else None.
-
-    Image signatures are inside the compressed stream, so the first bytes
-    on the wire say nothing about them.
-    """
-    if content_encoding.strip().lower() in ("gzip", "x-gzip", "deflate"):
-        return zlib.decompressobj(wbits=47)
-    return None
-
-
-def answer_decision(content_type: str | None, content_disposition: str | None, content_encoding: str, body: bytes) -> Decision:
-    """A whole answer at once (headers, then its first bytes, decompressed if need be)."""
-    decision = headers_decision(content_type, content_disposition)
-    if not decision.allowed:
-        return decision
-    decoder = body_decoder(content_encoding)
-    if decoder is not None:
-        try:
-            body = decoder.decompress(body, SNIFF_BYTES)
-        except zlib.error:
-            pass  # not what it says: checked as it is
-    return magic_decision(body[:SNIFF_BYTES])
 
 
 def magic_decision(head: bytes) -> Decision:
