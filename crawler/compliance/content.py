@@ -278,6 +278,7 @@ class BodySniffer:
         self.text = text
         self.head = b""
         self.done = False
+        self.wire = 0  # bytes fed, as they came over the network
         self._stages = [_DECODERS[c]() for c in reversed(content_codings(content_encoding)) if c in _DECODERS]
 
     def _decode(self, data: bytes) -> bytes:
@@ -289,6 +290,7 @@ class BodySniffer:
     def feed(self, data: bytes) -> Decision | None:
         if self.done:
             return ALLOW
+        self.wire += len(data)
         try:
             data = self._decode(data)
         except _DECODE_ERRORS as exc:
@@ -297,6 +299,14 @@ class BodySniffer:
                 "content.unverifiable", rule=f"the body does not decode as its Content-Encoding says ({exc})", source=SOURCE
             )
         if not data:
+            if self.wire >= HEAD_BYTES:
+                # zstd decodes a block (up to 128 KiB) only once it has all of it:
+                # no wait beyond the first 64 KiB for what might be an image.
+                self.done = True
+                return Decision.refuse(
+                    "content.unverifiable", rule=f"{self.wire} bytes read and nothing decoded yet, so the body cannot be checked",
+                    source=SOURCE,
+                )
             return None
         self.head += data
         full = len(self.head) >= HEAD_BYTES
