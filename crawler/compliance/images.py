@@ -275,6 +275,9 @@ def _is_clean_text(raw: bytes) -> bool:
 
 def base64_verdict(run: str) -> str | None:
     """What a run of base64 characters holds that must go: ``"image"``, ``"binary"``, or None (keep it)."""
+    first = run.split(None, 1)[0]
+    if first != run and _HEX_RE.fullmatch(first):
+        run = first  # a hash in hex, then words: not a wrapped block
     compact, raw = _base64_payload(run)
     if not raw:
         return None
@@ -300,7 +303,7 @@ def _scrub_base64(text: str) -> tuple[str, int]:
         run = match.group(0)
         verdict = _short_verdict(run) if len(run) < 64 else base64_verdict(run)
         if verdict is None:
-            return match.group(0)
+            return run
         count += 1
         return "[image removed]" if verdict == "image" else "[binary data removed]"
 
