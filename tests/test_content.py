@@ -191,6 +191,8 @@ def _text_site() -> StaticSite:
                                         body=_raw_deflate(TGA[:18] + random.Random(1).randbytes(100_000)), hold_after=4096),
         "/pdf": WebResponse(headers=[("Content-Type", "application/pdf")],
                             body=b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(range(256)) * 200, hold_after=4096),
+        # Text for longer than the gate reads, then binary: the check of the whole body drops it.
+        "/text-then-binary": doc(HTML.format("words " * 15000).encode() + TGA, "text/html; charset=utf-8"),
         "/compress": WebResponse(headers=[("Content-Type", "text/html"), ("Content-Encoding", "compress")], body=b"\x1f\x9d" + b"\x90" * 9000, hold_after=1),
     }  # fmt: skip
     links = "".join(f'<a href="{p}">{p}</a> ' for p in pages if p != "/robots.txt")
@@ -215,7 +217,9 @@ def test_text_in_every_form_is_collected_and_the_rest_cut_off(text_web: TestWeb,
     assert "Grüße" in items["/utf16"] and "few stray" in items["/stray"]
     refusals = {r["url"].removeprefix("http://text.test"): (r["reason"], r["gate"]) for r in run.store.refusals()}
     assert refusals == {"/raw-deflate-tga": ("image.magic", "body"), "/pdf": ("content.not-text", "body"),
-                        "/compress": ("content.unverifiable", "headers")}  # fmt: skip
+                        "/compress": ("content.unverifiable", "headers"), "/text-then-binary": ("content.not-text", "body")}  # fmt: skip
+    details = {r["url"].removeprefix("http://text.test"): r["detail"] for r in run.store.refusals()}
+    assert details["/text-then-binary"].startswith("whole body") and details["/pdf"].startswith("transfer aborted")
     sent = {e.path: e.bytes_sent for e in text_web.requests(host="text.test")}
     assert sent["/feed.json"] > 0 and sent["/feed.xml"] > 0  # fetched whole, not refused
     assert sent["/raw-deflate-tga"] == 4096 and sent["/pdf"] == 4096  # the client hung up at its first chunk
@@ -227,7 +231,7 @@ def test_opted_in_content_type_is_collected_but_images_are_not(text_web: TestWeb
     run = run_site_crawl(text_web, ["http://text.test/"], store_url, env=guard_env,
                          settings={"COMPLIANCE_POLICY_DIR": str(policy_dir), "COMPLIANCE_ALLOW_CONTENT_TYPES": "application/pdf"}).check()  # fmt: skip
     refusals = {r["url"].removeprefix("http://text.test") for r in run.store.refusals()}
-    assert refusals == {"/raw-deflate-tga", "/compress"}
+    assert refusals == {"/raw-deflate-tga", "/compress", "/text-then-binary"}
 
 
 def test_allow_content_types_setting_is_checked() -> None:

@@ -279,6 +279,7 @@ class BodySniffer:
         self.head = b""
         self.done = False
         self.wire = 0  # bytes fed, as they came over the network
+        self.checked = 0  # decoded bytes found to be text (from the first)
         self._stages = [_DECODERS[c]() for c in reversed(content_codings(content_encoding)) if c in _DECODERS]
 
     def _decode(self, data: bytes) -> bytes:
@@ -317,6 +318,7 @@ class BodySniffer:
         if not decision.allowed:
             self.done = True
             return decision
+        self.checked = len(self.head)
         if full or (not self.text and len(self.head) >= SNIFF_BYTES):
             self.done = True
             self.head = b""

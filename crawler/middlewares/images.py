@@ -74,6 +74,9 @@ class ImageDownloadGate:
                 request, len(response.body),
             )  # fmt: skip
         content_type = (response.headers.get(b"Content-Type") or b"").decode("latin-1") or None
+        entry = self._sniffs.get(request)
+        if entry is not None and entry[0].text and entry[0].checked >= len(response.body):
+            return response  # every byte of it was checked as it arrived
         if self._text_required(request, content_type):
             decision = text_decision(response.body, content_type)
         else:
