@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,19 +20,21 @@ from crawler.compliance.content import HEAD_BYTES
 from crawler.compliance.images import IMAGE_EXTENSIONS
 from crawler.testing.runner import run_site_crawl
 from crawler.testing.sites import (
-    CORPUS_B64_PER_PAGE, CORPUS_DIR, CORPUS_DISGUISES, CORPUS_HOLD_BYTES, CORPUS_HOLD_BYTES_ZSTD, CORPUS_PROSE, CorpusFile, corpus_files,
+    CORPUS_B64_PER_PAGE, CORPUS_DISGUISES, CORPUS_HOLD_BYTES, CORPUS_HOLD_BYTES_ZSTD, CORPUS_PROSE, CorpusFile, corpus_files,
     corpus_sites, corpus_url,
 )  # fmt: skip
 from crawler.testing.web import TestWeb
-from tests.conftest import REQUIRE_SERVICES
+from conftest import REQUIRE_SERVICES
 
+#: The corpus: ../shared/corpora/ relative to the repository root (CI puts a copy of shared/ there).
+CORPUS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "pillow-test-images"
 #: A run of this many base64 characters (18 bytes of a file) is a copy of it.
 B64_WINDOW = 24
 
 
 @pytest.fixture(scope="module")
 def files() -> list[CorpusFile]:
-    found = corpus_files()
+    found = corpus_files(CORPUS_DIR)
     if not found:
         message = f"the image corpus is missing: {CORPUS_DIR} (MANIFEST.tsv) is not there"
         if REQUIRE_SERVICES:

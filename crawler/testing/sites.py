@@ -490,7 +490,8 @@ def cluster_sites(pages: int = 60, paced_pages: int = 12, delay: float = 0.3) ->
 # The real image corpus (../shared/corpora/pillow-test-images), every disguise
 # --------------------------------------------------------------------------
 
-#: Where the corpus lies: ``../shared/corpora/`` beside the repository (CI puts a copy of shared/ there).
+#: Where the corpus lies: ``../shared/corpora/`` beside the repository (CI puts a copy of shared/ there),
+#: for an editable install; the corpus test passes its own path, from the repository root.
 CORPUS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "pillow-test-images"
 #: The body bytes a corpus response sends before it holds the rest until the client hangs up.
 CORPUS_HOLD_BYTES = 16 * 1024
@@ -509,6 +510,7 @@ class CorpusFile:
     path: str  # relative to CORPUS_DIR
     size: int
     described: str  # what file(1) says (MANIFEST.tsv)
+    root: Path = CORPUS_DIR
 
     @property
     def text(self) -> bool:
@@ -516,16 +518,16 @@ class CorpusFile:
         return "ASCII text" in self.described
 
     def read(self) -> bytes:
-        return (CORPUS_DIR / self.path).read_bytes()
+        return (self.root / self.path).read_bytes()
 
 
-def corpus_files() -> list[CorpusFile]:
+def corpus_files(root: Path = CORPUS_DIR) -> list[CorpusFile]:
     """The corpus's files, from its MANIFEST.tsv; [] when the corpus is not there."""
-    manifest = CORPUS_DIR / "MANIFEST.tsv"
+    manifest = root / "MANIFEST.tsv"
     if not manifest.is_file():
         return []
     rows = [line.split("\t") for line in manifest.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
-    return [CorpusFile(i, row[0], int(row[1]), row[3] if len(row) > 3 else "") for i, row in enumerate(rows)]
+    return [CorpusFile(i, row[0], int(row[1]), row[3] if len(row) > 3 else "", root) for i, row in enumerate(rows)]
 
 
 def corpus_url(host: str, f: CorpusFile) -> str:
