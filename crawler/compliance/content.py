@@ -29,6 +29,7 @@ Pure: no Scrapy imports. The download gate feeds network chunks to a
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 import sys
 import zlib
@@ -114,11 +115,25 @@ def _declared_charset(body: bytes, content_type: str | None) -> tuple[str | None
 
 
 def _decodes(body: bytes, codec: str, final: bool) -> str | None:
-    """The text, or None when ``body`` does not decode cleanly (a sequence cut at the end is fine unless final)."""
+    """The text, or None when ``body`` does not decode cleanly (a sequence cut at the end is fine unless final).
+
+    For a charset in which control bytes are counted on the bytes, the text
+    of a body cut mid-character is not needed and "" stands for it.
+    """
     try:
-        return codecs.getincrementaldecoder(codec)("strict").decode(body, final)
-    except (UnicodeDecodeError, LookupError):
+        return body.decode(codec)
+    except UnicodeDecodeError as exc:
+        cut = exc.end >= len(body) and ("end of data" in exc.reason or "incomplete" in exc.reason or "truncated" in exc.reason)
+        if final or not cut or exc.start < len(body) - 4:
+            return None
+        return "" if _ascii_safe(codec) else _decodes(body[: exc.start], codec, True)
+    except LookupError:
         return None
+
+
+@functools.lru_cache(maxsize=256)
+def _ascii_safe(codec: str) -> bool:
+    return _ASCII_SAFE.match(codecs.lookup(codec).name) is not None
 
 
 def text_problem(body: bytes, content_type: str | None = None, *, final: bool = True) -> str | None:
@@ -144,8 +159,7 @@ def text_problem(body: bytes, content_type: str | None = None, *, final: bool = 
             break
     if used == _FALLBACK:
         return _control_problem(_CONTROL_CP1252_RE, body, f"{_FALLBACK} ({where_used})")
-    normal = codecs.lookup(used).name
-    if _ASCII_SAFE.match(normal):
+    if _ascii_safe(used):
         return _control_problem(_CONTROL_RE, body, f"{used} ({where_used})")
     assert text is not None
     return _control_problem(_CONTROL_STR_RE, text, f"{used} ({where_used})")

@@ -9,7 +9,10 @@ their URLs, not inline ``data:`` copies. Four gates, each a Decision:
 * ``image.content-type`` a response declared ``image/*`` or named as an image
                          file by Content-Disposition (refused on headers);
 * ``image.magic``        a body whose first bytes are an image signature,
-                         whatever was declared;
+                         whatever was declared (the signatures name the
+                         format; what no signature names is refused all
+                         the same by :mod:`crawler.compliance.content`:
+                         only text is collected);
 * ``image.item``         image data or image URLs scrubbed from an item.
 """
 
