@@ -297,8 +297,6 @@ def _short_verdict(run: str) -> str | None:
 
 
 def _scrub_base64(text: str) -> tuple[str, int]:
-    if _B64_NEEDLE not in text.encode("utf-8", "surrogatepass").translate(_B64_MARK):
-        return text, 0
     count = 0
 
     def drop(match: re.Match[str]) -> str:
@@ -324,7 +322,7 @@ def _scrub_text(text: str) -> tuple[str, int]:
 
     if has_data:
         text = _DATA_URI_RE.sub(drop_data, text)
-    if len(text) >= BASE64_SCAN_MIN:
+    if len(text) >= BASE64_SCAN_MIN and _B64_NEEDLE in text.encode("utf-8", "surrogatepass").translate(_B64_MARK):
         text, found = _scrub_base64(text)
         count += found
     if not has_ext:
