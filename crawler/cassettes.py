@@ -153,12 +153,14 @@ def record(urls: Iterable[str], path: str, user_agent: str, token: str, *, verif
     import vcr
 
     _quiet_vcr()
-    from crawler.compliance.images import answer_decision, url_decision
+    from crawler.compliance.content import answer_decision
+    from crawler.compliance.images import url_decision
     from crawler.compliance.robots import RobotsRules, RobotsState, classify_status
 
     notes: list[str] = []
     def no_images(response: dict[str, Any]) -> dict[str, Any] | None:
-        """vcrpy's before_record_response: an image answer (by headers or by its bytes) is never written."""
+        """vcrpy's before_record_response: an image answer (by headers or by its bytes), or any body
+        that is not text, is never written (the crawl would refuse it anyway)."""
         headers = {k.lower(): ",".join(v) if isinstance(v, list) else str(v) for k, v in response.get("headers", {}).items()}
         body = (response.get("body") or {}).get("string") or b""
         decision = answer_decision(
@@ -167,7 +169,8 @@ def record(urls: Iterable[str], path: str, user_agent: str, token: str, *, verif
         )  # fmt: skip
         if decision.allowed:
             return response
-        notes.append(f"not recorded: an image answer ({decision.rule})")
+        what = "an image answer" if decision.reason.startswith("image.") else "not text"
+        notes.append(f"not recorded: {what} ({decision.rule})")
         return None
 
     recorder = vcr.VCR(

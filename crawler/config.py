@@ -39,6 +39,7 @@ DEFAULTS: dict[str, object] = {
     "COMPLIANCE_DISTRIBUTED": False,
     "COMPLIANCE_REDIS_URL": "redis://127.0.0.1:6379/0",
     "COMPLIANCE_DATA_DIR": "var",
+    "COMPLIANCE_ALLOW_CONTENT_TYPES": "",
 }
 
 logger = logging.getLogger("crawler.compliance")
@@ -73,6 +74,8 @@ class Config:
     data_dir: str = "var"
     #: COMPLIANCE_POLICY_DIR was named: the folder must exist (the default one may not).
     policy_dir_required: bool = False
+    #: Media types collected although not text (docs/images.md, "Opting in"); image signatures still apply.
+    allow_content_types: frozenset[str] = frozenset()
 
     @property
     def user_agent(self) -> str:
@@ -143,6 +146,7 @@ class Config:
             redis_url=redis_url,
             data_dir=str(data_dir(settings)),
             policy_dir_required=policy_dir_required(settings),
+            allow_content_types=parse_content_types(settings.get("COMPLIANCE_ALLOW_CONTENT_TYPES")),
         )
 
 
@@ -170,6 +174,32 @@ def _require_store_driver(store_url: str) -> None:
         database_url(store_url)
     except StoreError as exc:
         raise ConfigError(str(exc)) from None
+
+
+_MEDIA_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+
+
+def parse_content_types(raw: object) -> frozenset[str]:
+    """COMPLIANCE_ALLOW_CONTENT_TYPES: a list or a comma-separated string of media types (``application/pdf``)."""
+    if not raw:
+        return frozenset()
+    items = raw.split(",") if isinstance(raw, str) else list(raw) if isinstance(raw, list | tuple | set | frozenset) else None
+    if items is None:
+        raise ConfigError(f"COMPLIANCE_ALLOW_CONTENT_TYPES: expected a list of media types, got {raw!r}")
+    types = set()
+    for item in items:
+        media = str(item).strip().lower()
+        if not media:
+            continue
+        if not _MEDIA_TYPE_RE.fullmatch(media):
+            raise ConfigError(f"COMPLIANCE_ALLOW_CONTENT_TYPES: {item!r} is not a media type like 'application/pdf'")
+        if media.startswith("image/"):
+            raise ConfigError(
+                f"COMPLIANCE_ALLOW_CONTENT_TYPES: {media!r} is an image type; images are never collected "
+                "(facial images are biometric data, GDPR Art. 9(1)). Fix: remove it."
+            )
+        types.add(media)
+    return frozenset(types)
 
 
 def _refuse_media_pipelines(settings: BaseSettings) -> None:

@@ -9,15 +9,20 @@ their URLs, not inline ``data:`` copies. Four gates, each a Decision:
 * ``image.content-type`` a response declared ``image/*`` or named as an image
                          file by Content-Disposition (refused on headers);
 * ``image.magic``        a body whose first bytes are an image signature,
-                         whatever was declared;
+                         whatever was declared (the signatures name the
+                         format; what no signature names is refused all
+                         the same by :mod:`crawler.compliance.content`:
+                         only text is collected);
 * ``image.item``         image data or image URLs scrubbed from an item.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import re
-import zlib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -25,12 +30,14 @@ from crawler.compliance.decision import ALLOW, Decision
 
 SOURCE = "crawler/compliance/images.py (GDPR Art. 9(1): no images are collected)"
 
-IMAGE_EXTENSIONS = frozenset(
-    """png apng jpg jpeg jpe jfif pjpeg pjp gif webp avif avifs heic heics heif heifs bmp dib
-    tif tiff ico cur svg svgz jxl jp2 j2k jpx jpm psd xcf raw cr2 cr3 nef arw dng orf rw2
-    xbm xpm pcx tga emf wmf qoi ppm pgm pbm pnm pam jxr wdp hdp mng jng icns exr hdr dds bpg dcm avci
-    crw raf pef srw x3f""".split()
-)
+def _read_extensions(path: Path) -> frozenset[str]:
+    words = (line.split("#", 1)[0].split() for line in path.read_text(encoding="utf-8").splitlines())
+    return frozenset(word.lower() for line in words for word in line)
+
+
+#: Every image file extension: mimetypes' image/* and Pillow's registered
+#: extensions, copied into the project as data (image_extensions.txt says how).
+IMAGE_EXTENSIONS = _read_extensions(Path(__file__).with_name("image_extensions.txt"))
 
 #: Item fields that only ever hold images or downloaded files (Scrapy's media
 #: pipelines' conventions and common variants). Removed wholesale.
@@ -93,53 +100,88 @@ _BMP_HEADER_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
 
 def image_signature(head: bytes) -> str | None:
     """The image format whose signature ``head`` starts with, or None."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "GIF"
+    if head.startswith(_PREFIXES):  # one C-level test for every fixed prefix
+        for signature, kind in _PREFIX_TABLE:
+            if head.startswith(signature):
+                return kind
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
-    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
-        return "TIFF"
     if head[:4] in (b"\x00\x00\x01\x00", b"\x00\x00\x02\x00") and len(head) >= 6 and head[4:6] != b"\x00\x00":
-        return "ICO"
+        return "ICO" if head[2] == 1 else "CUR"
     # "BM" alone is too weak (a text could start with it): check the header size field.
     if head[:2] == b"BM" and len(head) >= 18 and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES:
         return "BMP"
-    if head[4:8] == b"ftyp" and (head[8:12] in _FTYP_IMAGE_BRANDS or any(
-        head[i : i + 4] in _FTYP_IMAGE_BRANDS for i in range(16, min(len(head), int.from_bytes(head[:4], "big")), 4)
-    )):  # fmt: skip
-        return "AVIF/HEIF"
-    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")):
-        return "JPEG XL"
-    if head.startswith(b"\x00\x00\x00\x0cjP  \r\n\x87\n"):
-        return "JPEG 2000"
-    if head.startswith(b"8BPS"):
-        return "PSD"
-    if head.startswith(b"qoif"):
-        return "QOI"
-    if _looks_like_svg(head[:SNIFF_BYTES]):
+    if head[4:8] == b"ftyp":
+        if head[8:12] in _FTYP_IMAGE_BRANDS or any(
+            head[i : i + 4] in _FTYP_IMAGE_BRANDS for i in range(16, min(len(head), int.from_bytes(head[:4], "big")), 4)
+        ):
+            return "AVIF/HEIF"
+        if head[8:12] == b"crx ":
+            return "Canon CR3"
+    first = head[:SNIFF_BYTES]
+    if (b"svg" in first.lower() or first.startswith((b"\xff\xfe", b"\xfe\xff"))) and _looks_like_svg(first):
         return "SVG"
-    for signature, kind in _MORE_SIGNATURES:
-        if head.startswith(signature):
-            return kind
-    if _NETPBM_RE.match(head):
+    if head[:1] == b"P" and _NETPBM_RE.match(head):
         return "Netpbm"
     if head[128:132] == b"DICM":
         return "DICOM"
-    if head[4:8] == b"ftyp" and head[8:12] == b"crx ":
-        return "Canon CR3"
-    return None
+    return _misc_signature(head)
 
 
 _MORE_SIGNATURES = (
     (b"\x8aMNG\r\n\x1a\n", "MNG"), (b"\x8bJNG\r\n\x1a\n", "JNG"), (b"icns", "ICNS"), (b"II\xbc", "JPEG XR"),
     (b"\x76\x2f\x31\x01", "OpenEXR"), (b"DDS ", "DDS"), (b"BPG\xfb", "BPG"), (b"#?RADIANCE", "Radiance HDR"),
     (b"#?RGBE", "Radiance HDR"), (b"IIRO", "Olympus ORF"), (b"IIU\x00", "Panasonic RW2"), (b"FUJIFILMCCD-RAW", "Fuji RAF"),
+    # Every format Pillow opens (its plugins' _accept()), where the signature is more than a byte or two.
+    (b"\xff\x4f\xff\x51", "JPEG 2000"), (b"BLP1", "BLP"), (b"BLP2", "BLP"), (b"%!PS", "PostScript/EPS"),
+    (b"\xc5\xd0\xd3\xc6", "PostScript/EPS"), (b"SIMPLE  =", "FITS"), (b"\xb1\x68\xde\x3a", "DCX"), (b"FTEX", "FTEX"),
+    (b"\x89HDF\r\n\x1a\n", "HDF5"), (b"\x00\x00\x00\x00\x00\x00\x00\x04", "McIdas"), (b"\x00\x00\x01\xb3", "MPEG"),
+    (b"DanM", "MSP"), (b"LinS", "MSP"), (b"\x80\xe8\x00\x00", "Pixar"), (b"\x01\xda\x00", "SGI"), (b"\x01\xda\x01", "SGI"),
+    (b"\x59\xa6\x6a\x95", "Sun raster"), (b"\xd7\xcd\xc6\x9a\x00\x00", "WMF"), (b"/* XPM */", "XPM"), (b"P7 332", "XV thumbnail"),
+    (b"P7\n", "PAM"), (b"BUFR", "BUFR"), (b"GRIB", "GRIB"), (b"Image type:", "IM"),
+    # More that libmagic names as images.
+    (b"gimp xcf ", "GIMP XCF"), (b"\xabKTX 11\xbb", "KTX"), (b"\xabKTX 20\xbb", "KTX2"), (b"FLIF", "FLIF"),
+    (b"farbfeld", "farbfeld"), (b"SDPX", "DPX"), (b"XPDS", "DPX"), (b"\x80\x2a\x5f\xd7", "Cineon"), (b"AT&TFORM", "DjVu"),
+    (b"\x97JB2\r\n\x1a\n", "JBIG2"), (b"Xcur", "Xcursor"), (b"PDN3", "Paint.NET"),
 )  # fmt: skip
-_NETPBM_RE = re.compile(rb"^P[1-6]\s+(?:#[^\n]*\n\s*)*\d+\s+\d+\s")
+_PREFIX_TABLE = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"), (b"MM\x00+", "TIFF"),
+    (b"\xff\x0a", "JPEG XL"), (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"), (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
+    (b"8BPS", "PSD"), (b"qoif", "QOI"), *_MORE_SIGNATURES,
+)  # fmt: skip
+_PREFIXES = tuple(signature for signature, _ in _PREFIX_TABLE)
+_XBM_RE = re.compile(rb"^(?:/\*.*?\*/\s*)?#define\s+\S*_width\s+\d+", re.DOTALL)
+_TGA_TYPES = {1, 2, 3, 9, 10, 11, 32, 33}
+_TGA_DEPTHS = {1, 8, 15, 16, 24, 32}
+
+
+def _looks_like_tga(head: bytes) -> bool:
+    """Targa has no signature: its 18-byte header's fields, none of them text (Pillow checks the same)."""
+    if len(head) < 18 or head[1] not in (0, 1) or head[2] not in _TGA_TYPES or head[16] not in _TGA_DEPTHS:
+        return False
+    if head[1] == 0 and head[3:8] != b"\x00\x00\x00\x00\x00":
+        return False
+    return head[12:14] != b"\x00\x00" and head[14:16] != b"\x00\x00"  # width and height
+
+
+def _misc_signature(head: bytes) -> str | None:
+    if head[4:6] in (b"\x11\xaf", b"\x12\xaf") and head[14:16] in (b"\x00\x00", b"\x03\x00"):
+        return "FLI/FLC"
+    if len(head) >= 4 and head[0] == 10 and head[1] in (0, 2, 3, 5) and head[2] == 1 and head[3] in (1, 2, 4, 8):
+        return "PCX"
+    if head[20:24] == b"GIMP" and head[4:8] in (b"\x00\x00\x00\x01", b"\x00\x00\x00\x02"):
+        return "GIMP brush"
+    if head[:4] == b"\x01\x00\x00\x00" and head[40:44] == b" EMF":
+        return "EMF"
+    if _XBM_RE.match(head):
+        return "XBM"
+    if _looks_like_tga(head):
+        return "TGA"
+    return None
+
+
+_NETPBM_RE = re.compile(rb"^P[1-6Ff]\s+(?:#[^\n]*\n\s*)*\d+\s+\d+\s")
 _SVG_ROOT_RE = re.compile(rb"<svg[\s>/:]", re.IGNORECASE)
 _PROLOGUE_RE = re.compile(
     rb"(?:\s|<\?[^>]*>|<!--(?:[^-]|-(?!->))*-->|<!doctype[^\[>]*(?:\[[^\]]*\])?\s*>)*", re.IGNORECASE
@@ -162,35 +204,12 @@ def _looks_like_svg(head: bytes) -> bool:
     return _PROLOGUE_RE.fullmatch(head[: found.start()].removeprefix(b"\xef\xbb\xbf")) is not None
 
 
-def body_decoder(content_encoding: str) -> Any:
-    """A zlib decompressor for a gzip or deflate body (the header tells which), else None.
-
-    Image signatures are inside the compressed stream, so the first bytes
-    on the wire say nothing about them.
-    """
-    if content_encoding.strip().lower() in ("gzip", "x-gzip", "deflate"):
-        return zlib.decompressobj(wbits=47)
-    return None
-
-
-def answer_decision(content_type: str | None, content_disposition: str | None, content_encoding: str, body: bytes) -> Decision:
-    """A whole answer at once (headers, then its first bytes, decompressed if need be)."""
-    decision = headers_decision(content_type, content_disposition)
-    if not decision.allowed:
-        return decision
-    decoder = body_decoder(content_encoding)
-    if decoder is not None:
-        try:
-            body = decoder.decompress(body, SNIFF_BYTES)
-        except zlib.error:
-            pass  # not what it says: checked as it is
-    return magic_decision(body[:SNIFF_BYTES])
-
-
 def magic_decision(head: bytes) -> Decision:
     # Leading white space or a BOM in front of an image is still the image
     # (a browser or a decoder that skips it shows a face all the same).
-    kind = image_signature(head) or image_signature(head.lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf").lstrip())
+    kind = image_signature(head)
+    if kind is None and head[:1] in b" \t\r\n\xef":
+        kind = image_signature(head.lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf").lstrip())
     if kind:
         return Decision.refuse("image.magic", rule=f"body starts with the {kind} signature", source=SOURCE)
     return ALLOW
@@ -219,10 +238,81 @@ def _may_hold_image(text: str) -> tuple[bool, bool]:
     return has_ext, has_data
 
 
+#: Base64 runs at least this long (in base64 characters, white space left out)
+#: are decoded and dropped when they hold an image signature.
+BASE64_SCAN_MIN = 16
+#: Base64 runs at least this long are dropped when they decode to anything but
+#: clean UTF-8 text (binary data: an image with no signature, say a Targa).
+BASE64_BINARY_MIN = 48
+# A run of base64 characters; lines of 40 or more (a wrapped block, a <pre>
+# or text with its white space collapsed) join with the next one.
+_B64_RE = re.compile(
+    r"(?<![A-Za-z0-9+/])(?:(?:[A-Za-z0-9+/]{40,}={0,2}\s+)+[A-Za-z0-9+/]+={0,2}|[A-Za-z0-9+/]{%d,}={0,2})" % BASE64_SCAN_MIN
+)
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+# Every base64 character to "a", everything else to " ": a run is then found
+# by a substring search (~50 times faster than the pattern on plain prose).
+_B64_MARK = bytes(ord("a") if b in _B64_ALPHABET else ord(" ") for b in range(256))
+_B64_NEEDLE = b"a" * BASE64_SCAN_MIN
+_WS_RE = re.compile(r"\s+")
+_HEX_RE = re.compile(r"(?=[^0-9]*[0-9])(?:[0-9a-f]+|[0-9A-F]+)")  # a hash in hex, not base64
+_CONTROL_CHARS_RE = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
+def _base64_payload(run: str) -> tuple[str, bytes]:
+    compact = _WS_RE.sub("", run).rstrip("=")
+    if len(compact) % 4 == 1:
+        compact = compact[:-1]
+    try:
+        return compact, base64.b64decode(compact + "=" * (-len(compact) % 4))
+    except ValueError:  # binascii.Error
+        return compact, b""
+
+
+def _is_clean_text(raw: bytes) -> bool:
+    try:
+        return _CONTROL_CHARS_RE.search(raw.decode("utf-8")) is None
+    except UnicodeDecodeError:
+        return False
+
+
+def base64_verdict(run: str) -> str | None:
+    """What a run of base64 characters holds that must go: ``"image"``, ``"binary"``, or None (keep it)."""
+    first = run.split(None, 1)[0]
+    if first != run and _HEX_RE.fullmatch(first):
+        run = first  # a hash in hex, then words: not a wrapped block
+    compact, raw = _base64_payload(run)
+    if not raw:
+        return None
+    if not magic_decision(raw[:SNIFF_BYTES]).allowed:
+        return "image"
+    if len(compact) >= BASE64_BINARY_MIN and not _HEX_RE.fullmatch(compact) and not _is_clean_text(raw):
+        return "binary"
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _short_verdict(run: str) -> str | None:
+    return base64_verdict(run)  # long words repeat in a text: each is decoded once
+
+
+def _scrub_base64(text: str) -> tuple[str, int]:
+    count = 0
+
+    def drop(match: re.Match[str]) -> str:
+        nonlocal count
+        run = match.group(0)
+        verdict = _short_verdict(run) if len(run) < 64 else base64_verdict(run)
+        if verdict is None:
+            return run
+        count += 1
+        return "[image removed]" if verdict == "image" else "[binary data removed]"
+
+    return _B64_RE.sub(drop, text), count
+
+
 def _scrub_text(text: str) -> tuple[str, int]:
     has_ext, has_data = _may_hold_image(text)
-    if not has_ext and not has_data:
-        return text, 0
     count = 0
 
     def drop_data(_: re.Match[str]) -> str:
@@ -232,8 +322,11 @@ def _scrub_text(text: str) -> tuple[str, int]:
 
     if has_data:
         text = _DATA_URI_RE.sub(drop_data, text)
-        if not has_ext:
-            return text, count
+    if len(text) >= BASE64_SCAN_MIN and _B64_NEEDLE in text.encode("utf-8", "surrogatepass").translate(_B64_MARK):
+        text, found = _scrub_base64(text)
+        count += found
+    if not has_ext:
+        return text, count
 
     def drop_image_url(match: re.Match[str]) -> str:
         nonlocal count

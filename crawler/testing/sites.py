@@ -7,9 +7,13 @@ so the project's tests, the demo and users' tests share one hostile web.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote
 
-from crawler.testing.web import Site, StaticSite, WebResponse, redirect
+from crawler.testing.web import Site, StaticSite, WebRequest, WebResponse, redirect
 
 #: The contact used by tests and the demo. Its local part "ops" is also the
 #: name of a robots.txt group on shop.test: a crawler that hands Protego its
@@ -483,3 +487,197 @@ def cluster_sites(pages: int = 60, paced_pages: int = 12, delay: float = 0.3) ->
         "fleet.test": wide(pages, "User-agent: *\nAllow: /\n"),
         "paced.fleet.test": wide(paced_pages, f"User-agent: *\nCrawl-delay: {delay}\n"),
     }
+
+
+# --------------------------------------------------------------------------
+# The real image corpus (../shared/corpora/pillow-test-images), every disguise
+# --------------------------------------------------------------------------
+
+#: Where the corpus lies: ``../shared/corpora/`` beside the repository (CI puts a copy of shared/ there),
+#: for an editable install; the corpus test passes its own path, from the repository root.
+CORPUS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "pillow-test-images"
+#: The body bytes a corpus response sends before it holds the rest until the client hangs up.
+CORPUS_HOLD_BYTES = 16 * 1024
+#: zstd decodes a block (up to 128 KiB) only once all of it arrived, so the gate reads up to
+#: its first 64 KiB (crawler.compliance.content.HEAD_BYTES) before it can tell: hold after those.
+CORPUS_HOLD_BYTES_ZSTD = 64 * 1024
+#: The disguises, each on its own host of corpus.test (one registered domain, one crawl).
+CORPUS_DISGUISES = ("html", "notype", "octet", "gzip", "deflate", "raw-deflate", "br", "zstd")
+#: How many corpus files one base64 page carries.
+CORPUS_B64_PER_PAGE = 40
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    index: int
+    path: str  # relative to CORPUS_DIR
+    size: int
+    described: str  # what file(1) says (MANIFEST.tsv)
+    root: Path = CORPUS_DIR
+
+    @property
+    def text(self) -> bool:
+        """file(1) calls it plain text (palettes, notes, a font): not an image, may be collected."""
+        return "ASCII text" in self.described
+
+    def read(self) -> bytes:
+        return (self.root / self.path).read_bytes()
+
+
+def corpus_files(root: Path = CORPUS_DIR) -> list[CorpusFile]:
+    """The corpus's files, from its MANIFEST.tsv; [] when the corpus is not there."""
+    manifest = root / "MANIFEST.tsv"
+    if not manifest.is_file():
+        return []
+    rows = [line.split("\t") for line in manifest.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+    return [CorpusFile(i, row[0], int(row[1]), row[3] if len(row) > 3 else "", root) for i, row in enumerate(rows)]
+
+
+def corpus_url(host: str, f: CorpusFile) -> str:
+    """The URL of one file under one disguise (``own``: its own name)."""
+    if host == "own":
+        return f"http://own.corpus.test/files/{quote(f.path)}"
+    suffix = "" if host in ("notype", "octet") else ".html"
+    return f"http://{host}.corpus.test/doc/{f.index}{suffix}"
+
+
+def _encode(body: bytes, disguise: str) -> bytes:
+    import zlib
+
+    if disguise == "gzip":
+        import gzip
+
+        return gzip.compress(body, mtime=0)
+    if disguise == "deflate":
+        return zlib.compress(body)
+    if disguise == "raw-deflate":
+        packer = zlib.compressobj(wbits=-15)
+        return packer.compress(body) + packer.flush()
+    if disguise == "br":
+        import brotli
+
+        return bytes(brotli.compress(body, quality=4))  # the default (11) takes ~0.1 s a file
+    if disguise == "zstd":
+        if sys.version_info >= (3, 14):
+            from compression import zstd  # pragma: no cover
+        else:
+            from backports import zstd
+        return bytes(zstd.compress(body))
+    return body
+
+
+class CorpusSite(Site):
+    """One host of corpus.test: the corpus under one disguise, read from disk per request.
+
+    ``own``: each file at its own name with its own type; ``html``: ``/doc/N.html`` as
+    text/html; ``notype`` and ``octet``: no Content-Type, application/octet-stream;
+    ``gzip``, ``deflate`` (zlib), ``raw-deflate``, ``br``, ``zstd``: that Content-Encoding
+    on text/html. ``corpus.test`` itself: the index, a page of links to every file,
+    pages carrying the files in base64 (with and without ``data:``), ordinary text pages.
+    Every image body sends :data:`CORPUS_HOLD_BYTES`, then holds the rest until
+    the client hangs up: the access log shows where the client stopped reading.
+    """
+
+    def __init__(self, disguise: str, files: list[CorpusFile], text_pages: dict[str, WebResponse] | None = None) -> None:
+        self.disguise = disguise
+        self.files = files
+        self.by_path = {f.path: f for f in files}
+        self.text_pages = text_pages or {}
+
+    def _file_response(self, f: CorpusFile) -> WebResponse:
+        import mimetypes
+
+        body = f.read()
+        headers: list[tuple[str, str]] = []
+        if self.disguise == "own":
+            headers.append(("Content-Type", mimetypes.guess_type(f.path)[0] or "application/octet-stream"))
+        elif self.disguise == "octet":
+            headers.append(("Content-Type", "application/octet-stream"))
+        elif self.disguise != "notype":
+            headers.append(("Content-Type", "text/html"))
+        if self.disguise in ("gzip", "deflate", "raw-deflate", "br", "zstd"):
+            body = _encode(body, self.disguise)
+            headers.append(("Content-Encoding", "deflate" if self.disguise == "raw-deflate" else self.disguise))
+        hold = CORPUS_HOLD_BYTES_ZSTD if self.disguise == "zstd" else CORPUS_HOLD_BYTES
+        return WebResponse(headers=headers, body=body, hold_after=0 if f.text else hold)
+
+    def handle(self, req: WebRequest) -> WebResponse:
+        if req.path == "/robots.txt":
+            return robots("User-agent: *\nAllow: /\n")
+        if self.disguise == "own" and req.path.startswith("/files/"):
+            found = self.by_path.get(unquote(req.path.removeprefix("/files/")))
+        elif req.path.startswith("/doc/"):
+            number = req.path.removeprefix("/doc/").removesuffix(".html")
+            found = self.files[int(number)] if number.isdigit() and int(number) < len(self.files) else None
+        else:
+            page_value = self.text_pages.get(req.path)
+            return page_value if page_value is not None else text_response("not found\n", 404)
+        if found is None:
+            return text_response("not found\n", 404)
+        return self._file_response(found)
+
+
+def text_response(body: str, status: int = 200) -> WebResponse:
+    return WebResponse(status=status, headers=[("Content-Type", "text/plain; charset=utf-8")], body=body)
+
+
+def corpus_b64(f: CorpusFile, data_uri: bool) -> str:
+    """How a corpus page carries a file: a data: URI on one line, or a bare block wrapped at 76 characters."""
+    import base64
+    import mimetypes
+
+    encoded = base64.b64encode(f.read()).decode("ascii")
+    if data_uri:
+        return f"data:{mimetypes.guess_type(f.path)[0] or 'application/octet-stream'};base64,{encoded}"
+    return "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+
+
+#: Ordinary text pages served in the corpus crawl: each must still be stored.
+CORPUS_PROSE = {
+    "/prose/utf-8": ("text/html; charset=utf-8", "utf-8", "<p>Plain words about a gallery, in UTF-8: café, naïve.</p>"),
+    "/prose/shift_jis": ("text/html", "shift_jis", '<meta charset="Shift_JIS"><p>日本語の文章です。画像はありません。</p>'),
+    "/prose/windows-1251": ("text/html; charset=windows-1251", "cp1251", "<p>Обычный текст на русском языке.</p>"),
+    "/prose/iso-8859-2": ("text/html; charset=ISO-8859-2", "iso-8859-2", "<p>Zażółć gęślą jaźń, řeřicha.</p>"),
+    "/prose/utf-16": ("text/html", "utf-16", "<p>Text in UTF-16 with a byte order mark.</p>"),
+    "/prose/stray-controls": ("text/html; charset=utf-8", "utf-8", "<p>A page\x0b with a\x00 few stray\x1b control\x08 bytes.</p>"),
+}
+
+
+def corpus_sites(files: list[CorpusFile] | None = None) -> dict[str, Site]:
+    """``corpus.test`` and its disguise hosts (empty when the corpus is missing)."""
+    import html as html_lib
+
+    files = corpus_files() if files is None else files
+    if not files:
+        return {}
+    pages: dict[str, WebResponse] = {}
+    b64_pages: list[str] = []
+    for style in ("data", "bare"):
+        for start in range(0, len(files), CORPUS_B64_PER_PAGE):
+            path = f"/b64/{style}/{start // CORPUS_B64_PER_PAGE}"
+            blocks = "".join(
+                f"<h2>File {f.index}</h2><p>Words before file {f.index}.</p><pre>{corpus_b64(f, style == 'data')}</pre>"
+                f"<p>Words after file {f.index}.</p>"
+                for f in files[start : start + CORPUS_B64_PER_PAGE]
+            )
+            pages[path] = WebResponse(headers=[("Content-Type", "text/html; charset=utf-8")],
+                                      body=f"<!doctype html><html><head><title>{path}</title></head><body>{blocks}</body></html>")  # fmt: skip
+            b64_pages.append(path)
+    for path, (ctype, codec, body) in CORPUS_PROSE.items():
+        document = f"<!doctype html><html><head><title>{path}</title></head><body>{body}</body></html>"
+        pages[path] = WebResponse(headers=[("Content-Type", ctype)], body=document.encode(codec))
+    links = "".join(
+        f'<li><a href="{html_lib.escape(corpus_url("own", f))}">{html_lib.escape(corpus_url("own", f))}</a></li>' for f in files
+    )
+    pages["/links"] = WebResponse(headers=[("Content-Type", "text/html; charset=utf-8")],
+                                  body=f"<!doctype html><html><head><title>links</title></head><body><ul>{links}</ul></body></html>")  # fmt: skip
+    disguised = "".join(
+        f'<a href="{corpus_url(host, f)}">{host} {f.index}</a> ' for host in CORPUS_DISGUISES for f in files
+    )
+    index_links = "".join(f'<a href="{p}">{p}</a> ' for p in ["/links", *b64_pages, *CORPUS_PROSE])
+    pages["/"] = WebResponse(headers=[("Content-Type", "text/html; charset=utf-8")],
+                             body=f"<!doctype html><html><head><title>corpus</title></head><body>{index_links}{disguised}</body></html>")  # fmt: skip
+    sites: dict[str, Site] = {"corpus.test": CorpusSite("index", files, pages), "own.corpus.test": CorpusSite("own", files)}
+    for host in CORPUS_DISGUISES:
+        sites[f"{host}.corpus.test"] = CorpusSite(host, files)
+    return sites

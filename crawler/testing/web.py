@@ -162,6 +162,12 @@ class WebResponse:
         content_length: Announced length for ``body_factory`` bodies; without
             it the body is delimited by closing the connection.
         reason: Reason phrase; defaults to the standard one for ``status``.
+        hold_after: If > 0, send this many body bytes, then hold the rest
+            until the client hangs up (logged as such: ``bytes_sent`` stays at
+            what was sent) or ``hold_timeout`` passes (then the rest goes out).
+            An oracle for "the client stopped reading here" that depends on
+            what the client did, not on how fast it did it.
+        hold_timeout: Seconds to hold before sending the rest anyway.
     """
 
     status: int = 200
@@ -175,6 +181,8 @@ class WebResponse:
     body_factory: Callable[[], Iterable[bytes]] | None = None
     content_length: int | None = None
     reason: str | None = None
+    hold_after: int = 0
+    hold_timeout: float = 30.0
 
     def body_bytes(self) -> bytes:
         """Return ``body`` as bytes (UTF-8 for ``str``)."""
@@ -930,6 +938,19 @@ class _Handler(BaseHTTPRequestHandler):
 
         if not send_body:
             conn.sendall(head)
+            return
+        if static_body is not None and 0 < resp.hold_after < len(static_body):
+            conn.sendall(head + static_body[: resp.hold_after])
+            progress.sent = resp.hold_after
+            deadline = time.monotonic() + resp.hold_timeout
+            while time.monotonic() < deadline and not stopping.is_set():
+                if self._client_gone():
+                    self.close_connection = True
+                    self._abrupt = True
+                    return
+                stopping.wait(_POLL)
+            conn.sendall(static_body[resp.hold_after :])
+            progress.sent = len(static_body)
             return
         if static_body is not None and resp.chunk_size <= 0 and len(static_body) <= _COALESCE_LIMIT:
             conn.sendall(head + static_body)
