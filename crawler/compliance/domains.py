@@ -48,15 +48,17 @@ def registered_domain(host: str) -> str:
 
 def is_public_suffix(name: str) -> bool:
     """True for a bare public suffix (``co.uk``, ``uk``, ``test``): no registrable part, and not an IP literal."""
-    import ipaddress
-
     name = name.strip().lower().rstrip(".").strip("[]")
+    return bool(name) and not is_ip_literal(name) and not _extractor()(name).domain
+
+
+def is_ip_literal(name: str) -> bool:
+    """``name`` (without brackets) is an IPv4 or IPv6 address."""
     try:
         ipaddress.ip_address(name)
-        return False
     except ValueError:
-        pass
-    return bool(name) and not _extractor()(name).domain
+        return False
+    return True
 
 
 #: One DNS label (RFC 1035 / RFC 1123): letters, digits and '-', not first or last, 1 to 63 characters.
@@ -72,11 +74,8 @@ def host_problem(host: str, *, in_url: bool = False) -> str | None:
     URLs); a registered domain never has one.
     """
     name = host.strip().lower().rstrip(".").strip("[]")
-    try:
-        ipaddress.ip_address(name)
+    if is_ip_literal(name):
         return None
-    except ValueError:
-        pass
     if not name:
         return "an empty name covers nothing"
     if "*" in name:
