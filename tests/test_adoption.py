@@ -88,3 +88,23 @@ def test_settings_of_any_json_type_reach_the_crawl(run_compliance_crawl, tmp_pat
     # The feed gets the items exactly as the spider made them: no field added.
     assert lines and all(set(line) == {"heading", "words"} for line in lines)
     assert len(lines) == len(result.items)
+
+
+def test_setup_errors_are_one_line_from_crawl_and_runspider(tmp_path: Path) -> None:
+    """A spider that enables the add-on in its custom_settings, run without a contact: one line, exit 2, no traceback."""
+    spider = tmp_path / "lone.py"
+    spider.write_text(
+        "import scrapy\n\nclass Lone(scrapy.Spider):\n    name = 'lone'\n"
+        "    custom_settings = {'ADDONS': {'crawler.addon.Compliance': 0}}\n    start_urls = ['http://shop.test/']\n"
+    )
+    settings = {"COMPLIANCE_STORE": f"sqlite:///{tmp_path / 's.sqlite3'}", "COMPLIANCE_DATA_DIR": str(tmp_path / "var")}
+    done = scrapy_command(["runspider", str(spider)], settings=settings, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [errors[0]] and "COMPLIANCE_CONTACT is not set" in errors[0]
+    assert not (tmp_path / "s.sqlite3").exists()  # nothing started
+    # A bad value of a known setting, from `scrapy crawl` in this project: the same.
+    done = scrapy_command(["crawl", "site", "-a", "url=http://shop.test/"],
+                          settings={**settings, "COMPLIANCE_CONTACT": "mailto:a@b.test", "COMPLIANCE_ROBOTS_TTL": "soon"})  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "error: crawl refused to start: COMPLIANCE_ROBOTS_TTL: expected a float, got 'soon'" in done.stderr

@@ -35,6 +35,15 @@ def compliance_enabled(settings: BaseSettings) -> bool:
     return False
 
 
+def with_spider_settings(settings: BaseSettings, spidercls: type | None) -> BaseSettings:
+    """The settings a crawl of ``spidercls`` will have: the project's plus the spider's ``custom_settings``."""
+    if spidercls is None or not getattr(spidercls, "custom_settings", None):
+        return settings
+    merged = settings.copy()
+    spidercls.update_settings(merged)  # type: ignore[attr-defined]
+    return merged
+
+
 def preflight(settings: BaseSettings, spider_name: str | None, spargs: dict[str, str]) -> str | None:
     """What stops a compliance crawl before it starts (one line), or None when it may start."""
     from crawler.cassettes import CassetteError, check_cassette
@@ -74,10 +83,17 @@ def crawl_failures() -> tuple[list[str], int]:
 class Command(ScrapyCrawlCommand):
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
-        if not compliance_enabled(self.settings):
+        spidercls = None
+        if args and self.crawler_process is not None:
+            try:
+                spidercls = self.crawler_process.spider_loader.load(args[0])
+            except KeyError:
+                pass  # Scrapy's own command says so
+        settings = with_spider_settings(self.settings, spidercls)
+        if not compliance_enabled(settings):
             super().run(args, opts)
             return
-        refusal = preflight(self.settings, args[0] if args else None, opts.spargs)
+        refusal = preflight(settings, args[0] if args else None, opts.spargs)
         if refusal is not None:
             print(f"error: {refusal}", file=sys.stderr)
             self.exitcode = 2
