@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from scrapy.exceptions import IgnoreRequest
 from weakref import WeakKeyDictionary
 
-from crawler.compliance.domains import filed_under
-from crawler.compliance.faults import fault_point, host_of, registered_domain
+from crawler.compliance.domains import filed_under, host_of, registered_domain
+from crawler.compliance.faults import fault_point
 from crawler.compliance.notices import LoadedNotice, Notice, NoticeSet, load_notice_files, merge_notices
 from crawler.compliance.policy import PolicySet, load_policies
 from crawler.compliance.store import NoticeRow, Store, item_row, utcnow
