@@ -484,16 +484,14 @@ def test_a_cache_purge_that_fails_half_way_counts_what_it_removed(env: dict[str,
     import pickle
 
     cache = env["tmp"] / "cache" / "site"
-    for name in ("aa01", "aa02"):
-        entry = cache / "aa" / name
+    # Both go to the trash folder as "aa-x-y": the second cannot be moved onto the first (not empty).
+    for parent, name in (("aa-x", "y"), ("aa", "x-y")):
+        entry = cache / parent / name
         entry.mkdir(parents=True)
-        (entry / "pickled_meta").write_bytes(pickle.dumps({"url": f"http://a.test/{name}"}))
-    blocker = cache / "aa" / "aa02.purging"
-    blocker.mkdir()
-    (blocker / "keep").write_text("a non-empty directory where the entry must go")
+        (entry / "pickled_meta").write_bytes(pickle.dumps({"url": f"http://a.test/{parent}/{name}"}))
     env["store"].record_output("c1", "here", "httpcache", str(cache), {"backend": "filesystem"})
     code, out, receipt = purge(env, "--domain", "a.test", "--reason", "half way")
     assert code == 0 and receipt is not None, out
     manual = {m["location"]: m["why"] for m in receipt["manual_action_required"]}
     assert manual[f"httpcache:{cache}"].startswith("1 in-scope entries removed, then ")
-    assert receipt["total_deleted"] >= 1 and not (cache / "aa" / "aa01").exists() and (cache / "aa" / "aa02").exists()
+    assert receipt["total_deleted"] == 4 + 1 and not (cache / "aa" / "x-y").exists() and (cache / "aa-x" / "y").exists()

@@ -720,6 +720,27 @@ class Store:
         with self.engine.begin() as conn:
             self._add_to_step(conn, purge_id, location, kind, count, status, detail)
 
+    def commit_progress(self, purge_id: str, location: str, kind: str, count: int, mark: str) -> bool:
+        """Add ``count`` to a location's tally and record ``mark`` (a prepared change), in one transaction.
+
+        False, and nothing added, when ``mark`` was already counted: a purge
+        killed after counting a change and before applying it applies it on
+        the next run without counting it again.
+        """
+        with self.engine.begin() as conn:
+            where = (purge_marks.c.purge_id == purge_id) & (purge_marks.c.location == location) & (purge_marks.c.mark == mark)
+            if conn.execute(sa.select(purge_marks.c.mark).where(where)).first() is not None:
+                return False
+            conn.execute(purge_marks.insert().values(purge_id=purge_id, location=location, mark=mark, count=count, at=utcnow()))
+            self._add_to_step(conn, purge_id, location, kind, count, "pending")
+        return True
+
+    def progress_counted(self, purge_id: str, location: str, mark: str) -> bool:
+        """Whether the change ``mark`` of this purge's ``location`` was counted (see :meth:`commit_progress`)."""
+        where = (purge_marks.c.purge_id == purge_id) & (purge_marks.c.location == location) & (purge_marks.c.mark == mark)
+        with self._read() as conn:
+            return conn.execute(sa.select(purge_marks.c.mark).where(where)).first() is not None
+
     def purge_steps(self, purge_id: str) -> list[dict[str, Any]]:
         with self._read() as conn:
             rows = conn.execute(sa.select(purge_steps).where(purge_steps.c.purge_id == purge_id).order_by(purge_steps.c.location))
