@@ -22,7 +22,7 @@ LOWEST_TESTS := tests/test_robots_core.py tests/test_robots_conformance.py tests
 	tests/test_images.py tests/test_components.py tests/test_store.py tests/test_cassettes.py \
 	tests/test_dependencies.py
 
-.PHONY: install demo test test-adoption test-lowest lock bench bench-purge bench-cluster bench-commands clean
+.PHONY: install demo test test-adoption test-lowest lock stress-cluster bench bench-purge bench-cluster bench-commands clean
 
 install: $(STAMP)
 
@@ -70,6 +70,15 @@ lock:
 	{ sed -n '/^#/p' $(CONSTRAINTS); .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^#'; } > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 	rm -rf .venv-lock
+
+# Not in `make test` (about 15 s a run): a worker killed between its store
+# write and its lease release, 20 times in a row; each run must store every page once.
+stress-cluster: $(STAMP)
+	for run in $$(seq 1 20); do \
+		echo "stress-cluster: run $$run of 20"; \
+		COMPLIANCE_REQUIRE_SERVICES=1 $(BIN)/python -m pytest -q -x tests/test_cluster.py \
+			-k test_a_worker_killed_after_storing_before_releasing_stores_each_page_once || exit 1; \
+	done
 
 bench: $(STAMP)
 	$(BIN)/python bench/crawl_speed.py

@@ -18,6 +18,7 @@ from scrapy.exceptions import IgnoreRequest
 from weakref import WeakKeyDictionary
 
 from crawler.compliance.domains import filed_under, host_of, registered_domain
+from crawler.compliance.faults import fault_point
 from crawler.compliance.notices import LoadedNotice, Notice, NoticeSet, load_notice_files, merge_notices
 from crawler.compliance.policy import PolicySet, load_policies
 from crawler.compliance.store import NoticeRow, Store, item_row, utcnow
@@ -69,6 +70,8 @@ class ComplianceRuntime:
         self._pending_write: list[dict[str, Any]] = []
         #: id(item) -> (item, source) from the spider middleware, for the pipelines' last notice check.
         self._sources: dict[int, tuple[Any, dict[str, Any]]] = {}
+        #: Items noted so far per response (their index in the store's item key).
+        self._item_counts: WeakKeyDictionary[Any, int] = WeakKeyDictionary()
         #: Rows the store refused for good, saved to this file (see :meth:`_save_unwritten`).
         self.unwritten_path: Path | None = None
 
@@ -312,12 +315,21 @@ class ComplianceRuntime:
         }  # fmt: skip
 
     def note_source(self, item: Any, response: Any) -> None:
-        """Remember which response produced ``item`` (called by the spider middleware for every item)."""
+        """Remember which response produced ``item`` (called by the spider middleware for every item).
+
+        The source carries the item's index among the items its response
+        yielded: with the page's URL it is the item's key in the store, so a
+        page fetched again (a killed worker's request, requeued) is stored
+        once, while several items of one page are all kept.
+        """
         sources = self._sources
         if len(sources) >= _MAX_SOURCES:
             # Items a later component dropped or replaced never come back for theirs.
             del sources[next(iter(sources))]
-        sources[id(item)] = (item, self.source_of(response))
+        source = self.source_of(response)
+        counts = self._item_counts
+        source["item_index"] = counts[response] = counts.get(response, -1) + 1
+        sources[id(item)] = (item, source)
 
     def known_source(self, item: Any, *, forget: bool = False) -> dict[str, Any] | None:
         """The source noted for ``item`` (this very object), if any."""
@@ -459,7 +471,15 @@ class ComplianceRuntime:
             if self.crawler.stats is not None:
                 self.crawler.stats.inc_value("compliance/store/items_written", written)
                 self.crawler.stats.inc_value("compliance/store/batches")
+                if written < len(item_rows):
+                    # Already stored by this crawl (a page a killed worker stored, fetched again).
+                    self.crawler.stats.inc_value("compliance/store/items_already_stored", len(item_rows) - written)
+            if item_rows:
+                fault_point("items-stored")
         if self._cluster is not None:
+            # The leases are released only after the batch is committed (so
+            # nothing is lost), and the write is idempotent (so a page whose
+            # lease outlived a killed worker is not stored twice).
             # Items of a response reach the buffer a moment after its output
             # is handled: release only leases handled a second before this write.
             self._cluster.ack_written(started - 1.0)

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
@@ -19,7 +20,7 @@ from crawler.cluster import leased_urls, queued_urls
 from crawler.compliance.store import Store
 from crawler.testing.runner import policy_dir_with_pace, scrapy_command, start_site_crawl
 from crawler.testing.sites import cluster_sites, notice_sites
-from crawler.testing.web import TestWeb
+from crawler.testing.web import Site, TestWeb, WebRequest, WebResponse
 
 from conftest import GUARD_ENV, REQUIRE_SERVICES, postgres_schema_url
 
@@ -52,13 +53,43 @@ def pg_store() -> Iterator[str]:
 
 
 def start_workers(web: TestWeb, count: int, urls: list[str], store_url: str, job: str, policies: Path, tmp: Path,
-                  extra: dict[str, Any] | None = None, first: int = 0) -> list[subprocess.Popen[bytes]]:  # fmt: skip
+                  extra: dict[str, Any] | None = None, first: int = 0,
+                  env: dict[str, str] | None = None) -> list[subprocess.Popen[bytes]]:  # fmt: skip
     settings = {
         "COMPLIANCE_DISTRIBUTED": True, "COMPLIANCE_CRAWL_ID": job, "COMPLIANCE_REDIS_URL": REDIS_URL,
         "COMPLIANCE_POLICY_DIR": str(policies), "CONCURRENT_REQUESTS_PER_DOMAIN": 4, **(extra or {}),
     }  # fmt: skip
-    return [start_site_crawl(web, urls, store_url, settings=settings, env=GUARD_ENV, log_path=tmp / f"worker{first + n}.log")
-            for n in range(count)]  # fmt: skip
+    return [
+        start_site_crawl(web, urls, store_url, env={**GUARD_ENV, **(env or {})}, log_path=tmp / f"worker{first + n}.log",
+                         settings={**settings, "DEFAULT_REQUEST_HEADERS": json.dumps({"X-Test-Worker": str(first + n)})})
+        for n in range(count)
+    ]  # fmt: skip
+
+
+class SharedWorkGate(Site):
+    """Holds every page but the home pages until two different workers have asked for pages.
+
+    So a test that must see the work shared decides on causality: no worker
+    can finish the crawl alone, whatever the machine's speed (each worker
+    takes at most CONCURRENT_REQUESTS at a time; the rest waits in Redis for
+    the others). After 60 s it lets go, and the test's own check fails.
+    """
+
+    def __init__(self, sites: dict[str, Site]) -> None:
+        self.sites = sites
+        self.workers: set[str] = set()
+        self.lock = threading.Lock()
+        self.shared = threading.Event()
+
+    def handle(self, req: WebRequest) -> WebResponse:
+        site = self.sites[req.host]
+        if req.path not in ("/", *PAGE_FILES):
+            with self.lock:
+                self.workers.add(req.headers.get("x-test-worker", "?"))
+                if len(self.workers) >= 2:
+                    self.shared.set()
+            self.shared.wait(60)
+        return site.handle(req)
 
 
 def wait_all(workers: list[subprocess.Popen[bytes]], tmp: Path, timeout: float = 120) -> None:
@@ -74,9 +105,11 @@ def pages_seen(web: TestWeb, host: str) -> Counter[str]:
 def test_workers_share_one_crawl_pace_and_robots(tmp_path: Path, redis_job: str, pg_store: str) -> None:
     """Three workers: every page once, robots.txt once per host, Crawl-delay held across workers, items in PostgreSQL."""
     sites = cluster_sites()
+    gate = SharedWorkGate(sites)
     policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
-    with TestWeb(sites) as web:
-        workers = start_workers(web, 3, ["http://fleet.test/", "http://paced.fleet.test/"], pg_store, redis_job, policies, tmp_path)
+    with TestWeb({host: gate for host in sites}) as web:
+        workers = start_workers(web, 3, ["http://fleet.test/", "http://paced.fleet.test/"], pg_store, redis_job, policies, tmp_path,
+                                extra={"CONCURRENT_REQUESTS": 2})  # fmt: skip
         wait_all(workers, tmp_path)
         log = web.log
     for host in ("fleet.test", "paced.fleet.test"):
@@ -89,8 +122,7 @@ def test_workers_share_one_crawl_pace_and_robots(tmp_path: Path, redis_job: str,
     paced = sorted(e.time for e in log if e.host == "paced.fleet.test" and e.path not in PAGE_FILES)
     gaps = [b - a for a, b in zip(paced, paced[1:])]
     assert min(gaps) >= 0.3, f"Crawl-delay 0.3 broken across workers: smallest gap {min(gaps):.3f}s"
-    worked = [n for n in range(3) if "'scheduler/dequeued/redis'" in (tmp_path / f"worker{n}.log").read_text()]
-    assert len(worked) >= 2, "the work was not shared"
+    assert gate.shared.is_set(), f"the work was not shared: only worker(s) {sorted(gate.workers)} asked for pages"
     store = Store(pg_store)
     assert store.count_items("fleet.test") == 74  # 61 + 13: one item per page, no duplicates
     assert len({r["url"] for r in store.iter_items()}) == 74
@@ -173,3 +205,25 @@ def test_purge_while_workers_are_down(tmp_path: Path, redis_job: str, pg_store: 
         after = web.log[before:]
     assert not [e.path for e in after if e.host.endswith("bigsocial.test")], "the resumed crawl asked the purged host"
     assert Store(pg_store).count_items("bigsocial.test") == 0
+
+
+def test_a_worker_killed_after_storing_before_releasing_stores_each_page_once(tmp_path: Path, redis_job: str, pg_store: str) -> None:
+    """SIGKILL a worker right after its batch is committed, before its leases are released: its pages are fetched again, stored once."""
+    sites = cluster_sites(pages=30, paced_pages=0)
+    policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
+    with TestWeb(sites) as web:
+        first = start_workers(web, 1, ["http://fleet.test/"], pg_store, redis_job, policies, tmp_path,
+                              extra={"COMPLIANCE_STORE_BATCH_SIZE": 3}, env={"COMPLIANCE_FAULT": "items-stored"})  # fmt: skip
+        assert first[0].wait(120) == -signal.SIGKILL, (tmp_path / "worker0.log").read_text()[-3000:]
+        stored_by_the_killed = {r["url"] for r in Store(pg_store).iter_items()}
+        assert stored_by_the_killed, "the worker was killed after a committed batch"
+        others = start_workers(web, 2, ["http://fleet.test/"], pg_store, redis_job, policies, tmp_path, first=1)
+        for n, worker in enumerate(others, start=1):
+            assert worker.wait(120) == 0, (tmp_path / f"worker{n}.log").read_text()[-3000:]
+    pages = {"/", *(f"/n/{i}" for i in range(1, 31))}
+    seen = pages_seen(web, "fleet.test")
+    assert set(seen) == pages
+    again = {p for p, n in seen.items() if n > 1}
+    assert {f"http://fleet.test{p}" for p in again} & stored_by_the_killed, "pages it had stored were fetched again (its leases were held)"
+    stored = Counter(r["url"] for r in Store(pg_store).iter_items())
+    assert stored == Counter({f"http://fleet.test{p}": 1 for p in pages}), f"stored more than once: {[u for u, n in stored.items() if n > 1]}"

@@ -484,16 +484,80 @@ def test_a_cache_purge_that_fails_half_way_counts_what_it_removed(env: dict[str,
     import pickle
 
     cache = env["tmp"] / "cache" / "site"
-    for name in ("aa01", "aa02"):
-        entry = cache / "aa" / name
+    # Both go to the trash folder as "aa-x-y": the second cannot be moved onto the first (not empty).
+    for parent, name in (("aa-x", "y"), ("aa", "x-y")):
+        entry = cache / parent / name
         entry.mkdir(parents=True)
-        (entry / "pickled_meta").write_bytes(pickle.dumps({"url": f"http://a.test/{name}"}))
-    blocker = cache / "aa" / "aa02.purging"
-    blocker.mkdir()
-    (blocker / "keep").write_text("a non-empty directory where the entry must go")
+        (entry / "pickled_meta").write_bytes(pickle.dumps({"url": f"http://a.test/{parent}/{name}"}))
     env["store"].record_output("c1", "here", "httpcache", str(cache), {"backend": "filesystem"})
     code, out, receipt = purge(env, "--domain", "a.test", "--reason", "half way")
     assert code == 0 and receipt is not None, out
     manual = {m["location"]: m["why"] for m in receipt["manual_action_required"]}
     assert manual[f"httpcache:{cache}"].startswith("1 in-scope entries removed, then ")
-    assert receipt["total_deleted"] >= 1 and not (cache / "aa" / "aa01").exists() and (cache / "aa" / "aa02").exists()
+    assert receipt["total_deleted"] == 4 + 1 and not (cache / "aa" / "x-y").exists() and (cache / "aa-x" / "y").exists()
+
+
+def filesystem_cache(tmp: Path, in_scope: int, out_of_scope: int) -> Path:
+    """A Scrapy filesystem HTTP cache (one spider's folder) with entries in and out of a.test."""
+    import pickle
+
+    cache = tmp / "fscache" / "site"
+    for n in range(in_scope + out_of_scope):
+        entry = cache / f"{n % 256:02x}" / f"{n:040x}"
+        entry.mkdir(parents=True)
+        url = f"http://a.test/c/{n}" if n < in_scope else f"http://b.test/c/{n}"
+        (entry / "pickled_meta").write_bytes(pickle.dumps({"url": url}))
+    return cache
+
+
+def dbm_cache(tmp: Path, in_scope: int, out_of_scope: int) -> str:
+    import dbm.dumb
+    import pickle
+
+    (tmp / "dbmcache").mkdir()
+    path = str(tmp / "dbmcache" / "site.db")
+    with dbm.dumb.open(path, "c") as db:
+        for n in range(in_scope + out_of_scope):
+            url = f"http://a.test/d/{n}" if n < in_scope else f"http://b.test/d/{n}"
+            db[f"k{n}_data"] = pickle.dumps({"url": url, "body": b"x"})
+            db[f"k{n}_time"] = "1"
+    return path
+
+
+@pytest.mark.parametrize("point", ["started", "store-chunk", "cache-trashed", "cache-counted", "dbm-counted", "dbm-swapping",
+                                   "file-prepared", "file-counted", "file-replaced", "queue-counted", "queue-swapped",
+                                   "before-receipt"])  # fmt: skip
+def test_receipts_count_exactly_what_was_deleted_after_a_sigkill_anywhere(env: dict[str, Any], point: str) -> None:
+    """SIGKILL during each location's deletion, then the same command: each count is exactly before minus after."""
+    from crawler.compliance import purge as purge_module
+
+    store: Store = env["store"]
+    tmp: Path = env["tmp"]
+    fill(store, [f"http://a.test/bulk/{i}" for i in range(300)])
+    cache = filesystem_cache(tmp, purge_module.CACHE_BATCH + 37, 5)  # two trash batches
+    dbm_path = dbm_cache(tmp, 20, 6)
+    feed = write_feeds(tmp)["jsonlines"]
+    jobdir = fifo_jobdir(tmp, URLS)
+    store.record_output("c1", "here", "httpcache", str(cache), {"backend": "filesystem"})
+    store.record_output("c1", "here", "httpcache", dbm_path, {"backend": "dbm", "dbm_module": "dbm.dumb"})
+    store.record_output("c1", "here", "feed", str(feed), {"format": "jsonlines"})
+    store.record_output("c1", "here", "jobdir", str(jobdir), {})
+    before = {"store": store.count_items("a.test"), f"httpcache:{cache}": purge_module.CACHE_BATCH + 37,
+              f"httpcache:{dbm_path}": 20, f"feed:{feed}": 4, f"jobdir:{jobdir}": 4}  # fmt: skip
+    code, out, _ = purge(env, "--domain", "a.test", "--reason", "crash test", extra_env={"COMPLIANCE_FAULT": point})
+    assert code == -9, out
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "crash test")
+    assert code == 0 and receipt is not None, out
+    code, out, _ = purge(env, "--domain", "a.test", "--reason", "check", "--dry-run")
+    assert code == 0, out
+    left = {"store": store.count_items("a.test"),
+            f"httpcache:{cache}": sum(1 for _ in cache.glob("*/*/pickled_meta") if b"a.test" in _.read_bytes()),
+            f"feed:{feed}": feed.read_text().replace("ba.test/", "").count("a.test/"),
+            f"jobdir:{jobdir}": sum(1 for u in queued(jobdir) if "//a.test" in u),
+            "dbm": b"http://a.test/" in b"".join(p.read_bytes() for p in Path(dbm_path).parent.iterdir())}  # fmt: skip
+    assert not any(left.values()), left
+    assert receipt["counts"] == before, f"killed at {point}"
+    assert receipt["total_deleted"] == sum(before.values())
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["site"], "no trash folder left"
+    assert not [p for p in feed.parent.iterdir() if ".purge-" in p.name]
+    assert [e.kind for e in store.ledger_entries()] == ["purge.started", "purge.completed"]

@@ -105,3 +105,47 @@ def test_items_command_errors_are_one_line(tmp_path: Path) -> None:
     blocker.write_text("x")
     done = scrapy_command(["items", "export", "-o", str(blocker / "x.jsonl")], settings={"COMPLIANCE_STORE": url})
     assert done.returncode == 1 and "error: cannot write" in done.stderr and "Traceback" not in done.stderr
+
+
+def _keyed_row(url: str, title: str, crawl_id: str = "c1", index: int | None = 0) -> dict:
+    source = {"url": url, "host": "a.test", "domain": "a.test", "crawl_id": crawl_id, "item_index": index}
+    return item_row({"title": title}, source)
+
+
+def test_an_item_is_stored_once_per_crawl_and_page_and_index(any_store_url: str) -> None:
+    """The same item of the same page written twice lands once; a page's second item, another crawl's, and a new index land."""
+    store = Store(any_store_url)
+    assert store.write([_keyed_row("http://a.test/1", "one")], []) == 1
+    assert store.write([_keyed_row("http://a.test/1", "one again"), _keyed_row("http://a.test/1", "second item", index=1)], []) == 1
+    assert store.write([_keyed_row("http://a.test/1", "one", crawl_id="c2")], []) == 1
+    # Without an index (an item queued by a project's own code), identical content is the duplicate.
+    assert store.write([_keyed_row("http://a.test/2", "x", index=None), _keyed_row("http://a.test/2", "y", index=None)], []) == 2
+    assert store.write([_keyed_row("http://a.test/2", "x", index=None)], []) == 0
+    titles = sorted((r["crawl_id"], r["url"], r["title"]) for r in store.iter_items())
+    assert titles == [("c1", "http://a.test/1", "one"), ("c1", "http://a.test/1", "second item"),
+                      ("c1", "http://a.test/2", "x"), ("c1", "http://a.test/2", "y"), ("c2", "http://a.test/1", "one")]  # fmt: skip
+
+
+def test_a_version_2_store_with_duplicates_is_migrated_in_place(any_store_url: str) -> None:
+    """A store written before item keys, holding a page twice: opened again, it keeps every row and stores new items once."""
+    import sqlalchemy as sa
+
+    store = Store(any_store_url)
+    with store.engine.begin() as conn:  # back to version 2: no item_key column, no unique index
+        conn.execute(sa.text("DROP INDEX ux_items_crawl_item_key"))
+        conn.execute(sa.text("ALTER TABLE items DROP COLUMN item_key"))
+        conn.execute(sa.text("UPDATE store_meta SET value = '2' WHERE key = 'schema_version'"))
+        for title in ("dup", "dup"):
+            conn.execute(sa.text("INSERT INTO items (crawl_id, url, host, domain, title, text, fetched_at, data) "
+                                 "VALUES ('c1', 'http://a.test/1', 'a.test', 'a.test', :t, '', :at, '{}')"),
+                         {"t": title, "at": datetime.now(UTC)})  # fmt: skip
+    store.dispose()
+    store = Store(any_store_url)
+    assert store.count_items() == 2, "the migration deletes nothing"
+    assert store.write([_keyed_row("http://a.test/1", "new")], []) == 1
+    assert store.write([_keyed_row("http://a.test/1", "new")], []) == 0
+    assert store.count_items() == 3
+    with store.engine.connect() as conn:
+        keys = sorted(conn.execute(sa.text("SELECT item_key FROM items")).scalars())
+        assert conn.execute(sa.text("SELECT value FROM store_meta WHERE key = 'schema_version'")).scalar() == "3"
+    assert len([k for k in keys if k.startswith("row:")]) == 2 and len(set(keys)) == 3

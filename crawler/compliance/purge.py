@@ -14,10 +14,15 @@ purge when it closes it; a location that cannot be reached from here (a remote
 feed URI, another machine's disk, a format that cannot be rewritten) is listed
 as ``manual_action_required``, never skipped silently.
 
-Crash safety: each location's count is committed only after its change is
-durable (the store deletes and their count in one transaction; files after the
-rename), so a purge killed at any moment and run again resumes the same purge
-record, finishes, and never reports more than it deleted.
+Crash safety: a purge killed at any moment (SIGKILL) and run again resumes
+the same purge record, finishes, and its receipt counts exactly what was
+deleted. The store's deletes and their count are one transaction. Elsewhere a
+deletion is prepared under a unique name (cache entries moved to a trash
+folder, a rewritten feed, DBM file or queue written beside the original), its
+count is committed with that name (``purge_marks``), then it is applied: on the
+next run a prepared change whose name was counted is applied without being
+counted again, and one that was not is counted (a trash folder) or discarded
+(a rewrite not yet in place, whose records are then found and counted again).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from crawler.compliance.files import replaced_atomically
+from crawler.compliance.faults import fault_point
 from crawler.compliance.notices import CompiledScope
 from crawler.compliance.store import Store, items, utcnow
 
@@ -60,17 +65,32 @@ class Outcome:
     status: str  # done, manual_action_required, deferred
     count: int = 0
     detail: str = ""
+    #: The count was already committed to the purge's step, change by change (see Progress).
+    recorded: bool = False
 
 
-def fault_point(name: str) -> None:
-    """Crash-safety tests kill the purge here: ``COMPLIANCE_FAULT=name`` sends this process SIGKILL.
+#: Cache entries moved to one trash folder before their count is committed.
+CACHE_BATCH = 500
 
-    Points: ``started``, ``store-chunk``, ``file-replaced``, ``queue-swapped``, ``dbm-swapping``, ``before-receipt``.
+
+@dataclass
+class Progress:
+    """A location's tally in the store, committed with the name of each change it counts (see the module's docstring).
+
+    Without a store (a scan outside a purge) nothing is recorded.
     """
-    if os.environ.get("COMPLIANCE_FAULT") == name:
-        import signal
 
-        os.kill(os.getpid(), signal.SIGKILL)
+    store: Store | None = None
+    purge_id: str = ""
+    location: str = ""
+    kind: str = ""
+
+    def commit(self, count: int, mark: str) -> None:
+        if self.store is not None and count:
+            self.store.commit_progress(self.purge_id, self.location, self.kind, count, mark)
+
+    def counted(self, mark: str) -> bool:
+        return self.store is not None and self.store.progress_counted(self.purge_id, self.location, mark)
 
 
 class PurgeError(RuntimeError):
@@ -157,34 +177,70 @@ def _cache_entries(path: Path, gzipped: bool = False) -> Iterator[tuple[Path, st
         yield meta.parent, url
 
 
-def scan_httpcache(location: Location, scope: CompiledScope, *, delete: bool) -> Outcome:
+def _trash_prefix(path: Path) -> str:
+    return f".{path.name}.purging-"
+
+
+def _empty_trash(trash: Path, progress: Progress) -> int:
+    """Count the entries in ``trash`` (unless already counted), then remove it; the count it added."""
+    added = 0
+    if not progress.counted(trash.name):
+        added = sum(1 for _ in trash.iterdir())
+        progress.commit(added, trash.name)
+        fault_point("cache-counted")
+    _remove_tree(trash)
+    return added
+
+
+def scan_httpcache(location: Location, scope: CompiledScope, *, delete: bool, progress: Progress | None = None) -> Outcome:
     path = Path(location.location)
     backend = location.options.get("backend")
+    progress = progress or Progress()
     if backend == "dbm":
-        return _dbm_cache(location, scope, delete=delete)
+        return _dbm_cache(location, scope, delete=delete, progress=progress)
     if backend != "filesystem":
         return Outcome("manual_action_required", 0, f"HTTPCACHE_STORAGE {location.location} is not one this purge knows; purge it by hand")
-    if not path.exists():
-        return Outcome("done", 0, "no cache directory (already removed)")
     count = unreadable = 0
+    if delete:
+        # Trash folders of a killed run: counted now if that run had not counted them.
+        for leftover in sorted(path.parent.glob(_trash_prefix(path) + "*")):
+            count += _empty_trash(leftover, progress)
+    if not path.exists():
+        return Outcome("done", count, "no cache directory (already removed)", recorded=delete)
+    trash: Path | None = None
+    in_trash = 0
     for entry, url in _cache_entries(path, gzipped=bool(location.options.get("gzip"))):
         if url is None:
             unreadable += 1
             continue
         if scope.match(url) is not None:
             if delete:
-                trash = entry.with_name(entry.name + ".purging")
+                if trash is None:
+                    trash = path.parent / f"{_trash_prefix(path)}{uuid.uuid4().hex}"
+                    trash.mkdir()
                 try:
-                    os.replace(entry, trash)  # atomic: the cache no longer serves it
-                    _remove_tree(trash)
+                    # Atomic: the cache no longer serves it. Counted with its trash folder.
+                    os.replace(entry, trash / f"{entry.parent.name}-{entry.name}")
                 except OSError as exc:
+                    count += _empty_trash(trash, progress)
                     # What was removed so far is counted; the rest is for a person.
-                    return Outcome("manual_action_required", count, f"{count} in-scope entries removed, then {entry}: {exc}")
-            count += 1  # counted once it is gone
-    for leftover in path.glob("*/*.purging"):  # from a purge killed between rename and rmtree
+                    return Outcome("manual_action_required", count, f"{count} in-scope entries removed, then {entry}: {exc}", recorded=True)
+                in_trash += 1
+                if in_trash >= CACHE_BATCH:
+                    fault_point("cache-trashed")
+                    count += _empty_trash(trash, progress)
+                    trash, in_trash = None, 0
+            else:
+                count += 1
+    if trash is not None:
+        fault_point("cache-trashed")
+        count += _empty_trash(trash, progress)
+    for leftover in path.glob("*/*.purging"):  # from a purge of an earlier version, killed between rename and rmtree
         if delete:
             _remove_tree(leftover)
-    return _unless_kept(count, "in-scope entries", unreadable, "unreadable entries")
+    outcome = _unless_kept(count, "in-scope entries", unreadable, "unreadable entries")
+    outcome.recorded = delete
+    return outcome
 
 
 def _unless_kept(removed: int, removed_what: str, kept: int, kept_what: str, why: str = "") -> Outcome:
@@ -202,13 +258,13 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _dbm_cache(location: Location, scope: CompiledScope, *, delete: bool) -> Outcome:
+def _dbm_cache(location: Location, scope: CompiledScope, *, delete: bool, progress: Progress) -> Outcome:
     import importlib
 
     module = importlib.import_module(location.options.get("dbm_module") or "dbm")
     path = location.location
     if delete:
-        _recover_dbm_swap(path)
+        _recover_dbm_swap(path, progress)
     if not any(Path(p).exists() for p in (path, path + ".db", path + ".dat", path + ".pag")):
         return Outcome("done", 0, "no cache database (already removed)")
     try:
@@ -229,16 +285,18 @@ def _dbm_cache(location: Location, scope: CompiledScope, *, delete: bool) -> Out
                 stem = key[: -len(b"_data")]
                 doomed.update((stem + b"_data", stem + b"_time"))
         if delete and doomed:
-            _rebuild_dbm(module, db, path, doomed)
+            _rebuild_dbm(module, db, path, doomed, count, progress)
     finally:
         db.close()
-    return _unless_kept(count, "in-scope entries", unreadable, "unreadable entries")
+    outcome = _unless_kept(count, "in-scope entries", unreadable, "unreadable entries")
+    outcome.recorded = delete
+    return outcome
 
 
 _DBM_SUFFIXES = ("", ".db", ".pag", ".dat", ".dir", ".bak")
 
 
-def _rebuild_dbm(module: Any, db: Any, path: str, doomed: set[bytes]) -> None:
+def _rebuild_dbm(module: Any, db: Any, path: str, doomed: set[bytes], count: int, progress: Progress) -> None:
     """Copy the kept entries into a new database and rename it into place.
 
     Deleting a key from a DBM file leaves its bytes on disk (dbm.dumb and
@@ -249,6 +307,9 @@ def _rebuild_dbm(module: Any, db: Any, path: str, doomed: set[bytes]) -> None:
     new database is written first, then a marker ``PATH.purging.swap``, then
     the renames, then the marker goes: a purge killed half-way through the
     renames finishes them when it runs again (:func:`_recover_dbm_swap`).
+    The marker names the change (a token); its count is committed with the
+    token before the first rename, so the next run knows whether to finish
+    the swap (counted) or drop the copy (not counted, nothing renamed yet).
     """
     fresh = path + ".purging"
     out = module.open(fresh, "n")
@@ -262,10 +323,13 @@ def _rebuild_dbm(module: Any, db: Any, path: str, doomed: set[bytes]) -> None:
     for suffix in new_files:
         _fsync(fresh + suffix)
     marker = fresh + ".swap"
+    token = "dbm-" + uuid.uuid4().hex
     with open(marker, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(new_files))
+        handle.write("\n".join([f"token:{token}", *new_files]))
         handle.flush()
         os.fsync(handle.fileno())
+    progress.commit(count, token)
+    fault_point("dbm-counted")
     _swap_dbm(path, new_files)
 
 
@@ -284,13 +348,19 @@ def _swap_dbm(path: str, new_files: list[str]) -> None:
     os.remove(fresh + ".swap")
 
 
-def _recover_dbm_swap(path: str) -> None:
-    """Finish a swap a killed purge began, or drop a copy it never finished."""
+def _recover_dbm_swap(path: str, progress: Progress) -> None:
+    """Finish a swap a killed purge counted, or drop a copy it never counted (the old database is intact then)."""
     fresh = path + ".purging"
     marker = Path(fresh + ".swap")
     if marker.exists():
-        _swap_dbm(path, marker.read_text(encoding="utf-8").split("\n"))
-        return
+        lines = marker.read_text(encoding="utf-8").split("\n")
+        if not lines[0].startswith("token:"):  # written by an earlier version: finish it
+            _swap_dbm(path, lines)
+            return
+        if progress.counted(lines[0].removeprefix("token:")):
+            _swap_dbm(path, lines[1:])
+            return
+        marker.unlink()
     for suffix in _DBM_SUFFIXES:
         if Path(fresh + suffix).exists():
             os.remove(fresh + suffix)
@@ -392,7 +462,8 @@ def _feed_records(text: str, fmt: str, options: dict[str, Any]) -> tuple[list[An
     raise PurgeError(f"feed format {fmt!r} cannot be rewritten record by record")
 
 
-def scan_feed(location: Location, scope: CompiledScope, *, delete: bool) -> Outcome:
+def scan_feed(location: Location, scope: CompiledScope, *, delete: bool, progress: Progress | None = None) -> Outcome:
+    progress = progress or Progress()
     fmt = str(location.options.get("format") or "").lower()
     if fmt not in REWRITABLE_FEED_FORMATS:
         return Outcome("manual_action_required", 0, f"feed format {fmt!r} cannot be rewritten safely; delete or edit it by hand")
@@ -402,6 +473,8 @@ def scan_feed(location: Location, scope: CompiledScope, *, delete: bool) -> Outc
     # A symlink is followed: the records live in its target, and replacing
     # the link would leave them there while reporting them gone.
     path = path.resolve()
+    if delete:
+        _recover_prepared_file(path, progress)
     if not path.is_file():
         return Outcome("manual_action_required", 0, f"{path} is not a regular file (a FIFO, device or directory); nothing was read or changed")
     try:
@@ -412,15 +485,47 @@ def scan_feed(location: Location, scope: CompiledScope, *, delete: bool) -> Outc
         return Outcome("manual_action_required", 0, f"cannot read the feed ({exc}); nothing was changed")
     kept, removed, no_url = _partition(records, url_of, scope)
     if delete and removed:
-        _replace_file(path, write(kept))
-    return _unless_kept(removed, "in-scope record(s)", no_url, "record(s) without a url")
+        _replace_file(path, write(kept), removed, progress)
+    outcome = _unless_kept(removed, "in-scope record(s)", no_url, "record(s) without a url")
+    outcome.recorded = delete
+    return outcome
 
 
-def _replace_file(path: Path, content: str) -> None:
-    """Write a new file beside ``path`` and rename it over: a reader sees the old file or the new."""
-    with replaced_atomically(path, tag="purge", keep_mode=True) as handle:
-        handle.write(content)
+def _prepared_prefix(path: Path) -> str:
+    return f".{path.name}.purge-"
+
+
+def _replace_file(path: Path, content: str, removed: int, progress: Progress) -> None:
+    """Write the new file beside ``path``, commit its count under its name, then rename it over ``path``.
+
+    A reader sees the old file or the new; a purge killed in between finds
+    the prepared file on its next run (:func:`_recover_prepared_file`).
+    """
+    prepared = path.with_name(f"{_prepared_prefix(path)}{uuid.uuid4().hex}")
+    mode = path.stat().st_mode & 0o777
+    try:
+        with prepared.open("w", encoding="utf-8", newline="") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(prepared, mode)
+        fault_point("file-prepared")
+        progress.commit(removed, prepared.name)
+    except BaseException:
+        prepared.unlink(missing_ok=True)
+        raise
+    fault_point("file-counted")
+    os.replace(prepared, path)
     fault_point("file-replaced")
+
+
+def _recover_prepared_file(path: Path, progress: Progress) -> None:
+    """A rewrite a killed purge prepared: put in place if its count was committed, else dropped (the file is unchanged)."""
+    for prepared in sorted(path.parent.glob(_prepared_prefix(path) + "*")):
+        if progress.counted(prepared.name):
+            os.replace(prepared, path)
+        else:
+            prepared.unlink()
 
 
 def _queue_paths(jobdir: Path) -> Iterator[tuple[Path, str]]:
@@ -455,35 +560,55 @@ def _read_queue(path: Path, kind: str) -> list[bytes]:
     return records if kind == "fifo" else records[::-1]  # oldest first
 
 
-def _write_queue(path: Path, kind: str, records: list[bytes]) -> None:
+def _write_queue(path: Path, kind: str, records: list[bytes], removed: int, progress: Progress) -> None:
+    """Write the kept requests beside the queue, commit the count under that copy's name, then swap it in."""
     from queuelib.queue import FifoDiskQueue, LifoDiskQueue
 
-    fresh = path.with_name(f".{path.name}.new")
-    if fresh.exists():
-        shutil.rmtree(fresh) if fresh.is_dir() else fresh.unlink()
+    token = uuid.uuid4().hex
     if not records:
         # queuelib removes an empty queue when closing it; Scrapy recreates it empty on resume.
-        shutil.rmtree(path) if kind == "fifo" else path.unlink()
+        fresh = path.with_name(f".{path.name}.empty-{token}")
+        fresh.touch()
+    else:
+        fresh = path.with_name(f".{path.name}.new-{token}")
+        queue = FifoDiskQueue(str(fresh)) if kind == "fifo" else LifoDiskQueue(str(fresh))
+        for record in records:
+            queue.push(record)
+        queue.close()
+    progress.commit(removed, fresh.name)
+    fault_point("queue-counted")
+    _apply_queue(path, fresh)
+
+
+def _apply_queue(path: Path, fresh: Path) -> None:
+    """Put a prepared copy (``.NAME.new-T``, or ``.NAME.empty-T`` for none left) in place of the queue at ``path``."""
+    old = path.with_name(f".{path.name}.old")
+    if ".empty-" in fresh.name:
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        fresh.unlink()
         return
-    queue = FifoDiskQueue(str(fresh)) if kind == "fifo" else LifoDiskQueue(str(fresh))
-    for record in records:
-        queue.push(record)
-    queue.close()
-    if kind == "lifo":
+    if not fresh.is_dir():
         os.replace(fresh, path)
         return
-    old = path.with_name(f".{path.name}.old")
-    os.replace(path, old)
+    if path.exists():
+        os.replace(path, old)
     fault_point("queue-swapped")
     os.replace(fresh, path)
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _recover_queues(jobdir: Path) -> None:
-    """Finish a queue swap a killed purge left half done (old moved aside, new not in place)."""
+def _recover_queues(jobdir: Path, progress: Progress) -> None:
+    """Finish what a killed purge left: counted copies are put in place, uncounted ones dropped, moved-aside queues restored."""
     root = jobdir / "requests.queue"
     if not root.is_dir():
         return
+    for fresh in sorted([*root.rglob(".*.new-*"), *root.rglob(".*.empty-*")]):
+        name = fresh.name[1:].rsplit(".new-" if ".new-" in fresh.name else ".empty-", 1)[0]
+        if progress.counted(fresh.name):
+            _apply_queue(fresh.with_name(name), fresh)
+        else:
+            shutil.rmtree(fresh) if fresh.is_dir() else fresh.unlink()
     for old in root.rglob(".*.old"):
         target = old.with_name(old.name[1 : -len(".old")])
         if not target.exists():
@@ -500,12 +625,13 @@ def _request_url(record: bytes) -> str | None:
     return value.get("url") if isinstance(value, dict) else None
 
 
-def scan_jobdir(location: Location, scope: CompiledScope, *, delete: bool) -> Outcome:
+def scan_jobdir(location: Location, scope: CompiledScope, *, delete: bool, progress: Progress | None = None) -> Outcome:
+    progress = progress or Progress()
     jobdir = Path(location.location)
     if not jobdir.is_dir():
         return Outcome("done", 0, "no job directory (already removed)")
     if delete:
-        _recover_queues(jobdir)
+        _recover_queues(jobdir, progress)
     removed = unreadable = 0
     for path, kind in list(_queue_paths(jobdir)):
         records = _read_queue(path, kind)
@@ -513,9 +639,11 @@ def scan_jobdir(location: Location, scope: CompiledScope, *, delete: bool) -> Ou
         removed += in_scope
         unreadable += unplaced
         if delete and in_scope:
-            _write_queue(path, kind, kept)
+            _write_queue(path, kind, kept, in_scope, progress)
     # Requests this purge cannot read (another serializer, damage) may be in scope.
-    return _unless_kept(removed, "in-scope request(s)", unreadable, "unreadable request(s)", " (not pickled by Scrapy's disk queues?)")
+    outcome = _unless_kept(removed, "in-scope request(s)", unreadable, "unreadable request(s)", " (not pickled by Scrapy's disk queues?)")
+    outcome.recorded = delete
+    return outcome
 
 
 def scan_redisqueue(location: Location, scope: CompiledScope, *, delete: bool) -> Outcome:
@@ -704,14 +832,20 @@ def open_writers(path: str) -> list[tuple[int, str]]:
     return found
 
 
-def scan(store: Store, scope: CompiledScope, location: Location, *, delete: bool, purge_id: str = "") -> Outcome:
+def scan(store: Store, scope: CompiledScope, location: Location, *, delete: bool, purge_id: str = "", name: str = "") -> Outcome:
     if location.kind == "store":
         if delete:
-            return Outcome("done", purge_store(store, scope, purge_id))
+            return Outcome("done", purge_store(store, scope, purge_id), recorded=True)
         return Outcome("done", count_store(store, scope))
     scanner = SCANNERS.get(location.kind)
     if scanner is None:
         return Outcome("manual_action_required", 0, f"unknown kind of location {location.kind!r}")
+    if delete and location.kind in ("httpcache", "feed", "jobdir"):
+        # Counted change by change into the purge's step (no purge record: the caller counts).
+        progress = Progress(store, purge_id, name or label(location), location.kind) if purge_id else Progress()
+        outcome = scanner(location, scope, delete=delete, progress=progress)
+        outcome.recorded = outcome.recorded and bool(purge_id)
+        return outcome
     return scanner(location, scope, delete=delete)
 
 
@@ -755,11 +889,12 @@ def run_purge(store: Store, request: PurgeRequest, machine: str, extra: Sequence
             store.record_step(purge_id, name, location.kind, 0, blocked.status, blocked.detail)
             continue
         try:
-            outcome = scan(store, request.scope, location, delete=True, purge_id=purge_id)
+            outcome = scan(store, request.scope, location, delete=True, purge_id=purge_id, name=name)
         except (OSError, ValueError, PurgeError) as exc:
             outcome = Outcome("manual_action_required", 0, f"could not purge: {type(exc).__name__}: {exc}")
-        # The store's deletes were counted in their own transactions; files count here, after the rename.
-        store.record_step(purge_id, name, location.kind, 0 if location.kind == "store" else outcome.count, outcome.status, outcome.detail)
+        # Store, caches, feeds and job directories were counted change by
+        # change, with the change (see Progress); the others count here.
+        store.record_step(purge_id, name, location.kind, 0 if outcome.recorded else outcome.count, outcome.status, outcome.detail)
     fault_point("before-receipt")
     return _receipt(store, purge_id, request, started_at)
 

@@ -7,6 +7,7 @@ Only portable SQL is used here, so the same code serves both.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -25,7 +26,10 @@ from crawler.compliance.ledger import GENESIS, Entry, canonical_json, entry_hash
 
 #: 1: crawls, items, refusals. 2: notices, the ledger, purges, crawl outputs and presence
 #: (new tables only, so a version-1 store is upgraded by creating them).
-SCHEMA_VERSION = 2
+#: 3: items.item_key, unique per crawl (a page is stored once per crawl whatever
+#: happens to workers), and purge_marks (what each purge step has counted).
+#: A store of version 2 is migrated in place (see :meth:`Store._migrate_items`).
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 
@@ -55,7 +59,11 @@ items = sa.Table(
     sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
     # Every other field of the item, and provenance, as JSON.
     sa.Column("data", sa.JSON, nullable=False, default=dict),
+    # Which item of which page this is (see item_key): unique per crawl, so a
+    # page a killed worker stored and another worker fetched again is stored once.
+    sa.Column("item_key", sa.String(80), nullable=False, default=""),
     sa.Index("ix_items_host", "host"),
+    sa.Index("ux_items_crawl_item_key", "crawl_id", "item_key", unique=True),
 )
 
 refusals = sa.Table(
@@ -135,6 +143,19 @@ purge_steps = sa.Table(
     sa.Column("count", sa.Integer, nullable=False, default=0),
     sa.Column("detail", sa.Text, nullable=False, default=""),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+purge_marks = sa.Table(
+    "purge_marks",
+    metadata,
+    # A change a purge prepared (a trash folder, a rewritten file) whose count
+    # was added to its step: committed in the same transaction as the count,
+    # so a purge killed at any point and run again counts each change once.
+    sa.Column("purge_id", sa.String(40), primary_key=True),
+    sa.Column("location", sa.Text, primary_key=True),
+    sa.Column("mark", sa.String(200), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 
 crawl_outputs = sa.Table(
@@ -303,6 +324,7 @@ class Store:
                     if found is None:
                         conn.execute(store_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
                     elif int(found) < SCHEMA_VERSION:
+                        self._migrate_items(conn)
                         conn.execute(
                             store_meta.update().where(store_meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
                         )
@@ -319,6 +341,26 @@ class Store:
                 if attempt == 4:
                     raise StoreError(f"COMPLIANCE_STORE: cannot open {self.url}: {exc.orig}") from None
                 time.sleep(0.05 * (attempt + 1))
+
+    @staticmethod
+    def _migrate_items(conn: sa.Connection) -> None:
+        """Version 2 to 3: add ``items.item_key`` and its unique index, in the caller's transaction.
+
+        Rows already stored get ``row:<id>``, unique by construction: a store
+        that already holds duplicates (from a worker killed before version 3)
+        is migrated without deleting or merging anything; only rows written
+        from now on are deduplicated. (Deleting data is for a purge, with a
+        receipt, not for an upgrade.)
+        """
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("items")}
+        if "item_key" not in columns:
+            conn.execute(sa.text("ALTER TABLE items ADD COLUMN item_key VARCHAR(80) NOT NULL DEFAULT ''"))
+        conn.execute(
+            items.update().where(items.c.item_key == "").values(item_key=sa.literal("row:") + sa.cast(items.c.id, sa.String))
+        )
+        indexes = {i["name"] for i in sa.inspect(conn).get_indexes("items")}
+        if "ux_items_crawl_item_key" not in indexes:
+            next(i for i in items.indexes if i.name == "ux_items_crawl_item_key").create(conn)
 
     def _schema_is_current(self) -> bool:
         """One read: a store at this schema version with its registry and ledger keys needs no DDL.
@@ -407,11 +449,26 @@ class Store:
                 if version != known_registry:
                     item_rows, refused = on_new_registry(version, self._notice_rows(conn))
                     refusal_rows = [*refusal_rows, *refused]
+            written = 0
             if item_rows:
-                conn.execute(items.insert(), item_rows)
+                for row in item_rows:
+                    if not row.get("item_key"):
+                        row["item_key"] = item_key(row)
+                # Idempotent: a row whose (crawl, item key) is already stored
+                # is skipped, so a page stored by a worker that was killed
+                # before releasing its lease, then fetched again, lands once.
+                insert = self._insert_ignoring_duplicates().returning(items.c.id)
+                written = len(conn.execute(insert, item_rows).all())
             if refusal_rows:
                 conn.execute(refusals.insert(), refusal_rows)
-        return len(item_rows)
+        return written
+
+    def _insert_ignoring_duplicates(self) -> Any:
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        return insert(items).on_conflict_do_nothing(index_elements=["crawl_id", "item_key"])
 
     # -- notice registry ------------------------------------------------------
 
@@ -662,6 +719,27 @@ class Store:
         """Add ``count`` to a location's tally (committed right after the location changed)."""
         with self.engine.begin() as conn:
             self._add_to_step(conn, purge_id, location, kind, count, status, detail)
+
+    def commit_progress(self, purge_id: str, location: str, kind: str, count: int, mark: str) -> bool:
+        """Add ``count`` to a location's tally and record ``mark`` (a prepared change), in one transaction.
+
+        False, and nothing added, when ``mark`` was already counted: a purge
+        killed after counting a change and before applying it applies it on
+        the next run without counting it again.
+        """
+        with self.engine.begin() as conn:
+            where = (purge_marks.c.purge_id == purge_id) & (purge_marks.c.location == location) & (purge_marks.c.mark == mark)
+            if conn.execute(sa.select(purge_marks.c.mark).where(where)).first() is not None:
+                return False
+            conn.execute(purge_marks.insert().values(purge_id=purge_id, location=location, mark=mark, count=count, at=utcnow()))
+            self._add_to_step(conn, purge_id, location, kind, count, "pending")
+        return True
+
+    def progress_counted(self, purge_id: str, location: str, mark: str) -> bool:
+        """Whether the change ``mark`` of this purge's ``location`` was counted (see :meth:`commit_progress`)."""
+        where = (purge_marks.c.purge_id == purge_id) & (purge_marks.c.location == location) & (purge_marks.c.mark == mark)
+        with self._read() as conn:
+            return conn.execute(sa.select(purge_marks.c.mark).where(where)).first() is not None
 
     def purge_steps(self, purge_id: str) -> list[dict[str, Any]]:
         with self._read() as conn:
@@ -983,7 +1061,27 @@ def item_row(fields: Mapping[str, Any], source: Mapping[str, Any] | None = None)
         own = extra.get("provenance")
         extra["provenance" if own is None or own == provenance else "compliance_provenance"] = provenance
     row["data"] = json.loads(json.dumps(extra, default=str))
+    row["item_key"] = item_key(row, source.get("item_index"))
     return row
+
+
+def item_key(row: Mapping[str, Any], index: int | None = None) -> str:
+    """What makes a stored item the same item: its page and its place among that page's items.
+
+    ``index`` is the item's position among the objects its response's
+    callback yielded, counted by the spider middleware; a page fetched again
+    by another worker yields the same items in the same order, so its items
+    get the same keys, while a second, different item of one page has another
+    index and is kept. Without an index (an item queued by a project's own
+    code), the key is a digest of the item's content: only an identical item
+    of the same page is a duplicate.
+    """
+    if isinstance(index, int) and not isinstance(index, bool):
+        what = f"index:{index}"
+    else:
+        content = {k: row.get(k) for k in ("title", "text", "data")}
+        what = "content:" + hashlib.sha256(canonical_json(content).encode()).hexdigest()
+    return hashlib.sha256(f"{row.get('url') or ''}\0{what}".encode()).hexdigest()
 
 
 def write_jsonl(records: Iterable[Mapping[str, Any]], path: str) -> int:

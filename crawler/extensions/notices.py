@@ -261,9 +261,11 @@ class NoticeWatcher:
             for location in self.outputs.values():
                 if location.kind == "redisqueue" or (location.kind == "feed" and location.options.get("remote")):
                     continue  # listed as manual_action_required in the purge's receipt
-                outcome = scan(store, scope, location, delete=True)
+                name = label(location, self.machine)
+                outcome = scan(store, scope, location, delete=True, purge_id=purge_id, name=name)
                 if purge_id:
-                    store.record_step(purge_id, label(location, self.machine), location.kind, outcome.count, outcome.status, outcome.detail)
+                    count = 0 if outcome.recorded else outcome.count  # else counted with each change
+                    store.record_step(purge_id, name, location.kind, count, outcome.status, outcome.detail)
                 results.append({"purge_id": purge_id or None, "notice_id": notice_id, "location": label(location, self.machine),
                                 "status": outcome.status, "count": outcome.count, "detail": outcome.detail})  # fmt: skip
         entry = store.append_ledger(
