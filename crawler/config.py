@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from crawler import __version__
 
@@ -39,6 +39,8 @@ DEFAULTS: dict[str, object] = {
     "COMPLIANCE_DISTRIBUTED": False,
     "COMPLIANCE_REDIS_URL": "redis://127.0.0.1:6379/0",
     "COMPLIANCE_DATA_DIR": "var",
+    "COMPLIANCE_ALLOW_NETWORKS": "",
+    "COMPLIANCE_MAX_LINKS_PER_PAGE": 1000,
 }
 
 logger = logging.getLogger("crawler.compliance")
@@ -73,6 +75,10 @@ class Config:
     data_dir: str = "var"
     #: COMPLIANCE_POLICY_DIR was named: the folder must exist (the default one may not).
     policy_dir_required: bool = False
+    #: COMPLIANCE_ALLOW_NETWORKS: the non-public networks and names this crawl may reach (a NetworkPolicy).
+    allow_networks: Any = None
+    #: Requests kept per response (links of one page); the rest are counted and dropped.
+    max_links_per_page: int = 1000
 
     @property
     def user_agent(self) -> str:
@@ -84,6 +90,7 @@ class Config:
     def from_settings(cls, settings: BaseSettings) -> Config:
         """Read and check every setting; raise ConfigError naming the first bad one."""
         from crawler.compliance.identity import IdentityError, validate_contact, validate_product_token
+        from crawler.compliance.network import NetworkPolicy, NetworkSettingError
         from crawler.compliance.optouts import parse_purposes
         from crawler.compliance.robots import MAX_TTL
 
@@ -125,6 +132,10 @@ class Config:
             purposes = parse_purposes(settings.get("COMPLIANCE_PURPOSES", DEFAULTS["COMPLIANCE_PURPOSES"]))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        try:
+            allow_networks = NetworkPolicy.parse(settings.get("COMPLIANCE_ALLOW_NETWORKS"))
+        except NetworkSettingError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             contact=contact,
             bot_name=bot_name,
@@ -143,6 +154,8 @@ class Config:
             redis_url=redis_url,
             data_dir=str(data_dir(settings)),
             policy_dir_required=policy_dir_required(settings),
+            allow_networks=allow_networks,
+            max_links_per_page=int(number("COMPLIANCE_MAX_LINKS_PER_PAGE", int, 1)),
         )
 
 

@@ -88,6 +88,21 @@ class SiteSpider(scrapy.Spider):
             crawl_id=source["crawl_id"],
             provenance=source["provenance"],
         )
+        # COMPLIANCE_MAX_LINKS_PER_PAGE: the rest of a huge page's links are
+        # counted, never turned into requests (the spider middleware applies
+        # the same bound to any spider).
+        room, dropped = runtime.config.max_links_per_page, 0
         for link in page_links(response):
             if domain_of(link) in self.start_domains:
+                if room <= 0:
+                    dropped += 1
+                    continue
+                room -= 1
                 yield scrapy.Request(link, callback=self.parse)
+        if dropped:
+            self.logger.info(
+                "%s has more than COMPLIANCE_MAX_LINKS_PER_PAGE (%d) links to follow; %d dropped",
+                response.url, runtime.config.max_links_per_page, dropped,
+            )  # fmt: skip
+            self.crawler.stats.inc_value("compliance/links/pages_over_limit")
+            self.crawler.stats.inc_value("compliance/links/dropped", dropped)
