@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.downloadermiddlewares.httpcompression import HttpCompressionMiddleware
 from scrapy.exceptions import DownloadCancelledError, IgnoreRequest
+from twisted.internet.defer import CancelledError
 
 from crawler.compliance.decision import Decision
 from crawler.runtime import ComplianceRuntime
@@ -38,7 +39,12 @@ class BoundedHttpCompressionMiddleware(HttpCompressionMiddleware):
         return middleware
 
     def _limit(self, request: Request) -> int:
-        return int(request.meta.get("download_maxsize", self._max_size))
+        return int(request.meta.get("download_maxsize") or self._max_size)
+
+    def _handle_encoding(self, body: bytes, content_encoding: list[bytes], max_size: int) -> Any:
+        # A request without a transfer limit (download_maxsize 0: robots.txt,
+        # cut at its parse limit instead) still gets a decompression limit.
+        return super()._handle_encoding(body, content_encoding, max_size or self._max_size)
 
     def process_response(self, request: Request, response: Response, spider: Any = None) -> Any:
         try:
@@ -56,10 +62,14 @@ class BoundedHttpCompressionMiddleware(HttpCompressionMiddleware):
             )  # fmt: skip
 
     def process_exception(self, request: Request, exception: BaseException, spider: Any = None) -> None:
-        # The download handler cancels a transfer past DOWNLOAD_MAXSIZE (a
-        # Content-Length over it, or more bytes than it): see
-        # scrapy.utils._download_handlers.get_maxsize_msg.
-        if isinstance(exception, DownloadCancelledError) and "max size" in str(exception):
+        # The download handler cancels a transfer past DOWNLOAD_MAXSIZE: a
+        # Content-Length over it (the message says "max size", see
+        # scrapy.utils._download_handlers.get_maxsize_msg), or more bytes
+        # than it (a bare Twisted CancelledError: the handler's only other
+        # cancellation is DOWNLOAD_TIMEOUT, reported as a TimeoutError).
+        if isinstance(exception, DownloadCancelledError) and (
+            "max size" in str(exception) or (not str(exception) and isinstance(exception.__cause__, CancelledError))
+        ):
             self.runtime.refuse_request(
                 Decision.refuse(
                     REASON, rule=f"body over DOWNLOAD_MAXSIZE ({self._limit(request)} B)", source="DOWNLOAD_MAXSIZE",
