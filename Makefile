@@ -22,7 +22,7 @@ LOWEST_TESTS := tests/test_robots_core.py tests/test_robots_conformance.py tests
 	tests/test_images.py tests/test_components.py tests/test_store.py tests/test_cassettes.py \
 	tests/test_dependencies.py
 
-.PHONY: install demo test test-adoption test-lowest lock stress-cluster bench bench-purge bench-cluster bench-commands clean
+.PHONY: install demo test test-adoption test-lowest lock stress-cluster bench bench-purge bench-cluster bench-commands bench-memory clean
 
 install: $(STAMP)
 
@@ -91,6 +91,9 @@ bench-cluster: $(STAMP)
 
 bench-commands: $(STAMP)
 	$(BIN)/python bench/command_startup.py
+
+bench-memory: $(STAMP)
+	$(BIN)/python bench/hostile_memory.py
 
 clean:
 	rm -rf $(VENV) $(ADOPT) $(LOWEST_VENV) var build dist *.egg-info .pytest_cache

@@ -16,6 +16,9 @@ DOWNLOADER_MIDDLEWARES = {
     # Before everything else, so nothing is downloaded that robots.txt forbids
     # and every request (robots.txt fetches included) carries our identity.
     "crawler.middlewares.identity.IdentityMiddleware": 40,
+    # Literal private addresses and localhost names: refused before robots.txt
+    # is even fetched for them (crawler/middlewares/network.py).
+    "crawler.middlewares.network.NetworkGate": 41,
     # Platform terms again (a policy may have changed while the request
     # waited) and the policy's pace for the host.
     "crawler.middlewares.terms.TermsMiddleware": 42,
@@ -27,7 +30,18 @@ DOWNLOADER_MIDDLEWARES = {
     "crawler.middlewares.tdmrep.TdmRepMiddleware": 55,
     # Reads X-Robots-Tag, meta robots, TDMRep, Content-Usage, Content-Signal.
     "crawler.middlewares.optouts.OptOutDownloaderMiddleware": 60,
+    # Scrapy's decompression, with its DOWNLOAD_MAXSIZE cuts recorded as content.too-large.
+    "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": None,
+    "crawler.middlewares.bounds.BoundedHttpCompressionMiddleware": 590,
+    # After HttpProxyMiddleware (750: the proxy is known) and before
+    # RetryMiddleware sees a failure (process_exception runs from the
+    # highest order down): the resolver's refusals become Decisions, not retries.
+    "crawler.middlewares.network.ResolverGuard": 760,
 }
+#: Sizes that fit a text crawler (Scrapy's defaults are 1 GiB and 32 MiB).
+#: Set with the add-on's priority: a project's settings.py may raise them.
+#: DOWNLOAD_MAXSIZE also bounds the decompressed body (HttpCompressionMiddleware).
+SIZE_LIMITS = {"DOWNLOAD_MAXSIZE": 8 * 1024 * 1024, "DOWNLOAD_WARNSIZE": 2 * 1024 * 1024}
 #: Replaced by crawler.middlewares.robots (RFC 9309 semantics), whatever ROBOTSTXT_OBEY says.
 STOCK_ROBOTS_MIDDLEWARE = "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware"
 SPIDER_MIDDLEWARES = {
@@ -91,6 +105,8 @@ class Compliance:
         # "obey robots.txt": this stack does, so the stock middleware stays
         # off even if a project lists it, and the setting is left as it is.
         settings["DOWNLOADER_MIDDLEWARES"].set(STOCK_ROBOTS_MIDDLEWARE, None, priority="cmdline")
+        for name, value in SIZE_LIMITS.items():
+            settings.set(name, value, priority="addon")
         if settings.get("COMPLIANCE_CASSETTE"):
             # Replay a recorded site offline (crawler/cassettes.py).
             handler = "crawler.cassettes.CassetteDownloadHandler"

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from crawler import __version__
 
@@ -40,6 +40,8 @@ DEFAULTS: dict[str, object] = {
     "COMPLIANCE_REDIS_URL": "redis://127.0.0.1:6379/0",
     "COMPLIANCE_DATA_DIR": "var",
     "COMPLIANCE_ALLOW_CONTENT_TYPES": "",
+    "COMPLIANCE_ALLOW_NETWORKS": "",
+    "COMPLIANCE_MAX_LINKS_PER_PAGE": 1000,
 }
 
 logger = logging.getLogger("crawler.compliance")
@@ -76,6 +78,10 @@ class Config:
     policy_dir_required: bool = False
     #: Media types collected although not text (docs/images.md, "Opting in"); image signatures still apply.
     allow_content_types: frozenset[str] = frozenset()
+    #: COMPLIANCE_ALLOW_NETWORKS: the non-public networks and names this crawl may reach (a NetworkPolicy).
+    allow_networks: Any = None
+    #: Requests kept per response (links of one page); the rest are counted and dropped.
+    max_links_per_page: int = 1000
 
     @property
     def user_agent(self) -> str:
@@ -87,6 +93,7 @@ class Config:
     def from_settings(cls, settings: BaseSettings) -> Config:
         """Read and check every setting; raise ConfigError naming the first bad one."""
         from crawler.compliance.identity import IdentityError, validate_contact, validate_product_token
+        from crawler.compliance.network import NetworkPolicy, NetworkSettingError
         from crawler.compliance.optouts import parse_purposes
         from crawler.compliance.robots import MAX_TTL
 
@@ -128,6 +135,10 @@ class Config:
             purposes = parse_purposes(settings.get("COMPLIANCE_PURPOSES", DEFAULTS["COMPLIANCE_PURPOSES"]))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        try:
+            allow_networks = NetworkPolicy.parse(settings.get("COMPLIANCE_ALLOW_NETWORKS"))
+        except NetworkSettingError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             contact=contact,
             bot_name=bot_name,
@@ -147,6 +158,8 @@ class Config:
             data_dir=str(data_dir(settings)),
             policy_dir_required=policy_dir_required(settings),
             allow_content_types=parse_content_types(settings.get("COMPLIANCE_ALLOW_CONTENT_TYPES")),
+            allow_networks=allow_networks,
+            max_links_per_page=int(number("COMPLIANCE_MAX_LINKS_PER_PAGE", int, 1)),
         )
 
 

@@ -2,7 +2,9 @@
 
 RFC 9309 section 2.3.1.2 asks a crawler to follow at least five redirect
 hops for robots.txt and to count them itself; /.well-known/tdmrep.json is
-fetched the same way. Scrapy's RedirectMiddleware and RetryMiddleware are
+fetched the same way. A redirect hop obeys the same rules as a page's
+redirect: Scrapy's offsite filter (the spider's ``allowed_domains``) and the
+address checks of crawler/middlewares/network.py. Scrapy's RedirectMiddleware and RetryMiddleware are
 switched off for these requests, so each hop is one request the caller can
 account for.
 """
@@ -51,7 +53,12 @@ async def fetch_following_redirects(
 ) -> Fetched:
     """GET ``url`` and up to MAX_REDIRECTS redirects after it; ``stat`` is counted once per request."""
     for hop in range(MAX_REDIRECTS + 1):
-        request = Request(url, priority=priority, callback=NO_CALLBACK, dont_filter=True, meta={
+        # The first URL is the origin of a request already admitted; every
+        # redirect hop passes the offsite filter like a page's redirect
+        # (dont_filter=False), and every hop the address checks
+        # (crawler/middlewares/network.py), since all go through the
+        # downloader middlewares.
+        request = Request(url, priority=priority, callback=NO_CALLBACK, dont_filter=hop == 0, meta={
             **meta, "dont_redirect": True, "dont_retry": True, "handle_httpstatus_all": True, "dont_cache": True,
         })  # fmt: skip
         crawler.stats.inc_value(stat)  # type: ignore[union-attr]

@@ -161,7 +161,9 @@ def test_images_never_requested_downloaded_or_stored(image_web: TestWeb, store_u
     """End to end: no image URL is requested, disguised images are cut off early, nothing visual is stored."""
     run = run_site_crawl(
         image_web, ["http://images.test/", "http://images.test/photo.jpg"], store_url, env=guard_env,
-        settings={"COMPLIANCE_POLICY_DIR": str(policy_dir)},
+        # Above the 20 MiB /huge: the image gate, not the size limit (8 MiB,
+        # content.too-large), must be what cuts it off.
+        settings={"COMPLIANCE_POLICY_DIR": str(policy_dir), "DOWNLOAD_MAXSIZE": 64 * 1024 * 1024},
     ).check()
     log = image_web.requests(host="images.test")
     requested = [e.path for e in log]

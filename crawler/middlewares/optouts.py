@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 META = "compliance_optouts"
 _REFUSAL_LOGGED = "compliance_optouts_refused"
+#: Requests a response has produced so far (COMPLIANCE_MAX_LINKS_PER_PAGE).
+_LINKS_FOLLOWED = "_compliance_links_followed"
 _SIGNAL_HEADERS = (b"X-Robots-Tag", b"Content-Usage", b"Content-Signal", b"tdm-reservation", b"tdm-policy")
 
 
@@ -135,9 +137,26 @@ class OptOutSpiderMiddleware(DepthMiddleware):
 
     def get_processed_request(self, request: Request, response: Response | None) -> Request | None:
         if response is not None:
-            info = response.meta.get(META)
+            meta = response.meta
+            info = meta.get(META)
             if info is not None and not info["follow"]:
                 self.stats.inc_value("compliance/optouts/nofollow_dropped")
+                return None
+            # COMPLIANCE_MAX_LINKS_PER_PAGE: a page of 200,000 links must not
+            # become 200,000 queued requests (memory), whatever the spider.
+            # Keyed by the response's id: a spider that copies response.meta
+            # into its requests must not hand the count on to their pages.
+            counted = meta.get(_LINKS_FOLLOWED)
+            followed = counted[1] + 1 if counted is not None and counted[0] == id(response) else 1
+            meta[_LINKS_FOLLOWED] = (id(response), followed)
+            if followed > self.runtime.config.max_links_per_page:
+                if followed == self.runtime.config.max_links_per_page + 1:
+                    logger.info(
+                        "%s has more than COMPLIANCE_MAX_LINKS_PER_PAGE (%d) links; the rest are dropped",
+                        response.url, self.runtime.config.max_links_per_page, extra={"spider": self.crawler.spider},
+                    )  # fmt: skip
+                    self.stats.inc_value("compliance/links/pages_over_limit")
+                self.stats.inc_value("compliance/links/dropped")
                 return None
         return super().get_processed_request(request, response)
 

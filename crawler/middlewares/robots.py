@@ -139,7 +139,11 @@ class RobotsTxtMiddleware:
         stats = self.crawler.stats
         # Redirects and retries are ours to count (RFC 9309 2.3.1.2 / 2.3.1.4).
         fetched = await fetch_following_redirects(
-            self.crawler, robots_url, meta={ROBOTS_FETCH: True, "dont_obey_robotstxt": True},
+            # No transfer limit: a robots.txt announcing 50 MB is still read
+            # up to MAX_PARSE_BYTES (RFC 9309 2.5), then _limit_robots_size
+            # stops it. Decompression stays bounded by DOWNLOAD_MAXSIZE
+            # (crawler/middlewares/bounds.py).
+            self.crawler, robots_url, meta={ROBOTS_FETCH: True, "dont_obey_robotstxt": True, "download_maxsize": 0},
             stat="compliance/robots/request_count", priority=self.DOWNLOAD_PRIORITY,
             on_response=lambda r: stats.inc_value(f"compliance/robots/response_status_count/{r.status}"),
         )  # fmt: skip

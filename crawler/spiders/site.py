@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import scrapy
+from lxml import etree
 from scrapy.http import HtmlResponse, Response
 
 from crawler.compliance.domains import domain_of
@@ -17,6 +18,12 @@ from crawler.runtime import ComplianceRuntime
 _VISIBLE_TEXT = (
     "//body//text()[not(ancestor::script or ancestor::style or ancestor::noscript or ancestor::template)]"
 )
+# Compiled once, run on the lxml tree, returning plain strings: a Selector per
+# text node or link (what response.xpath().getall() builds) cost hundreds of
+# MiB on a page of 200,000 links (issue #15).
+_VISIBLE_TEXT_XPATH = etree.XPath(_VISIBLE_TEXT, smart_strings=False)
+_ALL_TEXT_XPATH = etree.XPath("//text()", smart_strings=False)
+_LINKS_XPATH = etree.XPath("//a/@href | //area/@href", smart_strings=False)
 
 
 class StartUrlError(ValueError):
@@ -37,8 +44,17 @@ def parse_start_urls(value: str | None) -> list[str]:
 
 def visible_text(response: HtmlResponse, limit: int) -> str:
     """The page's visible text, whitespace collapsed, at most ``limit`` characters."""
-    pieces = response.xpath(_VISIBLE_TEXT).getall() or response.xpath("//text()").getall()
-    return " ".join(" ".join(pieces).split())[:limit]
+    root = response.selector.root
+    pieces = _VISIBLE_TEXT_XPATH(root) or _ALL_TEXT_XPATH(root)
+    words: list[str] = []
+    size = 0
+    for piece in pieces:
+        for word in piece.split():
+            words.append(word)
+            size += len(word) + 1
+        if size > limit:
+            break
+    return " ".join(words)[:limit]
 
 
 def page_links(response: HtmlResponse) -> Iterator[str]:
@@ -48,7 +64,7 @@ def page_links(response: HtmlResponse) -> Iterator[str]:
     ``<link>``, ``srcset`` and CSS references are never requested.
     """
     base = response.url
-    for href in response.xpath("//a/@href | //area/@href").getall():
+    for href in _LINKS_XPATH(response.selector.root):
         href = href.strip()
         if not href or href.startswith(("#", "javascript:", "mailto:", "tel:", "data:")):
             continue
@@ -88,6 +104,21 @@ class SiteSpider(scrapy.Spider):
             crawl_id=source["crawl_id"],
             provenance=source["provenance"],
         )
+        # COMPLIANCE_MAX_LINKS_PER_PAGE: the rest of a huge page's links are
+        # counted, never turned into requests (the spider middleware applies
+        # the same bound to any spider).
+        room, dropped = runtime.config.max_links_per_page, 0
         for link in page_links(response):
             if domain_of(link) in self.start_domains:
+                if room <= 0:
+                    dropped += 1
+                    continue
+                room -= 1
                 yield scrapy.Request(link, callback=self.parse)
+        if dropped:
+            self.logger.info(
+                "%s has more than COMPLIANCE_MAX_LINKS_PER_PAGE (%d) links to follow; %d dropped",
+                response.url, runtime.config.max_links_per_page, dropped,
+            )  # fmt: skip
+            self.crawler.stats.inc_value("compliance/links/pages_over_limit")
+            self.crawler.stats.inc_value("compliance/links/dropped", dropped)

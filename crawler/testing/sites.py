@@ -8,6 +8,8 @@ so the project's tests, the demo and users' tests share one hostile web.
 from __future__ import annotations
 
 import sys
+import functools
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -681,3 +683,96 @@ def corpus_sites(files: list[CorpusFile] | None = None) -> dict[str, Site]:
     for host in CORPUS_DISGUISES:
         sites[f"{host}.corpus.test"] = CorpusSite(host, files)
     return sites
+# -- hostile networks and hostile sizes (issue #15) --------------------------------
+
+#: Where a cloud keeps its instance credentials: the classic SSRF target.
+METADATA_URL = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
+
+
+def ssrf_sites(loopback_port: int = 8080) -> dict[str, Site]:
+    """Sites whose robots.txt, tdmrep.json and pages point the crawler at private addresses.
+
+    None of those addresses is ever served: through the test web's proxy a
+    request for one would be logged as an unknown host (and answered by the
+    proxy itself), so a broken check fails the test without a packet leaving.
+    """
+    ok = page("ok", text="public page")
+    return {
+        "ssrf.test": StaticSite({"/robots.txt": redirect(METADATA_URL), "/": ok}),
+        "loopback.test": StaticSite({"/robots.txt": redirect(f"http://127.0.0.1:{loopback_port}/"), "/": ok}),
+        "tdm.test": StaticSite({
+            "/robots.txt": robots("User-agent: *\nAllow: /\n"),
+            "/.well-known/tdmrep.json": redirect("http://169.254.169.254/latest/meta-data/"),
+            "/": page("tdm", ["/go", "/decimal", "/mapped"], text="tdm home"),
+            "/go": redirect("http://10.0.0.1/admin"),
+            "/decimal": redirect("http://2130706433/"),
+            "/mapped": redirect("http://[::ffff:169.254.169.254]/latest/"),
+        }),  # fmt: skip
+        # A robots.txt redirect that leaves the crawl's domains (offsite, like a page's redirect).
+        "offsite.test": StaticSite({"/robots.txt": redirect("http://elsewhere.test/robots.txt"), "/": ok}),
+        "elsewhere.test": StaticSite({"/robots.txt": robots("User-agent: *\nAllow: /\n")}),
+        # Served without the proxy, by a name mapped to 127.0.0.1 (crawler/testing/resolver.py).
+        "intranet.test": StaticSite({"/robots.txt": robots("User-agent: *\nAllow: /\n"), "/": page("internal admin")}),
+    }
+
+
+MIB = 1024 * 1024
+
+
+@functools.cache
+def gzip_bomb(members: int = 1) -> bytes:
+    """1 GiB of spaces gzip-compressed (about 1 MB), repeated as ``members`` gzip members.
+
+    Spaces, not zero bytes: zeros are not text, and the text gate would refuse
+    them at the first chunk (``content.not-text``) before any size limit is
+    reached. A bomb of text must be stopped by the size limit itself.
+    """
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing
+    block = b" " * MIB
+    member = b"".join(compressor.compress(block) for _ in range(1024)) + compressor.flush()
+    return member * members
+
+
+def _endless() -> Iterable[bytes]:
+    chunk = b"<p>" + b"a" * 65_000 + b"</p>\n"
+    while True:
+        yield chunk
+
+
+def _many_links(count: int) -> bytes:
+    return ("<html><body>" + "".join(f'<a href="/l/{i}">{i}</a>' for i in range(count)) + "</body></html>").encode()
+
+
+_ROBOTS_HEAD = b"User-agent: *\nDisallow: /secret/\n"
+_ROBOTS_BLOCK = (b"Disallow: /private/" + b"x" * 60 + b"\n") * 1000
+
+
+def _big_robots(size: int) -> WebResponse:
+    """A robots.txt of about ``size`` bytes, produced lazily, with its Content-Length."""
+    blocks = -(-size // len(_ROBOTS_BLOCK))
+    return WebResponse(
+        headers=[("Content-Type", "text/plain")], body_factory=lambda: [_ROBOTS_HEAD, *([_ROBOTS_BLOCK] * blocks)],
+        content_length=len(_ROBOTS_HEAD) + blocks * len(_ROBOTS_BLOCK),
+    )
+
+
+def hostile_size_sites(links: int = 200_000, robots_size: int = 50 * 1000 * 1000) -> dict[str, Site]:
+    """A gzip bomb, an endless body, a page of ``links`` links and a huge robots.txt (bench/hostile_memory.py)."""
+    # 10 MB that inflate to 10 GiB (cut by the transfer limit), and 1 MB
+    # that inflate to 1 GiB (cut while decompressing).
+    big_bomb, small_bomb = gzip_bomb(10), gzip_bomb(1)
+    allow = robots("User-agent: *\nAllow: /\n")
+    html_type = ("Content-Type", "text/html; charset=utf-8")
+    return {
+        "bomb.test": StaticSite({
+            "/robots.txt": allow, "/": page("bombs", ["/big", "/small"]),
+            "/big": WebResponse(headers=[html_type, ("Content-Encoding", "gzip")], body=big_bomb),
+            "/small": WebResponse(headers=[html_type, ("Content-Encoding", "gzip")], body=small_bomb),
+        }),  # fmt: skip
+        "endless.test": StaticSite({"/robots.txt": allow, "/": WebResponse(headers=[html_type], body_factory=_endless)}),
+        "links.test": StaticSite({"/robots.txt": allow, "/": WebResponse(headers=[html_type], body=_many_links(links))}),
+        "bigrobots.test": StaticSite({
+            "/robots.txt": _big_robots(robots_size),
+            "/": page("big robots", ["/secret/x", "/open"]), "/open": page("open"), "/secret/x": page("secret"),
+        }),  # fmt: skip
+    }
