@@ -27,6 +27,9 @@ DOWNLOADER_MIDDLEWARES = {
     "crawler.middlewares.tdmrep.TdmRepMiddleware": 55,
     # Reads X-Robots-Tag, meta robots, TDMRep, Content-Usage, Content-Signal.
     "crawler.middlewares.optouts.OptOutDownloaderMiddleware": 60,
+    # Last of all (Scrapy's own end at 900): every request is signed (Web Bot
+    # Auth) as it leaves the chain for the downloader, after every header is set.
+    "crawler.identity.middleware.RequestSigningMiddleware": 980,
 }
 #: Replaced by crawler.middlewares.robots (RFC 9309 semantics), whatever ROBOTSTXT_OBEY says.
 STOCK_ROBOTS_MIDDLEWARE = "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware"
