@@ -134,3 +134,17 @@ def test_a_crawl_without_a_key_creates_one_and_says_so(web, crawl, tmp_path: Pat
     second = crawl(["http://open.test/"], {"COMPLIANCE_DATA_DIR": str(data)}).check()
     assert "created a new signing key" not in second.log
     assert json.loads(key_file.read_text())["keys"][0]["kid"] == key_id
+
+
+def test_a_key_file_others_can_read_stops_the_crawl_before_any_request(web, crawl, tmp_path: Path) -> None:
+    """Fail closed: a key file readable by others refuses the crawl in one line, and nothing is fetched."""
+    from crawler.identity import keyring
+
+    key_path = tmp_path / "signing-key.json"
+    keyring.create(key_path)
+    key_path.chmod(0o644)
+    run = crawl(["http://open.test/"], {"COMPLIANCE_SIGNING_KEY": str(key_path)})
+    assert run.returncode == 2
+    assert "crawl refused to start: COMPLIANCE_SIGNING_KEY:" in run.log and "chmod 600" in run.log
+    assert "Traceback" not in run.log
+    assert web.log == []

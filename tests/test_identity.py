@@ -203,3 +203,40 @@ def test_rotation_keeps_the_old_key_published_for_the_overlap(tmp_path: Path) ->
     again = keyring.load(path).rotate(overlap=10, now=1_200)
     assert old not in [k.key.key_id for k in again.keys]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# -- the command ------------------------------------------------------------------------------------------
+
+
+def test_identity_command(tmp_path: Path) -> None:
+    """init, show, rotate, directory through the real CLI; problems are one error line, never a traceback."""
+    from crawler.testing.runner import scrapy_command
+
+    key = tmp_path / "k" / "signing-key.json"
+    settings = {"COMPLIANCE_SIGNING_KEY": str(key)}
+    missing = scrapy_command(["identity", "show"], settings=settings)
+    assert missing.returncode == 1 and missing.stderr.strip() == f"error: {key}: no signing key file (create one with `scrapy identity init`)"
+    init = scrapy_command(["identity", "init"], settings=settings)
+    first = init.stdout.split("key id: ")[1].strip()
+    assert init.returncode == 0 and stat.S_IMODE(key.stat().st_mode) == 0o600
+    shown = json.loads(scrapy_command(["identity", "show", "--json"], settings=settings).stdout)
+    assert [k["key_id"] for k in shown["keys"]] == [first] and "d" not in shown["keys"][0]["jwk"]
+    rotated = scrapy_command(["identity", "rotate", "--overlap", "3600"], settings=settings)
+    second = rotated.stdout.split("new current key id: ")[1].split()[0]
+    assert rotated.returncode == 0 and f"previous key {first} stays published until" in rotated.stdout
+    body = json.loads(scrapy_command(["identity", "directory", "--body-only"], settings=settings).stdout)
+    assert [k["kid"] for k in body["keys"]] == [second, first]
+    unbound = scrapy_command(["identity", "directory"], settings=settings)
+    assert unbound.returncode == 1 and "--authority" in unbound.stderr and "Traceback" not in unbound.stderr
+    signed = scrapy_command(["identity", "directory", "--authority", "bot.test"], settings=settings)
+    assert signed.returncode == 0
+    assert signed.stdout.startswith("Content-Type: application/http-message-signatures-directory+json\n")
+    assert "binding0=" in signed.stdout and "binding1=" in signed.stdout
+    private = [k["d"] for k in json.loads(key.read_text())["keys"]]
+    for done in (init, rotated, signed):
+        assert not any(d in done.stdout + done.stderr for d in private)
+    os.chmod(key, 0o640)
+    loose = scrapy_command(["identity", "show"], settings=settings)
+    assert loose.returncode == 1 and "chmod 600" in loose.stderr
+    bad_agent = scrapy_command(["identity", "show"], settings={**settings, "COMPLIANCE_SIGNATURE_AGENT": "http://bot.test"})
+    assert bad_agent.returncode == 1 and bad_agent.stderr.startswith("error: COMPLIANCE_SIGNATURE_AGENT:")
