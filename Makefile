@@ -20,7 +20,7 @@ LOWEST_STAMP := $(LOWEST_VENV)/.installed
 LOWEST_TESTS := tests/test_robots_core.py tests/test_robots_conformance.py tests/test_patterns.py \
 	tests/test_domains_identity.py tests/test_policy.py tests/test_notices.py tests/test_optouts.py \
 	tests/test_images.py tests/test_components.py tests/test_store.py tests/test_cassettes.py \
-	tests/test_dependencies.py
+	tests/test_dependencies.py tests/test_identity.py
 
 .PHONY: install demo test test-adoption test-lowest lock stress-cluster bench bench-purge bench-cluster bench-commands bench-memory clean
 

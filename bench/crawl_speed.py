@@ -241,6 +241,11 @@ def crawl_env(proxy: str) -> dict[str, str]:
     return env
 
 
+#: ``--compliance-setting NAME=VALUE``: extra settings of the compliance runs only
+#: (e.g. ``COMPLIANCE_SIGNING=False`` to measure what request signing costs).
+COMPLIANCE_EXTRA: dict[str, str] = {}
+
+
 def crawl_command(kind: str, rundir: Path, settings: dict[str, Any], profile: Path | None) -> tuple[list[str], Path]:
     """The command line and working directory of one crawl."""
     command = [sys.executable, "-m", "scrapy"]
@@ -261,6 +266,10 @@ def crawl_command(kind: str, rundir: Path, settings: dict[str, Any], profile: Pa
             "COMPLIANCE_CONTACT": CONTACT,
             "COMPLIANCE_STORE": f"sqlite:///{rundir / 'bench.sqlite3'}",
             "COMPLIANCE_POLICY_DIR": str(policies),
+            # The signing key of the project (var/signing-key.json) would do
+            # as well; a key per run keeps the benchmark from writing there.
+            "COMPLIANCE_SIGNING_KEY": str(rundir / "signing-key.json"),
+            **COMPLIANCE_EXTRA,
         }
         cwd = PROJECT_DIR
     command += ["-a", f"url={START_URL}"]
@@ -482,6 +491,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=positive_int, default=16, help="CONCURRENT_REQUESTS and ..._PER_DOMAIN for both (default 16)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds one crawl may take before it counts as failed (default 600)")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="profile every crawl with cProfile into DIR/NN-KIND.prof (slows them: figures not comparable)")
+    parser.add_argument("--compliance-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="an extra -s setting for the compliance runs only (repeatable), e.g. COMPLIANCE_SIGNING=False")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (logs, feeds, stores)")
     return parser.parse_args(argv)
 
@@ -493,6 +504,13 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    for pair in args.compliance_setting:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            parser_error = f"--compliance-setting: expected NAME=VALUE, got {pair!r}"
+            print(f"error: {parser_error}", file=sys.stderr)
+            return 2
+        COMPLIANCE_EXTRA[name] = value
     settings = {**COMMON_SETTINGS, "CONCURRENT_REQUESTS": args.concurrency, "CONCURRENT_REQUESTS_PER_DOMAIN": args.concurrency}
     if args.profile:
         args.profile = args.profile.resolve()

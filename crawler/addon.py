@@ -37,6 +37,9 @@ DOWNLOADER_MIDDLEWARES = {
     # RetryMiddleware sees a failure (process_exception runs from the
     # highest order down): the resolver's refusals become Decisions, not retries.
     "crawler.middlewares.network.ResolverGuard": 760,
+    # Last of all (Scrapy's own end at 900): every request is signed (Web Bot
+    # Auth) as it leaves the chain for the downloader, after every header is set.
+    "crawler.identity.middleware.RequestSigningMiddleware": 980,
 }
 #: Sizes that fit a text crawler (Scrapy's defaults are 1 GiB and 32 MiB).
 #: Set with the add-on's priority: a project's settings.py may raise them.

@@ -58,9 +58,24 @@ def preflight(settings: BaseSettings, spider_name: str | None, spargs: dict[str,
             check_cassette(str(settings.get("COMPLIANCE_CASSETTE")))
         if spider_name == SiteSpider.name:
             parse_start_urls(spargs.get("url"))
+        check_identity(settings)
     except (ConfigError, StartUrlError, CassetteError) as exc:
         return f"crawl refused to start: {exc}"
     return None
+
+
+def check_identity(settings: BaseSettings) -> None:
+    """The signing settings and an existing key file (a missing one is created by the crawl)."""
+    from crawler.config import ConfigError
+    from crawler.identity import keyring
+    from crawler.identity.config import identity_settings
+
+    options = identity_settings(settings)
+    if options.enabled and options.key_path.exists():
+        try:
+            keyring.load(options.key_path)
+        except keyring.KeyFileError as exc:
+            raise ConfigError(f"COMPLIANCE_SIGNING_KEY: {exc}") from None
 
 
 def crawl_failures() -> tuple[list[str], int]:

@@ -343,6 +343,8 @@ class AccessEntry:
     hang, or the server stopped during ``delay``); ``bytes_sent`` counts body
     bytes handed to the socket; ``unknown_host`` marks hosts not in ``sites``.
     A refused ``CONNECT`` is logged with method ``CONNECT`` and an empty path.
+    ``signature`` is what the web's ``request_verifier`` said about the
+    request (``"valid"``, or why not); empty when the web has no verifier.
     """
 
     time: float
@@ -355,6 +357,7 @@ class AccessEntry:
     bytes_sent: int
     user_agent: str
     unknown_host: bool
+    signature: str = ""
 
 
 def load_access_log(path: str | os.PathLike[str]) -> list[AccessEntry]:
@@ -775,6 +778,7 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
         )
         web = self.server.web
+        signature = web._verify(req)
         site = web.site_for(scheme, host)
         if site is None:
             response = _unknown_host_response(host)
@@ -804,6 +808,7 @@ class _Handler(BaseHTTPRequestHandler):
                     bytes_sent=progress.sent,
                     user_agent=user_agent,
                     unknown_host=site is None,
+                    signature=signature,
                 ),
                 began=progress.began,
             )
@@ -1035,6 +1040,11 @@ class TestWeb:
         port: Port to listen on; ``0`` picks a free one.
         log_file: If given, every access-log entry is also appended to this
             file as a JSON line (see :func:`load_access_log`).
+        request_verifier: If given, called with every :class:`WebRequest`
+            before its site answers; what it returns (``"valid"``, or why
+            not) is the access-log entry's ``signature``. An exception it
+            raises is recorded as ``"error: ..."``. Settable later as the
+            ``request_verifier`` attribute.
 
     Use as a context manager or call :meth:`start`/:meth:`stop`.
     """
@@ -1049,7 +1059,9 @@ class TestWeb:
         *,
         port: int = 0,
         log_file: str | os.PathLike[str] | None = None,
+        request_verifier: Callable[[WebRequest], str] | None = None,
     ) -> None:
+        self.request_verifier = request_verifier
         self._sites: dict[tuple[str | None, str], Site] = {}
         for key, site in sites.items():
             self.add_site(key, site)
@@ -1164,6 +1176,15 @@ class TestWeb:
         return {**base, **variables} if base is not None else variables
 
     # -- access log ----------------------------------------------------------
+
+    def _verify(self, req: WebRequest) -> str:
+        verifier = self.request_verifier
+        if verifier is None:
+            return ""
+        try:
+            return str(verifier(req))
+        except Exception as exc:  # noqa: BLE001 - a verdict, whatever went wrong
+            return f"error: {type(exc).__name__}: {exc}"
 
     def _response_started(self) -> None:
         with self._log_cond:
