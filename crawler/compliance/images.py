@@ -311,7 +311,24 @@ def _scrub_base64(text: str) -> tuple[str, int]:
     return _B64_RE.sub(drop, text), count
 
 
+#: Strings up to this length are scrubbed once per process (an LRU cache): the
+#: provenance of every item repeats the same reasons, rules and signal names,
+#: and scrubbing them again for each item was the largest cost of the scrub.
+_SCRUB_CACHE_MAX_LEN = 256
+
+
 def _scrub_text(text: str) -> tuple[str, int]:
+    if len(text) <= _SCRUB_CACHE_MAX_LEN:
+        return _scrub_short_text(text)
+    return _scrub_any_text(text)
+
+
+@functools.lru_cache(maxsize=16384)
+def _scrub_short_text(text: str) -> tuple[str, int]:
+    return _scrub_any_text(text)
+
+
+def _scrub_any_text(text: str) -> tuple[str, int]:
     has_ext, has_data = _may_hold_image(text)
     count = 0
 
@@ -378,6 +395,15 @@ IMAGE_FIELD_WORDS = frozenset(
 def is_image_field(name: Any) -> bool:
     """True for a field that holds images by its name: the listed names, or any name with an image word in it."""
     text = str(name)
+    return _is_image_field_name(text) if len(text) <= _SCRUB_CACHE_MAX_LEN else _image_field_name(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_image_field_name(text: str) -> bool:
+    return _image_field_name(text)  # field names repeat in every item
+
+
+def _image_field_name(text: str) -> bool:
     if text.lower() in IMAGE_FIELDS:
         return True
     return any(word.lower() in IMAGE_FIELD_WORDS for word in _WORD_RE.findall(text))
