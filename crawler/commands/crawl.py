@@ -14,12 +14,13 @@ store that refused a batch, cassette misses) into a non-zero exit status.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
     from scrapy.settings import BaseSettings
 
@@ -95,6 +96,28 @@ def crawl_failures() -> tuple[list[str], int]:
     return lines, status
 
 
+def run_checked(command: Any, settings: BaseSettings, spider_name: str | None, spargs: dict[str, str], run: Callable[[], None]) -> None:
+    """``run`` the stock command, with the compliance checks around it when the add-on is on.
+
+    Before: :func:`preflight` (one line and exit status 2 on a setup error).
+    After: what went wrong in the crawl (:func:`crawl_failures`) as error
+    lines and a non-zero exit status. Shared by ``crawl`` and ``runspider``.
+    """
+    if not compliance_enabled(settings):
+        run()
+        return
+    refusal = preflight(settings, spider_name, spargs)
+    if refusal is not None:
+        print(f"error: {refusal}", file=sys.stderr)
+        command.exitcode = 2
+        return
+    run()
+    lines, status = crawl_failures()
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+    command.exitcode = max(command.exitcode, status)
+
+
 class Command(ScrapyCrawlCommand):
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
@@ -105,16 +128,4 @@ class Command(ScrapyCrawlCommand):
             except KeyError:
                 pass  # Scrapy's own command says so
         settings = with_spider_settings(self.settings, spidercls)
-        if not compliance_enabled(settings):
-            super().run(args, opts)
-            return
-        refusal = preflight(settings, args[0] if args else None, opts.spargs)
-        if refusal is not None:
-            print(f"error: {refusal}", file=sys.stderr)
-            self.exitcode = 2
-            return
-        super().run(args, opts)
-        lines, status = crawl_failures()
-        for line in lines:
-            print(f"error: {line}", file=sys.stderr)
-        self.exitcode = max(self.exitcode, status)
+        run_checked(self, settings, args[0] if args else None, opts.spargs, lambda: super(Command, self).run(args, opts))

@@ -6,12 +6,11 @@ settings enable the compliance add-on; otherwise it is Scrapy's own command.
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 from scrapy.commands.runspider import Command as ScrapyRunSpiderCommand
 
-from crawler.commands.crawl import compliance_enabled, crawl_failures, preflight, with_spider_settings
+from crawler.commands.crawl import run_checked, with_spider_settings
 
 if TYPE_CHECKING:
     import argparse
@@ -21,19 +20,7 @@ class Command(ScrapyRunSpiderCommand):
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
         settings = with_spider_settings(self.settings, _spider_class(args))
-        if not compliance_enabled(settings):
-            super().run(args, opts)
-            return
-        refusal = preflight(settings, None, opts.spargs)
-        if refusal is not None:
-            print(f"error: {refusal}", file=sys.stderr)
-            self.exitcode = 2
-            return
-        super().run(args, opts)
-        lines, status = crawl_failures()
-        for line in lines:
-            print(f"error: {line}", file=sys.stderr)
-        self.exitcode = max(self.exitcode, status)
+        run_checked(self, settings, None, opts.spargs, lambda: super(Command, self).run(args, opts))
 
 
 def _spider_class(args: list[str]) -> type | None:
