@@ -154,25 +154,38 @@ def test_notice_stops_every_worker_and_empties_the_queue(tmp_path: Path, redis_j
 
 def test_killed_worker_loses_nothing(tmp_path: Path, redis_job: str, pg_store: str) -> None:
     """SIGKILL one of three workers mid-crawl: the others finish every page, and the store has them all."""
+    import threading
+
     sites = cluster_sites(pages=80)
+    # Pages past /n/10 are answered only once the first worker is dead: until
+    # then every worker holds the requests it took, whatever this machine's
+    # speed (a fast crawl could otherwise finish between two looks at Redis).
+    killed = threading.Event()
+    fleet = sites["fleet.test"]
+    for i in range(11, 81):
+        held_page = fleet.pages[f"/n/{i}"]  # type: ignore[attr-defined]
+        fleet.pages[f"/n/{i}"] = lambda request, page=held_page: (killed.wait(120), page)[1]  # type: ignore[attr-defined]
     policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
     with TestWeb(sites) as web:
-        workers = start_workers(web, 3, ["http://fleet.test/"], pg_store, redis_job, policies, tmp_path)
-        import redis
-
-        client = redis.Redis.from_url(REDIS_URL)
-        leases = f"compliance:{redis_job}:leases:{redis_job}@"
-        deadline = time.time() + 60
-        # Kill the first worker while it holds requests (its lease hash is not empty).
-        while time.time() < deadline:
-            held = [k for k in client.scan_iter(match=leases + "*") if k.decode().endswith(f":{workers[0].pid}") and client.hlen(k)]
-            if held and len(web.paths("fleet.test")) >= 10:
-                break
-            time.sleep(0.01)
-        assert held, "the first worker never held a request"
-        workers[0].send_signal(signal.SIGKILL)
-        workers[0].wait(10)
-        wait_all(workers[1:], tmp_path)  # type: ignore[arg-type]
+        try:
+            workers = start_workers(web, 3, ["http://fleet.test/"], pg_store, redis_job, policies, tmp_path)
+            import redis
+            client = redis.Redis.from_url(REDIS_URL)
+            leases = f"compliance:{redis_job}:leases:{redis_job}@"
+            deadline = time.time() + 60
+            # Kill the first worker while it holds requests (its lease hash is not empty).
+            while time.time() < deadline:
+                held = [k for k in client.scan_iter(match=leases + "*") if k.decode().endswith(f":{workers[0].pid}") and client.hlen(k)]
+                if held and len(web.paths("fleet.test")) >= 10:
+                    break
+                time.sleep(0.01)
+            assert held, "the first worker never held a request"
+            workers[0].send_signal(signal.SIGKILL)
+            workers[0].wait(10)
+            killed.set()
+            wait_all(workers[1:], tmp_path)  # type: ignore[arg-type]
+        finally:
+            killed.set()  # never leave the held pages waiting
     assert set(pages_seen(web, "fleet.test")) == {"/", *(f"/n/{i}" for i in range(1, 81))}
     store = Store(pg_store)
     assert {r["url"] for r in store.iter_items()} == {"http://fleet.test/", *(f"http://fleet.test/n/{i}" for i in range(1, 81))}
