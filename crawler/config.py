@@ -335,6 +335,15 @@ def unwritten_dir(data: str | Path) -> Path:
     return Path(data) / "unwritten"
 
 
+def unwritten_files(settings: BaseSettings) -> list[Path]:
+    """The files of batches the store refused (none when COMPLIANCE_DATA_DIR cannot be resolved here)."""
+    try:
+        folder = unwritten_dir(data_dir(settings))
+    except ConfigError:
+        return []
+    return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+
+
 def machine_name(settings: BaseSettings) -> str:
     """This machine's name in the store (``COMPLIANCE_MACHINE``, else the host name): which files are local."""
     import socket

@@ -126,16 +126,9 @@ def extra_locations(settings: BaseSettings) -> list[Any]:
     from scrapy.utils.misc import load_object
 
     from crawler.compliance.purge import Location, custom_location
-    from crawler.config import ConfigError, data_dir, unwritten_dir
+    from crawler.config import unwritten_files
 
-    found: list[Any] = []
-    try:
-        folder = unwritten_dir(data_dir(settings))
-    except ConfigError:
-        folder = None
-    if folder is not None and folder.is_dir():
-        for path in sorted(folder.glob("*.jsonl")):
-            found.append(Location("feed", str(path.resolve()), {"format": "jsonlines"}))
+    found: list[Any] = [Location("feed", str(path.resolve()), {"format": "jsonlines"}) for path in unwritten_files(settings)]
     named = settings.get("COMPLIANCE_PURGE_LOCATIONS") or []
     if isinstance(named, str):
         named = [part.strip() for part in named.split(",") if part.strip()]

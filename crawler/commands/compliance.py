@@ -91,15 +91,10 @@ class Command(ComplianceCommand):
         crawl_id = None if opts.all else (opts.crawl or store.last_crawl_id())
         if crawl_id is not None and store.crawl(crawl_id) is None:
             raise CommandFailed(f"no crawl {crawl_id!r} in the store" if opts.crawl else "the store holds no crawl yet; run one first")
-        from crawler.config import ConfigError, data_dir, unwritten_dir
+        from crawler.config import unwritten_files
 
         assert self.settings is not None
-        try:
-            folder = unwritten_dir(data_dir(self.settings))
-        except ConfigError:
-            folder = None
-        unwritten = sorted(str(p) for p in folder.glob("*.jsonl")) if folder is not None and folder.is_dir() else []
-        data = build(store, crawl_id, unwritten)
+        data = build(store, crawl_id, [str(p) for p in unwritten_files(self.settings)])
         print(render_text(data), end="")
         if opts.html:
             target = Path(opts.html)
