@@ -87,7 +87,8 @@ class Cluster:
         self.worker_id = worker_id
         self.keys = keys_for(job)
         self._acquire = self.redis.register_script(_ACQUIRE)
-        self._pending_acks: list[tuple[float, str]] = []
+        self._open_items: dict[str, int] = {}
+        self._output_done: set[str] = set()
 
     def ping(self) -> None:
         self.redis.ping()
@@ -135,15 +136,37 @@ class Cluster:
     def heartbeat(self) -> None:
         self.redis.hset(self.keys["workers"], self.worker_id, time.time())
 
-    def ack_later(self, lease: str) -> None:
-        """Release a lease once what the request produced is durable (after the next store write)."""
-        self._pending_acks.append((time.monotonic(), lease))
+    # A response's lease is released in the step that makes its last item
+    # durable: its output is done (every request it yielded is in the shared
+    # queue) and every item it yielded is settled (committed to the store,
+    # saved as unwritten, dropped or refused). Never earlier, so a killed
+    # worker loses nothing; never on a timer, so a slow pipeline cannot race it.
 
-    def ack_written(self, written_before: float) -> None:
-        """Release the leases whose output was handled before ``written_before`` (a store write's start)."""
-        ready = [lease for at, lease in self._pending_acks if at < written_before]
+    def item_opened(self, lease: str) -> None:
+        """A response holding ``lease`` yielded an item, not yet settled."""
+        self._open_items[lease] = self._open_items.get(lease, 0) + 1
+
+    def output_done(self, lease: str) -> None:
+        """The response holding ``lease`` yielded its last output: release it now, or when its items settle."""
+        if self._open_items.get(lease, 0) > 0:
+            self._output_done.add(lease)
+        else:
+            self._open_items.pop(lease, None)
+            self.ack_now(lease)
+
+    def items_settled(self, leases: list[str]) -> None:
+        """One item of each lease in ``leases`` is settled; release the leases with nothing left, in one call."""
+        ready = []
+        for lease in leases:
+            left = self._open_items.get(lease, 0) - 1
+            if left > 0:
+                self._open_items[lease] = left
+                continue
+            self._open_items.pop(lease, None)
+            if lease in self._output_done:
+                self._output_done.discard(lease)
+                ready.append(lease)
         if ready:
-            self._pending_acks = [(at, lease) for at, lease in self._pending_acks if at >= written_before]
             self.redis.hdel(self.keys["leases"] + self.worker_id, *ready)
 
     def ack_now(self, lease: str) -> None:
@@ -158,7 +181,8 @@ class Cluster:
 
     def release_all(self) -> None:
         """This worker is idle: everything it took was handled, so it holds nothing."""
-        self._pending_acks.clear()
+        self._open_items.clear()
+        self._output_done.clear()
         self.redis.delete(self.keys["leases"] + self.worker_id)
 
     def others_hold_work(self) -> bool:

@@ -68,6 +68,9 @@ class ComplianceRuntime:
         self._refusals: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         self._pending_write: list[dict[str, Any]] = []
+        #: The cluster leases of the items in ``_items`` (one entry per item, in a
+        #: distributed crawl): settled once the batch is committed or saved.
+        self._item_leases: list[str] = []
         #: id(item) -> (item, source) from the spider middleware, for the pipelines' last notice check.
         self._sources: dict[int, tuple[Any, dict[str, Any]]] = {}
         #: Items noted so far per response (their index in the store's item key).
@@ -336,7 +339,7 @@ class ComplianceRuntime:
         entry = self._sources.pop(id(item), None) if forget else self._sources.get(id(item))
         return entry[1] if entry is not None and entry[0] is item else None
 
-    def add_item(self, fields: dict[str, Any], source: dict[str, Any] | None = None) -> bool:
+    def add_item(self, fields: dict[str, Any], source: dict[str, Any] | None = None, lease: str | None = None) -> bool:
         """Queue an item for the next batch, filed under ``source``; False when a notice now refuses it.
 
         The notices are checked here, under the registry version the batch
@@ -344,6 +347,9 @@ class ComplianceRuntime:
         and this call has already re-checked the buffer, and would not
         re-check this item (the store's transaction only filters batches
         written under an older version).
+
+        ``lease`` is the cluster lease of the response that produced the item:
+        it is released with the batch that stores the item (or now, if refused).
         """
         if source is None:
             url = str(fields.get("url") or "")
@@ -354,10 +360,23 @@ class ComplianceRuntime:
             decision = self.notices.decide(url)
             if not decision.allowed:
                 self.refuse(decision.at("store", url))
+                self.settle_items([lease] if lease else [])
                 return False
         self._items.append(item_row(fields, source))
+        if lease:
+            self._item_leases.append(lease)
         self._maybe_flush()
         return True
+
+    def settle_items(self, leases: list[str]) -> None:
+        """Items of these leases are settled (stored, saved, dropped or refused): their leases may go."""
+        if leases and self._cluster is not None:
+            self._cluster.items_settled(leases)
+
+    def _take_batch(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+        batch = self._items, self._refusals, self._item_leases
+        self._items, self._refusals, self._item_leases = [], [], []
+        return batch
 
     def _maybe_flush(self) -> None:
         pending = len(self._items) + len(self._refusals)
@@ -392,8 +411,9 @@ class ComplianceRuntime:
                 failure = f"{type(exc).__name__}: {_first_line(exc)}"
                 if attempt + 1 < attempts:
                     time.sleep(pause)
-        self._save_unwritten(self._items, self._refusals, f"the store could not be written ({failure})")
-        self._items, self._refusals = [], []
+        item_rows, refusal_rows, leases = self._take_batch()
+        self._save_unwritten(item_rows, refusal_rows, f"the store could not be written ({failure})")
+        self.settle_items(leases)
 
     def _salvage(self, exc: BaseException) -> None:
         """A batch the store refuses for what is in it (not for being unreachable): write what it takes.
@@ -403,8 +423,7 @@ class ComplianceRuntime:
         on their own, then each item; the rows the store still refuses are
         saved to the unwritten file and the crawl is marked failed.
         """
-        item_rows, refusal_rows = self._items, self._refusals
-        self._items, self._refusals = [], []
+        item_rows, refusal_rows, leases = self._take_batch()
         refused_rows: list[dict[str, Any]] = []
         kept_refusals: list[dict[str, Any]] = []
         try:
@@ -417,6 +436,7 @@ class ComplianceRuntime:
             except Exception:  # noqa: BLE001
                 refused_rows.append(row)
         self._save_unwritten(refused_rows, kept_refusals, f"the store refused them ({type(exc).__name__}: {_first_line(exc)})")
+        self.settle_items(leases)
 
     def _save_unwritten(self, item_rows: list[dict[str, Any]], refusal_rows: list[dict[str, Any]], why: str) -> None:
         """Keep rows the store did not take in COMPLIANCE_DATA_DIR/unwritten/, and fail the crawl.
@@ -452,10 +472,8 @@ class ComplianceRuntime:
 
     def flush(self) -> None:
         """Write the pending batch in one transaction; on failure the rows stay pending (and it raises)."""
-        item_rows, refusal_rows = self._items, self._refusals
-        self._items, self._refusals = [], []
+        item_rows, refusal_rows, leases = self._take_batch()
         self._last_flush = time.monotonic()
-        started = time.monotonic()
         if item_rows or refusal_rows:
             self._pending_write = item_rows
             try:
@@ -465,6 +483,7 @@ class ComplianceRuntime:
                 # of what arrived meanwhile. The retry re-checks notices inside
                 # its transaction, so a notice filed meanwhile still applies.
                 self._items, self._refusals = item_rows + self._items, refusal_rows + self._refusals
+                self._item_leases = leases + self._item_leases
                 raise
             finally:
                 self._pending_write = []
@@ -476,13 +495,11 @@ class ComplianceRuntime:
                     self.crawler.stats.inc_value("compliance/store/items_already_stored", len(item_rows) - written)
             if item_rows:
                 fault_point("items-stored")
-        if self._cluster is not None:
-            # The leases are released only after the batch is committed (so
-            # nothing is lost), and the write is idempotent (so a page whose
-            # lease outlived a killed worker is not stored twice).
-            # Items of a response reach the buffer a moment after its output
-            # is handled: release only leases handled a second before this write.
-            self._cluster.ack_written(started - 1.0)
+        # The batch is committed (items a notice filtered out are refused in the
+        # same transaction): the leases of its items go now, not before, so a
+        # killed worker loses nothing; the write is idempotent, so a page whose
+        # lease outlived a killed worker is not stored twice.
+        self.settle_items(leases)
 
 
 def _is_data_error(exc: BaseException) -> bool:

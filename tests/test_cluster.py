@@ -153,43 +153,51 @@ def test_notice_stops_every_worker_and_empties_the_queue(tmp_path: Path, redis_j
 
 
 def test_killed_worker_loses_nothing(tmp_path: Path, redis_job: str, pg_store: str) -> None:
-    """SIGKILL one of three workers mid-crawl: the others finish every page, and the store has them all."""
-    import threading
-
+    """SIGKILL a worker while it holds a request: the others finish every page, and the store has them all."""
     sites = cluster_sites(pages=80)
-    # Pages past /n/10 are answered only once the first worker is dead: until
-    # then every worker holds the requests it took, whatever this machine's
-    # speed (a fast crawl could otherwise finish between two looks at Redis).
+    # Pages past /n/10 are answered only once the victim is dead: a worker
+    # that asked for one holds its lease until then, whatever this machine's
+    # speed. Which worker that is depends on which started first, so the
+    # victim is the worker the server saw ask for a held page.
     killed = threading.Event()
+    asked: list[str] = []
     fleet = sites["fleet.test"]
+
+    def held(request: WebRequest, page: Any) -> Any:
+        asked.append(request.headers.get("x-test-worker", "?"))
+        killed.wait(120)
+        return page
+
     for i in range(11, 81):
-        held_page = fleet.pages[f"/n/{i}"]  # type: ignore[attr-defined]
-        fleet.pages[f"/n/{i}"] = lambda request, page=held_page: (killed.wait(120), page)[1]  # type: ignore[attr-defined]
+        fleet.pages[f"/n/{i}"] = lambda request, page=fleet.pages[f"/n/{i}"]: held(request, page)  # type: ignore[attr-defined]
     policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
     with TestWeb(sites) as web:
         try:
             workers = start_workers(web, 3, ["http://fleet.test/"], pg_store, redis_job, policies, tmp_path)
             import redis
+
             client = redis.Redis.from_url(REDIS_URL)
-            leases = f"compliance:{redis_job}:leases:{redis_job}@"
             deadline = time.time() + 60
-            # Kill the first worker while it holds requests (its lease hash is not empty).
-            while time.time() < deadline:
-                held = [k for k in client.scan_iter(match=leases + "*") if k.decode().endswith(f":{workers[0].pid}") and client.hlen(k)]
-                if held and len(web.paths("fleet.test")) >= 10:
-                    break
+            while not asked and time.time() < deadline:
                 time.sleep(0.01)
-            assert held, "the first worker never held a request"
-            workers[0].send_signal(signal.SIGKILL)
-            workers[0].wait(10)
+            assert asked, "no worker asked for a held page"
+            victim = int(asked[0])
+            leases = f"compliance:{redis_job}:leases:{redis_job}@*:{workers[victim].pid}"
+            held_leases = [k for k in client.scan_iter(match=leases) if client.hlen(k)]
+            assert held_leases, f"worker {victim} asked for a held page but holds no lease"
+            workers[victim].send_signal(signal.SIGKILL)
+            workers[victim].wait(10)
             killed.set()
-            wait_all(workers[1:], tmp_path)  # type: ignore[arg-type]
+            survivors = [w for n, w in enumerate(workers) if n != victim]
+            for worker in survivors:
+                code = worker.wait(120)
+                assert code == 0, "\n".join((tmp_path / f"worker{n}.log").read_text()[-3000:] for n in range(3) if n != victim)
         finally:
             killed.set()  # never leave the held pages waiting
     assert set(pages_seen(web, "fleet.test")) == {"/", *(f"/n/{i}" for i in range(1, 81))}
     store = Store(pg_store)
     assert {r["url"] for r in store.iter_items()} == {"http://fleet.test/", *(f"http://fleet.test/n/{i}" for i in range(1, 81))}
-    requeued = sum("compliance/cluster/requeued" in (tmp_path / f"worker{n}.log").read_text() for n in (1, 2))
+    requeued = sum("compliance/cluster/requeued" in (tmp_path / f"worker{n}.log").read_text() for n in range(3) if n != victim)
     assert requeued, "a surviving worker put the dead worker's requests back"
 
 
@@ -240,3 +248,52 @@ def test_a_worker_killed_after_storing_before_releasing_stores_each_page_once(tm
     assert {f"http://fleet.test{p}" for p in again} & stored_by_the_killed, "pages it had stored were fetched again (its leases were held)"
     stored = Counter(r["url"] for r in Store(pg_store).iter_items())
     assert stored == Counter({f"http://fleet.test{p}": 1 for p in pages}), f"stored more than once: {[u for u, n in stored.items() if n > 1]}"
+
+
+def test_a_lease_outlives_output_until_its_item_is_stored(tmp_path: Path, redis_job: str, pg_store: str) -> None:
+    """A page whose item is still in a (slow) pipeline keeps its lease while later batches commit; killed, the page is stored by another."""
+    sites = cluster_sites(pages=30, paced_pages=0)
+    mark = tmp_path / "held.mark"
+    released = threading.Event()
+    fleet = sites["fleet.test"]
+    # Pages past /n/10 are answered only after the held item is in its
+    # pipeline, and 1.5 s later: their items are committed in batches that
+    # start after /n/3's output was handled, and more than a second after it
+    # (the window a timed release rule would use).
+    for i in range(11, 31):
+        fleet.pages[f"/n/{i}"] = lambda request, page=fleet.pages[f"/n/{i}"]: (released.wait(120), page)[1]  # type: ignore[attr-defined]
+    policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
+    held_url = "http://fleet.test/n/3"
+    with TestWeb(sites) as web:
+        try:
+            first = start_workers(web, 1, ["http://fleet.test/"], pg_store, redis_job, policies, tmp_path,
+                                  extra={"ITEM_PIPELINES": json.dumps({"tests.cluster_pipelines.HoldItemPipeline": 100}),
+                                         "COMPLIANCE_STORE_BATCH_SIZE": 1},
+                                  env={"COMPLIANCE_TEST_HOLD_URL": held_url, "COMPLIANCE_TEST_HOLD_MARK": str(mark)})  # fmt: skip
+            deadline = time.time() + 60
+            while not mark.exists() and time.time() < deadline and first[0].poll() is None:
+                time.sleep(0.02)
+            assert mark.exists(), (tmp_path / "worker0.log").read_text()[-3000:]
+            time.sleep(1.5)
+            released.set()
+            store = Store(pg_store)
+            later = {f"http://fleet.test/n/{i}" for i in range(11, 31)}
+            while time.time() < deadline and not ({r["url"] for r in store.iter_items()} & later):
+                time.sleep(0.05)
+            stored = {r["url"] for r in store.iter_items()}
+            assert stored & later, "batches were committed after the held item entered its pipeline"
+            assert held_url not in stored
+            import redis
+
+            leased = {u for _, _, u in leased_urls(redis.Redis.from_url(REDIS_URL), f"compliance:{redis_job}:requests")}
+            assert held_url in leased, "the lease of a page whose item is not stored yet was released"
+            first[0].send_signal(signal.SIGKILL)
+            first[0].wait(10)
+        finally:
+            released.set()
+        second = start_workers(web, 1, ["http://fleet.test/"], pg_store, redis_job, policies, tmp_path, first=1)
+        assert second[0].wait(120) == 0, (tmp_path / "worker1.log").read_text()[-3000:]
+    assert pages_seen(web, "fleet.test")["/n/3"] == 2, "the second worker fetched the held page again"
+    stored_urls = Counter(r["url"] for r in Store(pg_store).iter_items())
+    assert stored_urls[held_url] == 1
+    assert set(stored_urls) == {"http://fleet.test/", *(f"http://fleet.test/n/{i}" for i in range(1, 31))}

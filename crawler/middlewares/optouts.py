@@ -121,7 +121,7 @@ class OptOutSpiderMiddleware(DepthMiddleware):
         middleware.runtime = ComplianceRuntime.of(crawler)
         if middleware.runtime.config.distributed:
             # Distributed crawls only: release the response's lease once its
-            # output is handled (an instance attribute, so single-machine
+            # output is handled and its items settled (an instance attribute, so single-machine
             # crawls keep the plain, cheaper method).
             middleware.process_spider_output_async = middleware._output_then_release  # type: ignore[method-assign]
         return middleware
@@ -133,7 +133,7 @@ class OptOutSpiderMiddleware(DepthMiddleware):
         finally:
             lease = response.meta.get("compliance_lease") if response is not None else None
             if lease:
-                self.runtime.cluster.ack_later(lease)
+                self.runtime.cluster.output_done(lease)
 
     def get_processed_request(self, request: Request, response: Response | None) -> Request | None:
         if response is not None:
@@ -171,4 +171,7 @@ class OptOutSpiderMiddleware(DepthMiddleware):
             # Which page the item came from, for the pipelines' last notice
             # check (the store files it under the same page).
             self.runtime.note_source(item, response)
+            lease = response.meta.get("compliance_lease")
+            if lease and self.runtime.cluster is not None:
+                self.runtime.cluster.item_opened(lease)  # its lease waits for it (see Cluster.items_settled)
         return item

@@ -8,6 +8,7 @@ from scrapy import signals
 from scrapy.exceptions import DropItem
 from scrapy.http import Response
 
+from crawler.cluster import LEASE_META
 from crawler.itemfields import item_fields
 from crawler.runtime import ComplianceRuntime
 
@@ -66,10 +67,19 @@ class StorePipeline:
         if isinstance(response, Response) and (noted is None or noted["url"] != response.url):
             source = self.runtime.source_of(response)
         # Checked against the notices again as it is queued (see add_item).
-        self.runtime.add_item(item_fields(item), source)
+        self.runtime.add_item(item_fields(item), source, _lease(response))
 
-    def item_left(self, item: Any) -> None:
+    def item_left(self, item: Any, response: Any = None) -> None:
+        """Dropped by a pipeline, or a pipeline failed on it: it is settled, and will not be stored."""
         self.runtime.known_source(item, forget=True)
+        lease = _lease(response)
+        if lease:
+            self.runtime.settle_items([lease])
 
     def close_spider(self) -> None:
         self.runtime.final_flush()
+
+
+def _lease(response: Any) -> str | None:
+    """The cluster lease of the response that produced an item (distributed crawls only)."""
+    return response.meta.get(LEASE_META) if isinstance(response, Response) else None
