@@ -74,6 +74,9 @@ EXTENSIONS = {
     # Only with COMPLIANCE_DISTRIBUTED: heartbeats, requeueing a dead
     # worker's requests, and staying open while the cluster has work.
     "crawler.extensions.cluster.ClusterWorker": 0,
+    # A live line of progress, on a terminal only (COMPLIANCE_PROGRESS);
+    # after the lifecycle, whose close sets the finish reason it shows.
+    "crawler.extensions.progress.CrawlProgress": 0,
 }
 
 

@@ -44,6 +44,16 @@ class ComplianceCommand(ScrapyCommand):
     requires_crawler_process = False
     default_settings = {"LOG_ENABLED": False}
 
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.add_argument("--no-progress", action="store_true",
+                            help="no live progress line on the terminal (also COMPLIANCE_PROGRESS=0)")  # fmt: skip
+
+    def progress_setting(self, opts: argparse.Namespace) -> object:
+        """COMPLIANCE_PROGRESS as this run sees it: ``--no-progress`` wins (see crawler/progress_display.py)."""
+        assert self.settings is not None
+        return "0" if getattr(opts, "no_progress", False) else self.settings.get("COMPLIANCE_PROGRESS")
+
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         from crawler.compliance.store import StoreError
         from crawler.config import ConfigError
@@ -55,6 +65,10 @@ class ComplianceCommand(ScrapyCommand):
             self.exitcode = 1
         except UsageError:
             raise
+        except KeyboardInterrupt:
+            # Ctrl-C: what was committed stays committed (a purge resumes where it stopped).
+            print("interrupted", file=sys.stderr)
+            self.exitcode = 130
         except Exception as exc:  # noqa: BLE001 - never a traceback for people; the type and message say what
             first = (str(exc).strip().splitlines() or [""])[0]
             print(f"error: {type(exc).__name__}: {first[:500]}", file=sys.stderr)

@@ -82,6 +82,8 @@ class Config:
     allow_networks: Any = None
     #: Requests kept per response (links of one page); the rest are counted and dropped.
     max_links_per_page: int = 1000
+    #: COMPLIANCE_PROGRESS: "auto" (a live line on a terminal), or a boolean (crawler/progress_display.py).
+    progress: str = "auto"
 
     @property
     def user_agent(self) -> str:
@@ -96,6 +98,7 @@ class Config:
         from crawler.compliance.network import NetworkPolicy, NetworkSettingError
         from crawler.compliance.optouts import parse_purposes
         from crawler.compliance.robots import MAX_TTL
+        from crawler.progress_display import progress_setting
 
         def number(name: str, kind: type = float, minimum: float | None = None, maximum: float | None = None) -> float:
             raw = settings.get(name, DEFAULTS[name])
@@ -139,6 +142,10 @@ class Config:
             allow_networks = NetworkPolicy.parse(settings.get("COMPLIANCE_ALLOW_NETWORKS"))
         except NetworkSettingError as exc:
             raise ConfigError(str(exc)) from None
+        try:
+            progress = progress_setting(settings.get("COMPLIANCE_PROGRESS"))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             contact=contact,
             bot_name=bot_name,
@@ -160,6 +167,7 @@ class Config:
             allow_content_types=parse_content_types(settings.get("COMPLIANCE_ALLOW_CONTENT_TYPES")),
             allow_networks=allow_networks,
             max_links_per_page=int(number("COMPLIANCE_MAX_LINKS_PER_PAGE", int, 1)),
+            progress=progress,
         )
 
 

@@ -118,7 +118,22 @@ def run_checked(command: Any, settings: BaseSettings, spider_name: str | None, s
     command.exitcode = max(command.exitcode, status)
 
 
-class Command(ScrapyCrawlCommand):
+class ProgressOption:
+    """``--no-progress`` for ``crawl`` and ``runspider``: no live line on the terminal (COMPLIANCE_PROGRESS=0)."""
+
+    settings: BaseSettings | None
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)  # type: ignore[misc]
+        parser.add_argument("--no-progress", action="store_true", help="no live progress line on the terminal")
+
+    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
+        super().process_options(args, opts)  # type: ignore[misc]
+        if opts.no_progress and self.settings is not None:
+            self.settings.set("COMPLIANCE_PROGRESS", "0", priority="cmdline")
+
+
+class Command(ProgressOption, ScrapyCrawlCommand):
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
         spidercls = None

@@ -28,6 +28,7 @@ class Command(ComplianceCommand):
         if len(args) != 1 or args[0] not in ("count", "export"):
             raise UsageError("expected 'count' or 'export'", print_help=True)
         from crawler.compliance.store import write_jsonl
+        from crawler.progress_display import TaskProgress, task_progress, tracked
 
         store = self.open_store()
         if args[0] == "count":
@@ -36,7 +37,11 @@ class Command(ComplianceCommand):
         if not opts.output:
             raise UsageError("export needs -o FILE", print_help=False)
         try:
-            written = write_jsonl(store.iter_items(opts.domain), opts.output)
+            # The total is counted first (one indexed COUNT) only when a line is drawn.
+            with task_progress(TaskProgress("items export"), self.progress_setting(opts)) as progress:
+                if progress.live is not None:
+                    progress.total = store.count_items(opts.domain)
+                written = write_jsonl(tracked(store.iter_items(opts.domain), progress), opts.output)
         except OSError as exc:
             raise CommandFailed(f"cannot write {opts.output}: {exc.strerror or exc}") from None
         # An export is a copy of stored data: record it, so purges find it too.

@@ -113,7 +113,10 @@ class Command(ComplianceCommand):
         if entry is not None:
             result["ledger_entry"] = {"seq": entry.seq, "hash": entry.hash}
         if notice.demands.delete_existing:
-            result["purge"] = run_purge(store, request, machine_name(self.settings), extra_locations(self.settings))
+            from crawler.progress_display import PurgeLine, task_progress
+
+            with task_progress(PurgeLine(), self.progress_setting(opts)) as progress:
+                result["purge"] = run_purge(store, request, machine_name(self.settings), extra_locations(self.settings), progress)
         else:
             result["purge"] = None
         print_json(result)

@@ -112,8 +112,11 @@ class Command(ComplianceCommand):
             raise CommandFailed(str(exc)) from None
         from crawler.cassettes import CassetteError
 
+        from crawler.progress_display import TaskProgress, task_progress, tracked
+
         try:
-            findings = audit_platforms(selected, config.user_agent, config.bot_name, cassette=opts.cassette)
+            with task_progress(TaskProgress("policy audit", len(selected), "platforms"), self.progress_setting(opts)) as progress:
+                findings = audit_platforms(tracked(selected, progress), config.user_agent, config.bot_name, cassette=opts.cassette)
         except CassetteError as exc:
             raise CommandFailed(str(exc).removeprefix("COMPLIANCE_CASSETTE: ")) from None
         if opts.json:

@@ -62,7 +62,10 @@ class Command(ComplianceCommand):
                 status, report["verify"] = _verdict(found, machine)
             print_json(report)
             return status
-        receipt = run_purge(store, request, machine, extra)
+        from crawler.progress_display import PurgeLine, task_progress
+
+        with task_progress(PurgeLine(), self.progress_setting(opts)) as progress:
+            receipt = run_purge(store, request, machine, extra, progress)
         if not opts.verify:
             print_json(receipt)
             return 0

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 
 from scrapy.commands.runspider import Command as ScrapyRunSpiderCommand
 
-from crawler.commands.crawl import run_checked, with_spider_settings
+from crawler.commands.crawl import ProgressOption, run_checked, with_spider_settings
 
 if TYPE_CHECKING:
     import argparse
 
 
-class Command(ScrapyRunSpiderCommand):
+class Command(ProgressOption, ScrapyRunSpiderCommand):
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
         settings = with_spider_settings(self.settings, _spider_class(args))

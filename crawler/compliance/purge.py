@@ -37,7 +37,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -84,10 +84,14 @@ class Progress:
     purge_id: str = ""
     location: str = ""
     kind: str = ""
+    #: Told each committed count (a live display of the purge; see run_purge).
+    tally: Callable[[int], None] | None = None
 
     def commit(self, count: int, mark: str) -> None:
         if self.store is not None and count:
             self.store.commit_progress(self.purge_id, self.location, self.kind, count, mark)
+            if self.tally is not None:
+                self.tally(count)
 
     def counted(self, mark: str) -> bool:
         return self.store is not None and self.store.progress_counted(self.purge_id, self.location, mark)
@@ -150,16 +154,21 @@ def count_store(store: Store, scope: CompiledScope) -> int:
     return total
 
 
-def purge_store(store: Store, scope: CompiledScope, purge_id: str) -> int:
+def purge_store(store: Store, scope: CompiledScope, purge_id: str, tally: Callable[[int], None] | None = None) -> int:
     by_domain, by_pattern = _store_condition(scope)
     total = 0
     if by_domain is not None:
         while deleted := store.delete_items_chunk(by_domain, purge_id, "store", CHUNK):
             total += deleted
+            if tally is not None:
+                tally(deleted)
             fault_point("store-chunk")
     if by_pattern is not None:
         for chunk in _store_pattern_ids(store, scope, by_pattern):
-            total += store.delete_item_ids(chunk, purge_id, "store")
+            deleted = store.delete_item_ids(chunk, purge_id, "store")
+            total += deleted
+            if tally is not None:
+                tally(deleted)
     return total
 
 
@@ -832,21 +841,33 @@ def open_writers(path: str) -> list[tuple[int, str]]:
     return found
 
 
-def scan(store: Store, scope: CompiledScope, location: Location, *, delete: bool, purge_id: str = "", name: str = "") -> Outcome:
+def scan(store: Store, scope: CompiledScope, location: Location, *, delete: bool, purge_id: str = "", name: str = "",
+         tally: Callable[[int], None] | None = None) -> Outcome:  # fmt: skip
+    """What ``scope`` holds at ``location``; with ``delete``, delete it (``tally`` is told each count as it is committed)."""
     if location.kind == "store":
         if delete:
-            return Outcome("done", purge_store(store, scope, purge_id), recorded=True)
+            return Outcome("done", purge_store(store, scope, purge_id, tally), recorded=True)
         return Outcome("done", count_store(store, scope))
     scanner = SCANNERS.get(location.kind)
     if scanner is None:
         return Outcome("manual_action_required", 0, f"unknown kind of location {location.kind!r}")
     if delete and location.kind in ("httpcache", "feed", "jobdir"):
         # Counted change by change into the purge's step (no purge record: the caller counts).
-        progress = Progress(store, purge_id, name or label(location), location.kind) if purge_id else Progress()
+        progress = Progress(store, purge_id, name or label(location), location.kind, tally) if purge_id else Progress()
         outcome = scanner(location, scope, delete=delete, progress=progress)
         outcome.recorded = outcome.recorded and bool(purge_id)
         return outcome
     return scanner(location, scope, delete=delete)
+
+
+class PurgeProgress(Protocol):
+    """What a purge tells a live display: how many locations, which one now, what each step deleted."""
+
+    def planned(self, locations: int) -> None: ...
+
+    def location(self, name: str) -> None: ...
+
+    def deleted(self, count: int) -> None: ...
 
 
 @dataclass
@@ -866,8 +887,13 @@ def label(location: Location, machine: str = "") -> str:
     return f"{name}@{location.machine}" if location.machine and location.machine != machine else name
 
 
-def run_purge(store: Store, request: PurgeRequest, machine: str, extra: Sequence[Location] = ()) -> dict[str, Any]:
-    """Purge every location and return the receipt (resumes an unfinished purge of the same thing)."""
+def run_purge(store: Store, request: PurgeRequest, machine: str, extra: Sequence[Location] = (),
+              progress: PurgeProgress | None = None) -> dict[str, Any]:  # fmt: skip
+    """Purge every location and return the receipt (resumes an unfinished purge of the same thing).
+
+    ``progress`` (a live display, say) hears of each location as it starts
+    and of each count of deleted records as it is committed.
+    """
     unfinished = store.unfinished_purge(request.notice_id, request.scope_record)
     if unfinished is not None:
         purge_id = unfinished["id"]
@@ -877,8 +903,13 @@ def run_purge(store: Store, request: PurgeRequest, machine: str, extra: Sequence
         store.start_purge(purge_id, request.notice_id, request.reason, request.operator, request.scope_record)
         started_at = store.purge_record(purge_id)["started_at"]  # type: ignore[index]
         fault_point("started")
-    for location in plan(store, machine, extra):
+    locations = plan(store, machine, extra)
+    if progress is not None:
+        progress.planned(len(locations))
+    for location in locations:
         name = label(location, machine)
+        if progress is not None:
+            progress.location(name)
         # Re-read who writes this location right before touching it: a crawl
         # that started writing it during this purge owns it now.
         running = store.running_crawls()
@@ -889,12 +920,15 @@ def run_purge(store: Store, request: PurgeRequest, machine: str, extra: Sequence
             store.record_step(purge_id, name, location.kind, 0, blocked.status, blocked.detail)
             continue
         try:
-            outcome = scan(store, request.scope, location, delete=True, purge_id=purge_id, name=name)
+            outcome = scan(store, request.scope, location, delete=True, purge_id=purge_id, name=name,
+                           tally=progress.deleted if progress is not None else None)  # fmt: skip
         except (OSError, ValueError, PurgeError) as exc:
             outcome = Outcome("manual_action_required", 0, f"could not purge: {type(exc).__name__}: {exc}")
         # Store, caches, feeds and job directories were counted change by
         # change, with the change (see Progress); the others count here.
         store.record_step(purge_id, name, location.kind, 0 if outcome.recorded else outcome.count, outcome.status, outcome.detail)
+        if progress is not None and not outcome.recorded:
+            progress.deleted(outcome.count)
     fault_point("before-receipt")
     return _receipt(store, purge_id, request, started_at)
 

@@ -129,6 +129,15 @@ def run_site_crawl(
     return CrawlRun(done.returncode, done.stdout, done.stderr, store_url, args)
 
 
+def site_crawl_command(
+    web: TestWeb, urls: Sequence[str], store_url: str, *, settings: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of ``scrapy crawl site`` against ``web``, to run it your own way (a pty, say)."""
+    args, merged = _site_crawl_args(urls, store_url, settings, None)
+    return _command_line(args, web, merged, env)
+
+
 def start_site_crawl(
     web: TestWeb,
     urls: Sequence[str],
@@ -139,7 +148,6 @@ def start_site_crawl(
     log_path: Path,
 ) -> subprocess.Popen[bytes]:
     """Start ``scrapy crawl site`` without waiting (its output goes to ``log_path``)."""
-    args, merged = _site_crawl_args(urls, store_url, settings, None)
-    command, full_env = _command_line(args, web, merged, env)
+    command, full_env = site_crawl_command(web, urls, store_url, settings=settings, env=env)
     with log_path.open("wb") as log:
         return subprocess.Popen(command, cwd=project_dir(), env=full_env, stdout=log, stderr=subprocess.STDOUT)
