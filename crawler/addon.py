@@ -25,6 +25,9 @@ DOWNLOADER_MIDDLEWARES = {
     # Image URLs are refused before robots.txt is even consulted, and image
     # responses are cut off on their headers or first bytes.
     "crawler.middlewares.images.ImageDownloadGate": 45,
+    # A host skipped for a Retry-After above COMPLIANCE_MAX_RETRY_AFTER:
+    # refused before its robots.txt is even asked for again.
+    "crawler.middlewares.courtesy.CourtesyGate": 48,
     "crawler.middlewares.robots.RobotsTxtMiddleware": 50,
     # TDMRep's well-known file, once per origin (only for train-ai crawls).
     "crawler.middlewares.tdmrep.TdmRepMiddleware": 55,
@@ -37,6 +40,11 @@ DOWNLOADER_MIDDLEWARES = {
     # RetryMiddleware sees a failure (process_exception runs from the
     # highest order down): the resolver's refusals become Decisions, not retries.
     "crawler.middlewares.network.ResolverGuard": 760,
+    # Between the downloader and RetryMiddleware (550; process_response runs
+    # from the highest order down): the request whose answer skipped its host
+    # is refused, not retried. Pauses and back-off themselves are applied at
+    # the transfer gate (crawler/middlewares/courtesy.py says why).
+    "crawler.middlewares.courtesy.CourtesyRetryGuard": 560,
     # Last of all (Scrapy's own end at 900): every request is signed (Web Bot
     # Auth) as it leaves the chain for the downloader, after every header is set.
     "crawler.identity.middleware.RequestSigningMiddleware": 980,

@@ -32,6 +32,7 @@ import asyncio
 import base64
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -45,22 +46,65 @@ logger = logging.getLogger("crawler.compliance")
 WORKER_TIMEOUT = 10.0
 LEASE_META = "compliance_lease"
 
-# Atomically: drop expired holders; if the host is at its concurrency cap or
-# its next free moment is in the future, answer how many ms to wait;
-# otherwise take a place and set the next free moment.
+# Atomically: a skipped host answers -1; a paused host (Retry-After, back-off:
+# crawler/compliance/courtesy.py) answers how many ms it stays paused; then
+# drop expired holders; if the host is at its concurrency cap or its next
+# free moment is in the future, answer how many ms to wait; otherwise take a
+# place and set the next free moment. The second value is the host's
+# courtesy generation, which the request leaving now belongs to.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('EXISTS', KEYS[4]) == 1 then return {-1, 0} end
+local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
+if paused > now then return {paused - now, 0} end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return 20 end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return {20, 0} end
 local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
-if nxt > now then return nxt - now end
+if nxt > now then return {nxt - now, 0} end
 local delay = tonumber(ARGV[1])
 redis.call('SET', KEYS[1], now + delay, 'PX', delay + 60000)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]) + 60000)
-return 0
+return {0, tonumber(redis.call('HGET', KEYS[5], 'gen') or '0')}
 """
+
+# Pause a host for ARGV[1] ms from Redis' own clock (every worker shares it),
+# unless a longer pause is in force; answers the ms the host stays paused.
+_PAUSE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local want = now + tonumber(ARGV[1])
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if want > cur then
+  redis.call('SET', KEYS[1], want, 'PX', tonumber(ARGV[1]) + 60000)
+  return want - now
+end
+return cur - now
+"""
+
+# A failure of a request of generation ARGV[1]: if it is the current one,
+# count it and start a new generation (answer the count); else answer 0.
+_FAILED = """
+local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
+if tonumber(ARGV[1]) ~= gen then return 0 end
+local n = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+redis.call('HSET', KEYS[1], 'gen', gen + 1)
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return n
+"""
+
+# A success of a request of generation ARGV[1]: if current, reset the count; answer what it was.
+_SUCCEEDED = """
+local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
+if tonumber(ARGV[1]) ~= gen then return 0 end
+local n = tonumber(redis.call('HGET', KEYS[1], 'failures') or '0')
+if n > 0 then redis.call('HSET', KEYS[1], 'failures', 0) end
+return n
+"""
+
+#: How long a host's courtesy state (failure count, generation) outlives its last failure.
+COURTESY_STATE_TTL = 86_400.0
 
 
 def keys_for(job: str) -> dict[str, str]:
@@ -87,6 +131,9 @@ class Cluster:
         self.worker_id = worker_id
         self.keys = keys_for(job)
         self._acquire = self.redis.register_script(_ACQUIRE)
+        self._pause = self.redis.register_script(_PAUSE)
+        self._failed = self.redis.register_script(_FAILED)
+        self._succeeded = self.redis.register_script(_SUCCEEDED)
         self._open_items: dict[str, int] = {}
         self._output_done: set[str] = set()
 
@@ -95,15 +142,58 @@ class Cluster:
 
     # -- pacing -------------------------------------------------------------------
 
-    async def acquire(self, host: str, delay: float, cap: int, lease: float) -> str:
-        """Wait for the host's next free moment across the cluster; return the token to release."""
+    async def acquire(self, host: str, delay: float, cap: int, lease: float, courtesy_host: str = "") -> tuple[str, int] | None:
+        """Wait for the host's next free moment across the cluster.
+
+        Returns the token to release and the courtesy generation of the
+        request (see crawler/compliance/courtesy.py), or None when
+        ``courtesy_host`` (the URL's host; ``host`` is the download slot's
+        key) is skipped. A pause of ``courtesy_host`` holds every worker.
+        """
         token = f"{self.worker_id}:{time.monotonic_ns()}"
-        keys = [self.keys["pace"] + host + ":next", self.keys["pace"] + host + ":holders"]
+        courtesy = self.keys["pace"] + (courtesy_host or host)
+        keys = [self.keys["pace"] + host + ":next", self.keys["pace"] + host + ":holders",
+                courtesy + ":paused", courtesy + ":skipped", courtesy + ":courtesy"]  # fmt: skip
         while True:
-            wait_ms = int(self._acquire(keys=keys, args=[int(delay * 1000), max(cap, 1), token, int(lease * 1000)]))
-            if wait_ms <= 0:
-                return token
+            wait_ms, generation = self._acquire(keys=keys, args=[int(delay * 1000), max(cap, 1), token, int(lease * 1000)])
+            wait_ms = int(wait_ms)
+            if wait_ms < 0:
+                return None
+            if wait_ms == 0:
+                return token, int(generation)
             await asyncio.sleep(wait_ms / 1000)
+
+    # -- courtesy: one state per host for every worker ---------------------------------
+
+    def pause_host(self, host: str, seconds: float) -> float:
+        """No worker sends to ``host`` for ``seconds`` (a longer pause in force stays); the seconds it stays paused."""
+        left = self._pause(keys=[self.keys["pace"] + host + ":paused"], args=[max(int(math.ceil(seconds * 1000)), 1)])
+        return int(left) / 1000
+
+    def host_failed(self, host: str, generation: int) -> int | None:
+        """Count a failure of a request of ``generation``: the host's new count, or None if stale."""
+        count = int(self._failed(keys=[self.keys["pace"] + host + ":courtesy"],
+                                 args=[generation, int(COURTESY_STATE_TTL * 1000)]))  # fmt: skip
+        return count or None
+
+    def host_succeeded(self, host: str, generation: int) -> int:
+        """Reset the host's count if the request is current; the failures it had."""
+        return int(self._succeeded(keys=[self.keys["pace"] + host + ":courtesy"], args=[generation]))
+
+    def skip_host(self, host: str, seconds: float, detail: str) -> None:
+        """Every worker refuses requests to ``host`` for ``seconds``."""
+        self.redis.set(self.keys["pace"] + host + ":skipped", detail, px=max(int(seconds * 1000), 1))
+
+    def host_skipped(self, host: str) -> tuple[str, float] | None:
+        """Why ``host`` is skipped and for how many more seconds, or None."""
+        key = self.keys["pace"] + host + ":skipped"
+        pipe = self.redis.pipeline()
+        pipe.get(key)
+        pipe.pttl(key)
+        raw, left = pipe.execute()
+        if raw is None:
+            return None
+        return raw.decode("utf-8", "replace"), max(int(left), 0) / 1000
 
     def release(self, host: str, token: str) -> None:
         self.redis.zrem(self.keys["pace"] + host + ":holders", token)

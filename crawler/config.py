@@ -42,6 +42,9 @@ DEFAULTS: dict[str, object] = {
     "COMPLIANCE_ALLOW_CONTENT_TYPES": "",
     "COMPLIANCE_ALLOW_NETWORKS": "",
     "COMPLIANCE_MAX_LINKS_PER_PAGE": 1000,
+    "COMPLIANCE_MAX_RETRY_AFTER": 3600.0,
+    "COMPLIANCE_BACKOFF_BASE": 1.0,
+    "COMPLIANCE_BACKOFF_MAX": 300.0,
 }
 
 logger = logging.getLogger("crawler.compliance")
@@ -84,6 +87,8 @@ class Config:
     max_links_per_page: int = 1000
     #: COMPLIANCE_PROGRESS: "auto" (a live line on a terminal), or a boolean (crawler/progress_display.py).
     progress: str = "auto"
+    #: Retry-After cap and exponential back-off (a crawler.compliance.courtesy.CourtesyRules).
+    courtesy: Any = None
 
     @property
     def user_agent(self) -> str:
@@ -138,6 +143,17 @@ class Config:
             purposes = parse_purposes(settings.get("COMPLIANCE_PURPOSES", DEFAULTS["COMPLIANCE_PURPOSES"]))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        from crawler.compliance.courtesy import CourtesyRules
+
+        backoff_base = number("COMPLIANCE_BACKOFF_BASE", float, 0)
+        backoff_max = number("COMPLIANCE_BACKOFF_MAX", float, 0)
+        if backoff_max < backoff_base:
+            raise ConfigError(f"COMPLIANCE_BACKOFF_MAX: must be at least COMPLIANCE_BACKOFF_BASE ({backoff_base:g}), got {backoff_max:g}")
+        max_retry_after = number("COMPLIANCE_MAX_RETRY_AFTER", float, 0, 86_400 * 365)
+        try:
+            courtesy = CourtesyRules(max_retry_after=max_retry_after, backoff_base=backoff_base, backoff_max=backoff_max)
+        except ValueError as exc:  # NaN or infinity
+            raise ConfigError(f"COMPLIANCE_MAX_RETRY_AFTER / COMPLIANCE_BACKOFF_BASE / COMPLIANCE_BACKOFF_MAX: {exc}") from None
         try:
             allow_networks = NetworkPolicy.parse(settings.get("COMPLIANCE_ALLOW_NETWORKS"))
         except NetworkSettingError as exc:
@@ -168,6 +184,7 @@ class Config:
             allow_networks=allow_networks,
             max_links_per_page=int(number("COMPLIANCE_MAX_LINKS_PER_PAGE", int, 1)),
             progress=progress,
+            courtesy=courtesy,
         )
 
 

@@ -20,7 +20,7 @@ from crawler.cluster import leased_urls, queued_urls
 from crawler.compliance.store import Store
 from crawler.testing.runner import policy_dir_with_pace, scrapy_command, start_site_crawl
 from crawler.testing.sites import cluster_sites, notice_sites
-from crawler.testing.web import Site, TestWeb, WebRequest, WebResponse
+from crawler.testing.web import Site, StaticSite, TestWeb, WebRequest, WebResponse
 
 from conftest import GUARD_ENV, REQUIRE_SERVICES, postgres_schema_url
 
@@ -297,3 +297,96 @@ def test_a_lease_outlives_output_until_its_item_is_stored(tmp_path: Path, redis_
     stored_urls = Counter(r["url"] for r in Store(pg_store).iter_items())
     assert stored_urls[held_url] == 1
     assert set(stored_urls) == {"http://fleet.test/", *(f"http://fleet.test/n/{i}" for i in range(1, 31))}
+
+
+class StrainedHost(Site):
+    """A paced host (Crawl-delay 0.2) that answers 503 ``Retry-After: 2`` once, to the first page request
+    sent after both workers have asked it for pages; everything else is answered normally."""
+
+    def __init__(self, pages: int = 30) -> None:
+        self.site = StaticSite({
+            "/robots.txt": WebResponse(headers=[("Content-Type", "text/plain")], body="User-agent: *\nCrawl-delay: 0.2\n"),
+            "/": WebResponse(headers=[("Content-Type", "text/html")],
+                             body="".join(f'<a href="/p/{i}">p{i}</a>' for i in range(1, pages + 1))),
+            **{f"/p/{i}": WebResponse(headers=[("Content-Type", "text/html")], body=f"<title>p{i}</title>") for i in range(1, pages + 1)},
+        })  # fmt: skip
+        self.workers: set[str] = set()
+        self.lock = threading.Lock()
+        self.answered_503: tuple[float, str] | None = None
+        #: The workers that asked for pages after the 503.
+        self.workers_after: set[str] = set()
+
+    def handle(self, req: WebRequest) -> WebResponse:
+        if req.path.startswith("/p/") or req.path == "/":
+            with self.lock:
+                worker = req.headers.get("x-test-worker", "?")
+                if len(self.workers) >= 2 and self.answered_503 is None and req.path != "/":
+                    self.answered_503 = (time.time(), worker)
+                    return WebResponse(503, [("Retry-After", "2")], "busy")
+                self.workers.add(worker)
+                if self.answered_503 is not None:
+                    self.workers_after.add(worker)
+        return self.site.handle(req)
+
+
+def test_a_retry_after_pauses_the_host_for_every_worker(tmp_path: Path, redis_job: str, pg_store: str) -> None:
+    """503 Retry-After: 2 to one worker: no worker sends the host anything for 2 s, then both go on.
+
+    The pause lives in Redis (crawler/cluster.py); the host allows one request
+    at a time across the cluster (the policy's max_concurrency 1), so no
+    request was on the wire when the 503 was answered. Gaps are on the test
+    web's clock; 0.02 s covers timer granularity only.
+    """
+    site = StrainedHost()
+    policies = policy_dir_with_pace(tmp_path / "policies", 0, 1)
+    with TestWeb({"strained.test": site}) as web:
+        workers = start_workers(web, 2, ["http://strained.test/"], pg_store, redis_job, policies, tmp_path,
+                                extra={"RETRY_ENABLED": True})  # fmt: skip
+        wait_all(workers, tmp_path)
+        log = [e for e in web.log if e.host == "strained.test"]
+    assert site.answered_503 is not None, "the two workers never both asked the host for pages"
+    failed = next(e for e in log if e.status == 503)
+    after = [e for e in log if e.time > failed.time]
+    gap = after[0].time - failed.time
+    assert gap >= 2 - 0.02, f"a worker asked the host {gap:.3f}s after its 503 Retry-After: 2"
+    # Both workers crawled the host after the pause: the one that did not get the 503 had waited too.
+    assert len(pages_seen(web, "strained.test")) == 31
+    logs = [(tmp_path / f"worker{n}.log").read_text() for n in range(2)]
+    assert sum("Pausing host strained.test for 2s (retry-after)" in text for text in logs) == 1
+    workers_after = {w for w in site.workers_after}
+    assert workers_after == {"0", "1"}, f"only worker(s) {sorted(workers_after)} asked the host after the pause"
+
+
+def test_every_request_of_every_worker_is_signed(tmp_path: Path, redis_job: str, pg_store: str) -> None:
+    """Two workers, one key: every request of both (robots.txt and tdmrep.json included) verifies with the independent verifier."""
+    from test_e2e_identity import AGENT, publish_directory
+    from webbotauth_verifier import Verifier
+
+    sites = cluster_sites(pages=20, paced_pages=0)
+    del sites["paced.fleet.test"]
+    gate = SharedWorkGate(sites)
+    policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
+    key_path = tmp_path / "keys" / "signing-key.json"
+    with TestWeb({"fleet.test": gate}) as web:
+        directory = publish_directory(web, key_path)
+        verifier = Verifier(web.proxy_url)
+        assert len(verifier.fetch_directory(AGENT)) == 1
+        seen: list[WebRequest] = []
+
+        def judge(req: WebRequest) -> str:
+            seen.append(req)
+            return verifier.verify(req)
+
+        web.request_verifier = judge
+        web.clear_log()
+        workers = start_workers(web, 2, ["http://fleet.test/"], pg_store, redis_job, policies, tmp_path,
+                                extra={"CONCURRENT_REQUESTS": 2, "COMPLIANCE_SIGNING_KEY": str(key_path), "COMPLIANCE_SIGNATURE_AGENT": AGENT})  # fmt: skip
+        wait_all(workers, tmp_path)
+        log = [e for e in web.log if e.host == "fleet.test"]
+    assert gate.shared.is_set(), f"only worker(s) {sorted(gate.workers)} asked for pages"
+    assert {e.path for e in log} >= {"/robots.txt", "/.well-known/tdmrep.json", "/", *(f"/n/{i}" for i in range(1, 21))}
+    assert [(e.path, e.signature) for e in log if e.signature != "valid"] == []
+    by_worker = Counter(r.headers.get("x-test-worker") for r in seen if r.host == "fleet.test")
+    assert set(by_worker) == {"0", "1"}, by_worker
+    key_id = json.loads(directory["body"])["keys"][0]["kid"]
+    assert all(f'keyid="{key_id}"' in r.headers["signature-input"] for r in seen if r.host == "fleet.test")

@@ -1,4 +1,5 @@
-"""``scrapy compliance report|init``: the report a compliance person reads after a crawl, and a project's policy folder."""
+"""``scrapy compliance report|init|page``: the report a compliance person reads after a crawl, a project's
+policy folder, and the public page that explains the crawler to site owners."""
 
 from __future__ import annotations
 
@@ -15,16 +16,19 @@ if TYPE_CHECKING:
 
 class Command(ComplianceCommand):
     def syntax(self) -> str:
-        return "report [--crawl ID | --all] [--html FILE] | init [DIR]"
+        return "report [--crawl ID | --all] [--html FILE] | init [DIR] | page [--out DIR]"
 
     def short_desc(self) -> str:
-        return "Report what a crawl stored and refused (report); write the project's policies/ folder (init)"
+        return ("Report what a crawl stored and refused (report); write the project's policies/ folder (init); "
+                "write the public page that explains the crawler (page)")
 
     def long_desc(self) -> str:
         return (
             "report: what a crawl stored and refused, notices, purges and the ledger's status; exit 1 if the "
             "ledger is broken or a crawl could not write to the store. init: write policies/ into the project "
-            "(the default policy, the shipped platform policies, schema.json, an empty notices/), to edit."
+            "(the default policy, the shipped platform policies, schema.json, an empty notices/), to edit. "
+            "page: write index.html, crawler.json (the same content) and, with COMPLIANCE_IP_RANGES, "
+            "client-ranges.json into --out (default COMPLIANCE_DATA_DIR/page), for hosting at COMPLIANCE_CONTACT."
         )
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
@@ -32,12 +36,15 @@ class Command(ComplianceCommand):
         parser.add_argument("--crawl", metavar="ID", help="the crawl to report (default: the latest)")
         parser.add_argument("--all", action="store_true", help="every crawl in the store")
         parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with charts")
+        parser.add_argument("--out", metavar="DIR", help="page: the folder to write into (default COMPLIANCE_DATA_DIR/page)")
 
     def execute(self, args: list[str], opts: argparse.Namespace) -> int:
         if args[:1] == ["init"] and len(args) <= 2:
             return self.init(args[1] if len(args) == 2 else None)
+        if args == ["page"]:
+            return self.page(opts)
         if args != ["report"]:
-            raise UsageError("expected: report [--crawl ID | --all] [--html FILE], or init [DIR]", print_help=True)
+            raise UsageError("expected: report [--crawl ID | --all] [--html FILE], init [DIR], or page [--out DIR]", print_help=True)
         return self.report(opts)
 
     def init(self, given: str | None) -> int:
@@ -105,3 +112,58 @@ class Command(ComplianceCommand):
                 raise CommandFailed(f"cannot write {opts.html}: {exc.strerror or exc}") from None
             print(f"wrote {opts.html}")
         return 0 if data["ledger"]["ok"] and not data.get("store_failures") else 1
+
+    def page(self, opts: argparse.Namespace) -> int:
+        """Write the page that explains the crawler, from the configuration a crawl here would use."""
+        import json
+        import time
+        from datetime import UTC, datetime
+
+        from crawler.config import Config, ConfigError, data_dir
+        from crawler.identity import keyring
+        from crawler.identity.config import identity_settings
+        from crawler.identity.page import CLIENT_RANGES_FILE, PageSettingError, client_ranges, page_content, parse_ip_ranges, render_html, render_json
+        from crawler.identity.signing import DIRECTORY_PATH, directory_body
+
+        settings = self.settings
+        assert settings is not None
+        config = Config.from_settings(settings)
+        try:
+            ranges = parse_ip_ranges(settings.get("COMPLIANCE_IP_RANGES"))
+        except PageSettingError as exc:
+            raise ConfigError(str(exc)) from None
+        rate = self.policies().default.rate
+        options = identity_settings(settings)
+        jwks = None
+        if options.enabled:
+            try:
+                ring = keyring.load(options.key_path)
+            except keyring.KeyFileError as exc:
+                raise CommandFailed(f"{exc}; the page publishes its key directory") from None
+            jwks = json.loads(directory_body(ring.published(time.time())))
+        now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        operator = str(settings.get("COMPLIANCE_OPERATOR_NAME") or "").strip() or f"the operator reachable at {config.contact}"
+        content = page_content(
+            operator=operator, contact=config.contact, product_token=config.bot_name, user_agent=config.user_agent,
+            purposes=config.purposes, min_delay=rate.min_delay, max_concurrency=rate.max_concurrency,
+            max_crawl_delay=config.max_crawl_delay, robots_ttl=config.robots_ttl, max_retry_after=config.courtesy.max_retry_after,
+            backoff_base=config.courtesy.backoff_base, backoff_max=config.courtesy.backoff_max,
+            signing=options.enabled, signature_agent=options.agent,
+            directory_url=f"{options.agent.rstrip('/')}{DIRECTORY_PATH}" if options.agent and options.enabled else None,
+            jwks=jwks, signature_lifetime=options.lifetime,
+            notice_poll_interval=settings.getfloat("COMPLIANCE_NOTICE_POLL_INTERVAL", 0.25),
+            ip_ranges=ranges, generated_at=now,
+        )  # fmt: skip
+        out = Path(opts.out) if opts.out else data_dir(settings) / "page"
+        files = {"index.html": render_html(content), "crawler.json": render_json(content)}
+        if ranges:
+            files[CLIENT_RANGES_FILE] = json.dumps(client_ranges(ranges, now), indent=2) + "\n"
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for name, text in files.items():
+                (out / name).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise CommandFailed(f"cannot write the page into {out}: {exc.strerror or exc}") from None
+        for name in files:
+            print(f"wrote {out / name}")
+        return 0

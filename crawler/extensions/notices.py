@@ -33,6 +33,7 @@ from scrapy.utils.asyncio import call_later, create_looping_call
 from crawler.compliance.decision import Decision
 from crawler.compliance.notices import CLOCK_SKEW, CompiledScope, Notice, Scope
 from crawler.compliance.purge import Location, label, scan
+from crawler.middlewares.courtesy import GENERATION_META, HostCourtesy, host_of_request
 from crawler.runtime import ComplianceRuntime
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("crawler.compliance")
 
 HEARTBEAT_EVERY = 2.0
+#: A request that waited longer than this for its turn in the cluster is signed again (its signature was made before).
+RESIGN_AFTER = 1.0
 #: Seconds without a successful registry poll after which no new request
 #: starts: the "stops within a second" guarantee needs a fresh registry.
 STALE_AFTER = 0.75
@@ -88,6 +91,7 @@ class NoticeWatcher:
         runtime = self.runtime
         cluster = runtime.cluster
         lease = self.crawler.settings.getfloat("DOWNLOAD_TIMEOUT", 180) + 10
+        courtesy = HostCourtesy.of(self.crawler)
 
         async def gated_download(request: Request) -> Response:
             if self.registry_stale:
@@ -105,22 +109,52 @@ class NoticeWatcher:
             if not decision.allowed:
                 runtime.refuse_request(decision, "transfer", request)
             if cluster is None:
-                return await inner(request)
+                # A host in distress (429, 5xx, timeouts) is paused: the
+                # request waits here, after its slot let it go and before
+                # it leaves (crawler/middlewares/courtesy.py).
+                if await courtesy.wait_turn(request):
+                    self._recheck(request)
+                    courtesy.resign(request)
+                return await self._transfer(inner, request)
             # Distributed: the host's pace and concurrency cap hold across
-            # every worker (the slot's delay is Crawl-delay or the policy's).
+            # every worker (the slot's delay is Crawl-delay or the policy's),
+            # and so does a courtesy pause of the host.
             key = request.meta.get("download_slot") or ""
             slot = downloader.slots.get(key)
-            token = await cluster.acquire(key, slot.delay if slot else 0.0, slot.concurrency if slot else 1, lease)
+            host = host_of_request(request)
+            courtesy.check_skipped(request, "transfer")
+            started = time.monotonic()
+            turn = await cluster.acquire(key, slot.delay if slot else 0.0, slot.concurrency if slot else 1, lease, host)
+            if turn is None:
+                courtesy.adopt_cluster_skip(request, host)
+            token, request.meta[GENERATION_META] = turn
             try:
                 # A notice may have arrived while this request waited for its turn.
-                decision = runtime.notices.decide(request.url)
-                if not decision.allowed:
-                    runtime.refuse_request(decision, "transfer", request)
-                return await inner(request)
+                self._recheck(request)
+                if time.monotonic() - started > RESIGN_AFTER:
+                    courtesy.resign(request)
+                # Judged before the release: the host's next request waits for the pause this answer causes.
+                return await self._transfer(inner, request)
             finally:
                 cluster.release(key, token)
 
         handlers.download_request_async = gated_download  # type: ignore[method-assign]
+
+    def _recheck(self, request: Request) -> None:
+        decision = self.runtime.notices.decide(request.url)
+        if not decision.allowed:
+            self.runtime.refuse_request(decision, "transfer", request)
+
+    async def _transfer(self, inner: Any, request: Request) -> Response:
+        """The transfer itself; its answer, or its network failure, is judged for the host's courtesy."""
+        courtesy = HostCourtesy.of(self.crawler)
+        try:
+            response = await inner(request)
+        except Exception as exc:
+            courtesy.failed(request, exc)
+            raise
+        courtesy.answered(request, response)
+        return response
 
     # -- polling and heartbeat --------------------------------------------------
 
