@@ -342,3 +342,25 @@ def test_ctrl_c_stops_a_command_with_its_line_ended(tmp_path: Path) -> None:
     command_screen(export.raw, "items export", "interrupted")
     assert "interrupted" in shown(export.raw)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_paused_host_shows_as_waiting_with_its_cause(tmp_path: Path) -> None:
+    """A host answering 503 Retry-After: 5 shows on the line as waiting for retry-after while its pause lasts."""
+    from crawler.testing.web import WebResponse
+
+    answers: list[int] = []
+
+    def home(request: object) -> WebResponse:
+        answers.append(1)
+        if len(answers) == 1:
+            return WebResponse(status=503, headers=[("Retry-After", "5"), ("Content-Type", "text/html")], body=b"busy")
+        return WebResponse(headers=[("Content-Type", "text/html; charset=utf-8")], body=page("home", []).encode())
+
+    site = StaticSite({"/robots.txt": robots("User-agent: *\nAllow: /\n"), "/": home})  # type: ignore[dict-item]
+    with TestWeb({"progress.test": site}) as web:
+        term = crawl_on_terminal(tmp_path, web, {"RETRY_ENABLED": True, "RETRY_TIMES": 1})
+        term.wait_for(r"waiting 1 host \(retry-after 1\)")
+        code = term.finish()
+    assert code == 0, term.raw[-3000:]
+    check_screen(term.raw, "finished")
+    assert len(answers) == 2

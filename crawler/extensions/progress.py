@@ -24,15 +24,21 @@ if TYPE_CHECKING:
 
 
 def hosts_waiting(crawler: Crawler) -> Counter[str]:
-    """Hosts with requests queued in their download slot, by why they wait (the pace they keep)."""
-    waiting: Counter[str] = Counter()
+    """Hosts that have requests waiting, by why: a pause after distress (``retry-after``,
+    ``backoff``), else the pace their download slot keeps (``crawl-delay``, ``concurrency``)."""
+    from crawler.middlewares.courtesy import HostCourtesy
+
+    paused = HostCourtesy.of(crawler).waiting()
+    waiting: Counter[str] = Counter(paused.values())
     engine = crawler.engine
     if engine is None or engine.downloader is None:
         return waiting
-    for slot in list(engine.downloader.slots.values()):
-        if slot.queue and slot.delay > 0:
+    for key, slot in list(engine.downloader.slots.items()):
+        if key in paused or not slot.queue:
+            continue
+        if slot.delay > 0:
             waiting["crawl-delay"] += 1
-        elif slot.queue and len(slot.transferring) >= slot.concurrency:
+        elif len(slot.transferring) >= slot.concurrency:
             waiting["concurrency"] += 1
     return waiting
 

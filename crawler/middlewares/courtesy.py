@@ -98,6 +98,8 @@ class HostCourtesy:
         self.failure_types = _failure_types()
         self._signer: Any = None
         self._signer_found = False
+        #: host -> (monotonic end of its pause, cause), for the live progress line (crawler/extensions/progress.py).
+        self.pauses: dict[str, tuple[float, str]] = {}
 
     @classmethod
     def of(cls, crawler: Crawler) -> HostCourtesy:
@@ -204,12 +206,20 @@ class HostCourtesy:
         if verdict.action != "pause":
             return
         left = cluster.pause_host(host, verdict.seconds) if cluster is not None else self.board.pause(host, verdict.seconds)
+        self.pauses[host] = (time.monotonic() + left, verdict.cause)
         self._stat("compliance/courtesy/paused")
         self._stat(f"compliance/courtesy/paused/{verdict.cause}")
         self._stat("compliance/courtesy/pause_seconds", verdict.seconds)
         counted = f"failure {verdict.failures} in a row" if verdict.failures else "an answer to an earlier request"
         logger.info("Pausing host %s for %.3gs (%s): %s, %s", host, left, verdict.cause, outcome.describe(), counted,
                     extra={"spider": spider})  # fmt: skip
+
+    def waiting(self) -> dict[str, str]:
+        """The hosts this process knows to be paused now, and why (``retry-after``, ``backoff``)."""
+        now = time.monotonic()
+        for host in [h for h, (until, _) in self.pauses.items() if until <= now]:
+            del self.pauses[host]
+        return {host: cause for host, (_, cause) in self.pauses.items()}
 
     def _stat(self, key: str, value: float = 1) -> None:
         stats = self.crawler.stats
