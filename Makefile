@@ -22,7 +22,7 @@ LOWEST_TESTS := tests/test_robots_core.py tests/test_robots_conformance.py tests
 	tests/test_images.py tests/test_components.py tests/test_store.py tests/test_cassettes.py \
 	tests/test_dependencies.py tests/test_identity.py
 
-.PHONY: install demo test test-adoption test-lowest lock stress-cluster bench bench-purge bench-cluster bench-commands bench-memory clean
+.PHONY: install demo test test-adoption test-lowest lock stress-cluster bench bench-purge bench-ledger bench-cluster bench-commands bench-memory clean
 
 install: $(STAMP)
 
@@ -85,6 +85,10 @@ bench: $(STAMP)
 
 bench-purge: $(STAMP)
 	$(BIN)/python bench/purge_speed.py
+
+# A million entries in the transparency log; proofs at that size (LEDGER_BENCH_ARGS=--quick: 20,000).
+bench-ledger: $(STAMP)
+	$(BIN)/python bench/ledger_scale.py $(LEDGER_BENCH_ARGS)
 
 bench-cluster: $(STAMP)
 	$(BIN)/python bench/cluster_speed.py

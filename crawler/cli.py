@@ -108,3 +108,26 @@ class ComplianceCommand(ScrapyCommand):
 
         assert self.settings is not None
         return Store(store_url(self.settings))
+
+    def open_signing_store(self) -> Store:
+        """The store, with the identity key set to sign a tree head after each append (the receipts need one).
+
+        The key is loaded (created on first use, as a crawl does) before
+        anything is written: a key file that cannot be used stops the command
+        with its reason instead of leaving appends unsigned.
+        """
+        from crawler.identity import keyring
+        from crawler.identity.config import identity_settings
+
+        assert self.settings is not None
+        options = identity_settings(self.settings)
+        try:
+            ring, created = keyring.load_or_create(options.key_path)
+        except keyring.KeyFileError as exc:
+            raise CommandFailed(f"{exc} (the ledger's tree heads are signed with this key)") from None
+        if created:
+            print(f"created a new signing key {ring.current.key_id} in {options.key_path} "
+                  "(publish its directory: scrapy identity directory)", file=sys.stderr)  # fmt: skip
+        store = self.open_store()
+        store.head_key = ring.current
+        return store

@@ -97,8 +97,26 @@ class ComplianceRuntime:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.config.store_url)
+            self._store = Store(self.config.store_url, head_key=self._ledger_key())
         return self._store
+
+    def _ledger_key(self) -> Any:
+        """The identity key, to sign a tree head after the crawl's own ledger appends; None if there is none usable.
+
+        A crawl's appends (consents seen, purges applied to its own files)
+        must not fail for want of a key: left unsigned, they are covered by
+        the next head a command with the key signs (``scrapy ledger head``).
+        """
+        from crawler.config import ConfigError
+        from crawler.identity import keyring
+        from crawler.identity.config import identity_settings
+
+        try:
+            options = identity_settings(self.crawler.settings)
+            return keyring.load(options.key_path).current if options.key_path.exists() else None
+        except (ConfigError, keyring.KeyFileError) as exc:
+            logger.warning("ledger tree heads are left unsigned by this crawl: %s", exc)
+            return None
 
     def reload_policies(self) -> bool:
         """Load the policy files again; keep the last valid set if they are broken."""

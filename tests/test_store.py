@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.compliance.store import Store, StoreError, item_row
+from crawler.compliance.store import SCHEMA_VERSION, Store, StoreError, item_row
 from crawler.testing.runner import scrapy_command
 
 
@@ -147,5 +147,5 @@ def test_a_version_2_store_with_duplicates_is_migrated_in_place(any_store_url: s
     assert store.count_items() == 3
     with store.engine.connect() as conn:
         keys = sorted(conn.execute(sa.text("SELECT item_key FROM items")).scalars())
-        assert conn.execute(sa.text("SELECT value FROM store_meta WHERE key = 'schema_version'")).scalar() == "3"
+        assert conn.execute(sa.text("SELECT value FROM store_meta WHERE key = 'schema_version'")).scalar() == str(SCHEMA_VERSION)
     assert len([k for k in keys if k.startswith("row:")]) == 2 and len(set(keys)) == 3

@@ -88,7 +88,7 @@ class Command(ComplianceCommand):
             raise CommandFailed(f"--type: {exc}") from None
         policies = self.policies()
         scope = scope_from_options(opts, policies)
-        store = self.open_store()
+        store = self.open_signing_store()
         directory = self.notices_dir()
         operator = operator_of(opts, self.settings)
         fields: dict[str, Any] = {
@@ -119,6 +119,13 @@ class Command(ComplianceCommand):
                 result["purge"] = run_purge(store, request, machine_name(self.settings), extra_locations(self.settings), progress)
         else:
             result["purge"] = None
+        # Both receipts proved against one signed head (the latest), so one
+        # consistency proof later covers both (crawler/verify_receipt.py).
+        head = store.sign_tree_head()
+        if entry is not None:
+            result["ledger_receipt"] = store.ledger_receipt(entry.seq, head)
+        if result["purge"] is not None:
+            result["purge"]["ledger_receipt"] = store.ledger_receipt(result["purge"]["ledger_entry"]["seq"], head)
         print_json(result)
         return 0
 
@@ -221,7 +228,7 @@ class Command(ComplianceCommand):
         withdrawn = Notice.model_validate(withdrawn.model_dump())
         operator = operator_of(opts, self.settings)
         path = self.notices_dir() / f"{notice_id}.yaml"
-        store = self.open_store()
+        store = self.open_signing_store()
         if where == "store":
             entry = store.withdraw_notice(notice_id, withdrawn.as_record(), operator, opts.reason)
         else:
@@ -235,6 +242,7 @@ class Command(ComplianceCommand):
             "withdrawn": notice_id, "at": withdrawn.as_record()["withdrawn_at"], "file": str(path),
             "note": "blocking stops from now on; purged data is never restored",
             "ledger_entry": {"seq": entry.seq, "hash": entry.hash},
+            "ledger_receipt": store.ledger_receipt(entry.seq),
         })  # fmt: skip
         return 0
 

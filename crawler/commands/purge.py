@@ -35,7 +35,7 @@ class Command(ComplianceCommand):
         if args:
             raise CommandFailed(f"unexpected argument {args[0]!r}; see `scrapy purge -h`")
         policies = self.policies()
-        store = self.open_store()
+        store = self.open_signing_store() if not opts.dry_run else self.open_store()
         resolved: list[str] = []
         if opts.notice:
             if opts.domain or opts.platform or opts.url_pattern:

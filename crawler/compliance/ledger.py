@@ -8,6 +8,10 @@ any entry breaks the chain from that entry on, and :func:`verify` names it.
 The store also keeps the head (last sequence number and hash), so cutting
 entries off the end is detected too.
 
+The chain proves order to whoever trusts the store. For everyone else each
+entry is also a leaf of an append-only Merkle tree with signed heads (see
+crawler/transparency): the chain is kept, and checked, as before.
+
 BIPA §15(a) asks for destruction on a published schedule; GDPR Art. 17 for
 erasure without undue delay. The ledger is how a third party checks both.
 """
@@ -26,9 +30,9 @@ GENESIS = hashlib.sha256(b"crawler-compliance ledger, genesis").hexdigest()
 KINDS = ("notice.added", "notice.withdrawn", "purge.started", "purge.completed", "purge.completed-by-crawl", "consent.changed")
 
 
-def canonical_json(value: Any) -> str:
-    """One text per value: sorted keys, no spaces, UTF-8 kept as is (RFC 8785-like for our data)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# One text per value: sorted keys, no spaces, UTF-8 kept as is (RFC 8785-like for our data).
+# Defined in the standalone verifier, which must hash entries exactly as the store does.
+from crawler.verify_receipt import canonical_json, entry_leaf_hash  # noqa: E402
 
 
 def entry_hash(seq: int, at: str, kind: str, payload: Any, prev_hash: str) -> str:
@@ -58,6 +62,10 @@ class Entry:
             "seq": self.seq, "at": self.at, "kind": self.kind, "payload": _parsed(self.payload),
             "prev_hash": self.prev_hash, "hash": self.hash,
         }  # fmt: skip
+
+    def leaf_hash(self) -> bytes:
+        """Its leaf in the Merkle tree: SHA-256(0x00 || canonical JSON of :meth:`as_dict`) (RFC 9162 section 2.1.1)."""
+        return entry_leaf_hash(self.as_dict())
 
 
 @dataclass(frozen=True)

@@ -956,7 +956,10 @@ def _receipt(store: Store, purge_id: str, request: PurgeRequest, started_at: Any
         "notes": {s["location"]: s["detail"] for s in steps if s["status"] == "done" and s["detail"]},
     }
     entry = store.finish_purge(purge_id, receipt)
-    return {**receipt, "ledger_entry": {"seq": entry.seq, "hash": entry.hash}}
+    # The receipt a site owner can check without trusting the store: the
+    # entry, its inclusion proof and the signed tree head (crawler/verify_receipt.py).
+    proof = store.ledger_receipt(entry.seq) if store.head_key is not None else None
+    return {**receipt, "ledger_entry": {"seq": entry.seq, "hash": entry.hash}, "ledger_receipt": proof}
 
 
 def survey(store: Store, scope: CompiledScope, machine: str, extra: Sequence[Location] = ()) -> list[tuple[Location, Outcome]]:

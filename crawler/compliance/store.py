@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -24,12 +24,18 @@ from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from crawler.compliance.files import replaced_atomically
 from crawler.compliance.ledger import GENESIS, Entry, canonical_json, entry_hash
 
+if TYPE_CHECKING:
+    from crawler.identity.signing import SigningKey
+
 #: 1: crawls, items, refusals. 2: notices, the ledger, purges, crawl outputs and presence
 #: (new tables only, so a version-1 store is upgraded by creating them).
 #: 3: items.item_key, unique per crawl (a page is stored once per crawl whatever
 #: happens to workers), and purge_marks (what each purge step has counted).
 #: A store of version 2 is migrated in place (see :meth:`Store._migrate_items`).
-SCHEMA_VERSION = 3
+#: 4: the ledger is also a Merkle tree (ledger_nodes) with signed heads
+#: (ledger_heads); a store of version 3 gets its existing entries as the
+#: first leaves, in order (see :meth:`Store._migrate_ledger_tree`).
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 
@@ -116,6 +122,29 @@ ledger = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
 )
 
+ledger_nodes = sa.Table(
+    "ledger_nodes",
+    metadata,
+    # The hash of each complete subtree of the ledger's Merkle tree: (level,
+    # idx) covers leaves idx * 2**level .. (idx + 1) * 2**level - 1; level 0
+    # are the entries' leaf hashes (see crawler/transparency/tree.py).
+    sa.Column("level", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+ledger_heads = sa.Table(
+    "ledger_heads",
+    metadata,
+    # Every signed tree head, kept (RFC 9162 TreeHeadDataV2 signed with the identity key).
+    sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("root_hash", sa.String(64), nullable=False),
+    sa.Column("timestamp", sa.BigInteger, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("signature", sa.String(100), nullable=False),
+)
+
 purges = sa.Table(
     "purges",
     metadata,
@@ -179,6 +208,11 @@ crawl_presence = sa.Table(
     sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("closed", sa.Boolean, nullable=False, default=False),
 )
+
+def _head(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"tree_size": int(row["tree_size"]), "root_hash": row["root_hash"], "timestamp": int(row["timestamp"]),
+            "key_id": row["key_id"], "signature": row["signature"]}  # fmt: skip
+
 
 #: A crawl whose heartbeat is older than this is taken for dead (killed, crashed).
 PRESENCE_TIMEOUT = 10.0
@@ -287,9 +321,12 @@ def domain_filter(table: sa.Table, domain: str) -> sa.ColumnElement[bool]:
 class Store:
     """The project's one database. Thread-compatible, not thread-safe."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, head_key: SigningKey | None = None) -> None:
         parsed = database_url(url)
         self.url = url
+        #: Signs a tree head after every append (the identity key); None: appends are left unsigned
+        #: until a process with the key signs a head that covers them.
+        self.head_key = head_key
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite:
             database = parsed.database or ""
@@ -325,6 +362,7 @@ class Store:
                         conn.execute(store_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
                     elif int(found) < SCHEMA_VERSION:
                         self._migrate_items(conn)
+                        self._migrate_ledger_tree(conn)
                         conn.execute(
                             store_meta.update().where(store_meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
                         )
@@ -361,6 +399,31 @@ class Store:
         indexes = {i["name"] for i in sa.inspect(conn).get_indexes("items")}
         if "ux_items_crawl_item_key" not in indexes:
             next(i for i in items.indexes if i.name == "ux_items_crawl_item_key").create(conn)
+
+    @staticmethod
+    def _migrate_ledger_tree(conn: sa.Connection) -> None:
+        """Version 3 to 4: the existing entries become the tree's first leaves, in order (one pass, once).
+
+        The hash chain stays as it was (and ``ledger verify`` still checks it);
+        no head is signed here (the store has no key): the next append, or
+        ``scrapy ledger head``, signs one that covers them.
+        """
+        from crawler.transparency.tree import CompactRange
+
+        if conn.execute(sa.select(ledger_nodes.c.level).limit(1)).first() is not None:
+            return
+        tree = CompactRange()
+        last = 0
+        while True:
+            rows = conn.execute(sa.select(ledger).where(ledger.c.seq > last).order_by(ledger.c.seq).limit(5000)).all()
+            if not rows:
+                return
+            written = []
+            for row in rows:
+                last = row.seq
+                entry = Entry(row.seq, row.at, row.kind, row.payload, row.prev_hash, row.hash)
+                written += tree.append(entry.leaf_hash())
+            conn.execute(ledger_nodes.insert(), [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in written])
 
     def _schema_is_current(self) -> bool:
         """One read: a store at this schema version with its registry and ledger keys needs no DDL.
@@ -594,7 +657,13 @@ class Store:
     # -- ledger ---------------------------------------------------------------
 
     def _append_ledger(self, conn: sa.Connection, kind: str, payload: Any) -> Entry:
-        """Append one entry inside the caller's transaction (serialised by the head row's lock)."""
+        """Append one entry inside the caller's transaction (serialised by the head row's lock), and sign a head."""
+        return self._append_ledger_batch(conn, [(kind, payload)])[0]
+
+    def _append_ledger_batch(self, conn: sa.Connection, records: list[tuple[str, Any]]) -> list[Entry]:
+        """Append entries in order: chain, tree nodes, then one signed tree head for the batch (if a key is set)."""
+        from crawler.transparency.tree import CompactRange, MissingNode
+
         head = conn.execute(
             sa.select(store_meta.c.value).where(store_meta.c.key == "ledger_head").with_for_update()
         ).scalar()
@@ -612,18 +681,163 @@ class Store:
         if beyond is not None:
             raise StoreError(f"the ledger holds entry {beyond} beyond its head ({seq - 1}): nothing more is appended "
                              "until this is explained; `scrapy ledger verify` names it")  # fmt: skip
-        payload = json.loads(canonical_json(payload))
-        at = utcnow().isoformat(timespec="microseconds")
-        digest = entry_hash(seq, at, kind, payload, prev_hash)
-        entry = Entry(seq, at, kind, canonical_json(payload), prev_hash, digest)
-        conn.execute(ledger.insert().values(seq=seq, at=at, kind=kind, payload=entry.payload, prev_hash=prev_hash, hash=digest))
-        if not conn.execute(store_meta.update().where(store_meta.c.key == "ledger_head").values(value=f"{seq}:{digest}")).rowcount:
-            conn.execute(store_meta.insert().values(key="ledger_head", value=f"{seq}:{digest}"))
-        return entry
+        # The tree must hold exactly the entries so far: its leaves, and the
+        # complete subtrees the next leaves hang from.
+        size = seq - 1
+        leaves = conn.execute(sa.select(sa.func.max(ledger_nodes.c.idx)).where(ledger_nodes.c.level == 0)).scalar()
+        if (leaves if leaves is not None else -1) != size - 1:
+            raise StoreError(f"the ledger's Merkle tree holds {0 if leaves is None else leaves + 1} leaves for {size} entries: "
+                             "nothing more is appended until this is explained; `scrapy ledger verify` says where")  # fmt: skip
+        try:
+            tree = CompactRange.of(size, lambda keys: self._fetch_nodes(conn, keys))
+        except MissingNode as exc:
+            raise StoreError(f"the ledger's Merkle tree is damaged ({exc}): nothing more is appended; see `scrapy ledger verify`") from None
+        entries, nodes = [], []
+        for kind, payload in records:
+            payload = json.loads(canonical_json(payload))
+            at = utcnow().isoformat(timespec="microseconds")
+            digest = entry_hash(seq, at, kind, payload, prev_hash)
+            entry = Entry(seq, at, kind, canonical_json(payload), prev_hash, digest)
+            entries.append(entry)
+            nodes += tree.append(entry.leaf_hash())
+            seq, prev_hash = seq + 1, digest
+        conn.execute(ledger.insert(), [{"seq": e.seq, "at": e.at, "kind": e.kind, "payload": e.payload,
+                                        "prev_hash": e.prev_hash, "hash": e.hash} for e in entries])  # fmt: skip
+        conn.execute(ledger_nodes.insert(), [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in nodes])
+        last = entries[-1]
+        if not conn.execute(store_meta.update().where(store_meta.c.key == "ledger_head").values(value=f"{last.seq}:{last.hash}")).rowcount:
+            conn.execute(store_meta.insert().values(key="ledger_head", value=f"{last.seq}:{last.hash}"))
+        if self.head_key is not None:
+            self._sign_head(conn, tree.size, tree.root())
+        return entries
 
     def append_ledger(self, kind: str, payload: Any) -> Entry:
         with self.engine.begin() as conn:
             return self._append_ledger(conn, kind, payload)
+
+    def append_ledger_batch(self, records: list[tuple[str, Any]]) -> list[Entry]:
+        """Append several entries in one transaction, under one signed head."""
+        if not records:
+            return []
+        with self.engine.begin() as conn:
+            return self._append_ledger_batch(conn, records)
+
+    # -- the Merkle tree and its signed heads ----------------------------------
+
+    def _fetch_nodes(self, conn: sa.Connection, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """Stored nodes by (level, idx), in one query per 400 keys (a proof needs at most ~2 log2 n)."""
+        wanted = sorted(set(keys))
+        found: dict[tuple[int, int], bytes] = {}
+        for start in range(0, len(wanted), 400):
+            chunk = wanted[start : start + 400]
+            by_level: dict[int, list[int]] = {}
+            for level, idx in chunk:
+                by_level.setdefault(level, []).append(idx)
+            # One indexed lookup per level (a row-value IN is not planned as an
+            # index search by SQLite: it scanned the table, seconds at a million).
+            rows = conn.execute(
+                sa.select(ledger_nodes.c.level, ledger_nodes.c.idx, ledger_nodes.c.hash).where(
+                    sa.or_(*(sa.and_(ledger_nodes.c.level == level, ledger_nodes.c.idx.in_(idxs)) for level, idxs in by_level.items()))
+                )
+            ).all()
+            found.update({(int(lv), int(ix)): bytes(h) for lv, ix, h in rows})
+        return found
+
+    def _sign_head(self, conn: sa.Connection, size: int, root: bytes) -> dict[str, Any]:
+        from crawler.transparency.heads import sign_head
+
+        assert self.head_key is not None
+        if conn.execute(sa.select(ledger_heads.c.tree_size).where(ledger_heads.c.tree_size == size)).first() is not None:
+            raise StoreError(f"a signed head of size {size} exists before the tree reached that size: the heads were "
+                             "tampered with; nothing more is appended (see `scrapy ledger verify`)")  # fmt: skip
+        signed = sign_head(self.head_key, size, root)
+        conn.execute(ledger_heads.insert().values(**signed))
+        return signed
+
+    def ledger_tree_size(self) -> int:
+        """How many leaves the tree holds (the largest level-0 index + 1: one index lookup)."""
+        with self._read() as conn:
+            last = conn.execute(sa.select(sa.func.max(ledger_nodes.c.idx)).where(ledger_nodes.c.level == 0)).scalar()
+        return 0 if last is None else int(last) + 1
+
+    def ledger_nodes(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        with self._read() as conn:
+            return self._fetch_nodes(conn, keys)
+
+    def tree_root(self, size: int) -> bytes:
+        from crawler.transparency.tree import root
+
+        return root(size, self.ledger_nodes)
+
+    def latest_tree_head(self) -> dict[str, Any] | None:
+        with self._read() as conn:
+            row = conn.execute(sa.select(ledger_heads).order_by(ledger_heads.c.tree_size.desc()).limit(1)).mappings().first()
+        return _head(row) if row is not None else None
+
+    def tree_head(self, size: int) -> dict[str, Any] | None:
+        with self._read() as conn:
+            row = conn.execute(sa.select(ledger_heads).where(ledger_heads.c.tree_size == size)).mappings().first()
+        return _head(row) if row is not None else None
+
+    def tree_heads(self) -> Iterator[dict[str, Any]]:
+        """Every signed head, oldest first, read in pages."""
+        last = -1
+        while True:
+            with self._read() as conn:
+                rows = conn.execute(
+                    sa.select(ledger_heads).where(ledger_heads.c.tree_size > last).order_by(ledger_heads.c.tree_size).limit(1000)
+                ).mappings().all()
+            if not rows:
+                return
+            for row in rows:
+                last = int(row["tree_size"])
+                yield _head(row)
+
+    def sign_tree_head(self) -> dict[str, Any]:
+        """The latest head, after signing one for the current tree if entries were appended without a key."""
+        if self.head_key is None:
+            raise StoreError("no signing key to sign a tree head with (COMPLIANCE_SIGNING_KEY; `scrapy identity init`)")
+        with self.engine.begin() as conn:
+            # The append lock: no entry lands between reading the size and signing it.
+            conn.execute(sa.select(store_meta.c.value).where(store_meta.c.key == "ledger_head").with_for_update()).scalar()
+            last = conn.execute(sa.select(sa.func.max(ledger_nodes.c.idx)).where(ledger_nodes.c.level == 0)).scalar()
+            size = 0 if last is None else int(last) + 1
+            row = conn.execute(sa.select(ledger_heads).order_by(ledger_heads.c.tree_size.desc()).limit(1)).mappings().first()
+            if row is not None and int(row["tree_size"]) >= size:
+                return _head(row)
+            from crawler.transparency.tree import root
+
+            return self._sign_head(conn, size, root(size, lambda keys: self._fetch_nodes(conn, keys)))
+
+    def inclusion_proof(self, seq: int, size: int) -> list[bytes]:
+        from crawler.transparency.tree import inclusion_proof
+
+        return inclusion_proof(seq - 1, size, self.ledger_nodes)
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        from crawler.transparency.tree import consistency_proof
+
+        return consistency_proof(old, new, self.ledger_nodes)
+
+    def ledger_entry(self, seq: int) -> Entry | None:
+        with self._read() as conn:
+            row = conn.execute(sa.select(ledger).where(ledger.c.seq == seq)).first()
+        return None if row is None else Entry(row.seq, row.at, row.kind, row.payload, row.prev_hash, row.hash)
+
+    def ledger_receipt(self, seq: int, head: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Entry ``seq``, its inclusion proof, and the signed head it is proved against (the latest, by default).
+
+        Anyone can check it with crawler/verify_receipt.py and the crawler's
+        published key directory, without trusting this store.
+        """
+        entry = self.ledger_entry(seq)
+        if entry is None:
+            raise StoreError(f"the ledger has no entry {seq}")
+        head = head or (self.sign_tree_head() if self.head_key is not None else self.latest_tree_head())
+        if head is None or head["tree_size"] < seq:
+            raise StoreError(f"no signed tree head covers entry {seq} yet (`scrapy ledger head` signs one)")
+        proof = self.inclusion_proof(seq, head["tree_size"])
+        return {"entry": entry.as_dict(), "leaf_index": seq - 1, "inclusion_proof": [h.hex() for h in proof], "tree_head": head}
 
     def ledger_entries(self) -> Iterator[Entry]:
         """Every entry in sequence order, read in pages (the ledger can be long)."""

@@ -1,0 +1,148 @@
+"""Ledger scale: a million entries in the transparency log, and what a proof costs at that size.
+
+Appends ``--entries`` (default 1,000,000) ``purge.completed``-sized entries
+to a fresh store through the store's own path (``Store.append_ledger_batch``:
+hash chain, Merkle nodes, one signed tree head per batch of ``--batch``),
+plus ``--single`` appends one at a time (one head each, as ``notice add`` and
+``purge`` do), then reports:
+
+- appends per second, batched and single;
+- an inclusion proof (``Store.inclusion_proof``) and a consistency proof
+  (``Store.consistency_proof``) at the full size: the median and worst of
+  ``--proofs`` random ones each, every one checked with the standalone
+  verifier's math (its time is not counted);
+- the number of node rows a proof reads (at most 2 log2 n, by construction:
+  no scan), and the storage per entry (database size / entries; and the
+  tree's own share, the ``ledger_nodes`` and ``ledger_heads`` tables, via
+  SQLite's dbstat when available).
+
+    .venv/bin/python bench/ledger_scale.py [--entries N] [--batch N] [--single N] [--proofs N] [--store URL] [--json FILE]
+    .venv/bin/python bench/ledger_scale.py --quick        # 20,000 entries, a minute or less
+
+``--store postgresql+psycopg://...`` runs it on PostgreSQL (storage per entry
+is then from pg_total_relation_size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def payload(n: int) -> dict[str, object]:
+    """About the size of a real purge receipt's ledger entry."""
+    return {"purge_id": f"{n:032x}", "notice_id": f"2026-11-26-site{n % 997}-test", "reason": f"notice for site{n % 997}.test",
+            "operator": "ops@crawler-01", "scope": {"domains": [f"site{n % 997}.test"], "resolved_domains": [f"site{n % 997}.test"]},
+            "started_at": "2026-11-26T10:00:00+00:00", "finished_at": "2026-11-26T10:00:02+00:00",
+            "counts": {"store": n % 50}, "total_deleted": n % 50, "manual_action_required": [], "deferred": [], "notes": {}}  # fmt: skip
+
+
+def storage(store: object, url: str) -> dict[str, float]:
+    """Bytes on disk: the whole database file, and each ledger table with its indexes where the engine says."""
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        store.dispose()  # type: ignore[attr-defined]
+        path = Path(url.split("///", 1)[1])
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        sizes: dict[str, float] = {"database": path.stat().st_size}
+        try:
+            for table in ("ledger", "ledger_nodes", "ledger_heads"):
+                sizes[table] = conn.execute("SELECT SUM(pgsize) FROM dbstat WHERE name = ? OR name IN "
+                                            "(SELECT name FROM sqlite_master WHERE tbl_name = ?)", (table, table)).fetchone()[0] or 0  # fmt: skip
+        except sqlite3.DatabaseError:
+            pass  # SQLite built without dbstat: the file size alone
+        conn.close()
+        return sizes
+    with store.engine.connect() as conn:  # type: ignore[attr-defined]
+        return {table: conn.exec_driver_sql(f"SELECT pg_total_relation_size('{table}')").scalar() or 0
+                for table in ("ledger", "ledger_nodes", "ledger_heads")}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--single", type=int, default=2000, help="appends one at a time, one signed head each")
+    parser.add_argument("--proofs", type=int, default=200)
+    parser.add_argument("--store", default=None, help="a SQLAlchemy URL (default: a fresh SQLite file in a temporary folder)")
+    parser.add_argument("--quick", action="store_true", help="20,000 entries")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    if args.quick:
+        args.entries, args.single, args.proofs = 20_000, 500, 100
+
+    from crawler.compliance.store import Store
+    from crawler.identity.signing import SigningKey
+    from crawler.transparency import tree as tree_core
+    from crawler.verify_receipt import verify_consistency, verify_inclusion
+
+    folder = tempfile.mkdtemp(prefix="ledger-scale-")
+    url = args.store or f"sqlite:///{folder}/ledger.sqlite3"
+    key = SigningKey.generate()
+    store = Store(url, head_key=key)
+    bulk = args.entries - args.single
+    started = time.perf_counter()
+    for first in range(0, bulk, args.batch):
+        store.append_ledger_batch([("purge.completed", payload(n)) for n in range(first, min(first + args.batch, bulk))])
+        if first and first % 100_000 == 0:
+            print(f"  {first:>9,} entries, {first / (time.perf_counter() - started):,.0f}/s", file=sys.stderr)
+    batched = time.perf_counter() - started
+    started = time.perf_counter()
+    for n in range(bulk, args.entries):
+        store.append_ledger("purge.completed", payload(n))
+    single = time.perf_counter() - started
+    size = store.ledger_tree_size()
+    head = store.latest_tree_head()
+    assert head is not None and head["tree_size"] == size == args.entries
+    root = bytes.fromhex(head["root_hash"])
+
+    # Proofs at full size: read through the store (one query), checked with the verifier's math.
+    rng = random.Random(9162)
+    inclusion, consistency, reads = [], [], []
+    for _ in range(args.proofs):
+        seq = rng.randint(1, size)
+        t0 = time.perf_counter()
+        proof = store.inclusion_proof(seq, size)
+        inclusion.append(time.perf_counter() - t0)
+        entry = store.ledger_entry(seq)
+        assert entry is not None
+        verify_inclusion(seq - 1, size, entry.leaf_hash(), proof, root)
+        reads.append(sum(len(tree_core.range_nodes(s, e)) for s, e in tree_core.inclusion_ranges(seq - 1, size)))
+    heads = [rng.randint(1, size - 1) for _ in range(args.proofs)]
+    for old in heads:
+        t0 = time.perf_counter()
+        proof = store.consistency_proof(old, size)
+        consistency.append(time.perf_counter() - t0)
+        verify_consistency(old, size, proof, store.tree_root(old), root)
+    signed_heads = sum(1 for _ in store.tree_heads())
+    sizes = storage(store, url)
+    result = {
+        "entries": size, "batch": args.batch, "engine": store.engine.dialect.name,
+        "batched_appends_per_s": round(bulk / batched) if bulk else None,
+        "single_appends_per_s": round(args.single / single) if args.single else None,
+        "inclusion_ms_median": round(statistics.median(inclusion) * 1000, 3), "inclusion_ms_max": round(max(inclusion) * 1000, 3),
+        "consistency_ms_median": round(statistics.median(consistency) * 1000, 3), "consistency_ms_max": round(max(consistency) * 1000, 3),
+        "nodes_read_per_inclusion_max": max(reads),
+        "bytes_per_entry": {name: round(value / size, 1) for name, value in sizes.items()},
+        "signed_heads": signed_heads,
+    }  # fmt: skip
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    store.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
