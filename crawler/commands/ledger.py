@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import UsageError
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 class Command(ComplianceCommand):
     def syntax(self) -> str:
-        return "verify | show [--json]"
+        return "verify [--receipt FILE] | show [--json]"
 
     def short_desc(self) -> str:
         return "Verify or show the tamper-evident ledger"
@@ -26,6 +26,8 @@ class Command(ComplianceCommand):
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
         parser.add_argument("--json", action="store_true", help="show: one JSON object per entry")
+        parser.add_argument("--receipt", metavar="FILE",
+                            help="verify: also check an objection receipt downloaded from the portal against this ledger")  # fmt: skip
 
     def execute(self, args: list[str], opts: argparse.Namespace) -> int:
         if not args or args[0] not in ("verify", "show"):
@@ -60,6 +62,8 @@ class Command(ComplianceCommand):
                     print(f"ledger BROKEN at entry {stray[0]}: beyond the recorded head ({head[0] if head else 0}); "
                           "it was not appended through the ledger")  # fmt: skip
                     return 1
+            if verdict.ok and opts.receipt and not self.check_receipt(opts.receipt, store):
+                return 1
             if verdict.ok:
                 print(f"ledger {verdict.message}")
                 if disagreements:
@@ -81,3 +85,20 @@ class Command(ComplianceCommand):
                 summary = ", ".join(f"{k}={v}" for k, v in payload.items() if isinstance(v, (str, int)) and k != "operator")
                 print(f"{entry.seq:>5} {entry.at} {entry.kind:<26} {entry.hash[:16]} {summary[:120]}")
         return 0
+
+    def check_receipt(self, path: str, store: Any) -> bool:
+        """Print one line per check of an objection receipt (crawler/portal/objections.py check_receipt); True if all pass."""
+        from crawler.cli import CommandFailed
+        from crawler.portal.objections import check_receipt
+
+        try:
+            receipt = json.loads(open(path, encoding="utf-8").read())  # noqa: SIM115
+        except OSError as exc:
+            raise CommandFailed(f"--receipt {path}: cannot read it ({exc.strerror or exc})") from None
+        except ValueError as exc:
+            raise CommandFailed(f"--receipt {path}: not JSON ({exc})") from None
+        entries = {e.seq: e for e in store.ledger_entries()}
+        results = check_receipt(receipt, entries)
+        for ok, line in results:
+            print(f"receipt {'ok' if ok else 'FAILED'}: {line}")
+        return all(ok for ok, _ in results)
