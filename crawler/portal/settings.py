@@ -50,10 +50,13 @@ def portal_settings(settings: BaseSettings) -> PortalSettings:
     rate = str(settings.get("COMPLIANCE_PORTAL_RATE_LIMIT") or DEFAULT_RATE_LIMIT)
     try:
         from limits import parse_many
-
-        parse_many(rate)
-    except (ImportError, ValueError) as exc:
-        raise ConfigError(f"COMPLIANCE_PORTAL_RATE_LIMIT: {rate!r}: {exc}") from None
+    except ImportError:
+        parse_many = None  # `scrapy objection` without the portal extra: the limit is the portal's concern
+    if parse_many is not None:
+        try:
+            parse_many(rate)
+        except ValueError as exc:
+            raise ConfigError(f"COMPLIANCE_PORTAL_RATE_LIMIT: {rate!r}: {exc}") from None
     return PortalSettings(
         pending_days=days, admin_token=token, trusted_proxies=tuple(proxies), rate_limit=rate,
         contact=str(settings.get("COMPLIANCE_CONTACT") or ""),
