@@ -19,7 +19,9 @@ from weakref import WeakKeyDictionary
 
 from crawler.compliance.domains import filed_under, host_of, registered_domain
 from crawler.compliance.faults import fault_point
-from crawler.compliance.notices import LoadedNotice, Notice, NoticeSet, load_notice_files, merge_notices
+from crawler.compliance.notices import (
+    PAUSE_TAG, PROOF_SPIDER, LoadedNotice, Notice, NoticeSet, load_notice_files, merge_notices,
+)  # fmt: skip
 from crawler.compliance.policy import PolicySet, load_policies
 from crawler.compliance.store import NoticeRow, Store, item_row, utcnow
 from crawler.config import Config, ConfigError, machine_name
@@ -142,7 +144,19 @@ class ComplianceRuntime:
 
     def _build_notices(self) -> NoticeSet:
         active = merge_notices(self._notice_files, self._store_notices, self.policies)
+        exempt = self._proof_exempt_notice()
+        if exempt:
+            # The ownership-proof fetch of a pending objection (crawler/portal/proof.py):
+            # that objection's own pause would refuse the very file that proves
+            # control. Only that pause is lifted, only in that spider; every other notice holds.
+            active = [a for a in active if not (a.notice.id == exempt and PAUSE_TAG in a.notice.tags)]
         return NoticeSet.build(active, f"r{self.registry_version}/{len(self._notice_files)}")
+
+    def _proof_exempt_notice(self) -> str:
+        spidercls = getattr(self.crawler, "spidercls", None)
+        if getattr(spidercls, "name", None) != PROOF_SPIDER:
+            return ""
+        return str(self.crawler.settings.get("COMPLIANCE_PROOF_PAUSE_NOTICE") or "")
 
     def _adopt_registry(self, version: int, rows: list[NoticeRow]) -> None:
         store_notices = []

@@ -1,5 +1,5 @@
-"""``scrapy compliance report|init|page``: the report a compliance person reads after a crawl, a project's
-policy folder, and the public page that explains the crawler to site owners."""
+"""``scrapy compliance report|init|page|serve``: the report a compliance person reads after a crawl, a project's
+policy folder, the public page that explains the crawler to site owners, and the site owners' portal."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ if TYPE_CHECKING:
 
 class Command(ComplianceCommand):
     def syntax(self) -> str:
-        return "report [--crawl ID | --all] [--html FILE] | init [DIR] | page [--out DIR]"
+        return "report [--crawl ID | --all] [--html FILE] | init [DIR] | page [--out DIR] | serve [--host 127.0.0.1] [--port 8080]"
 
     def short_desc(self) -> str:
         return ("Report what a crawl stored and refused (report); write the project's policies/ folder (init); "
-                "write the public page that explains the crawler (page)")
+                "write the public page that explains the crawler (page); run the site owners' portal (serve)")
 
     def long_desc(self) -> str:
         return (
@@ -28,7 +28,8 @@ class Command(ComplianceCommand):
             "ledger is broken or a crawl could not write to the store. init: write policies/ into the project "
             "(the default policy, the shipped platform policies, schema.json, an empty notices/), to edit. "
             "page: write index.html, crawler.json (the same content) and, with COMPLIANCE_IP_RANGES, "
-            "client-ranges.json into --out (default COMPLIANCE_DATA_DIR/page), for hosting at COMPLIANCE_CONTACT."
+            "client-ranges.json into --out (default COMPLIANCE_DATA_DIR/page), for hosting at COMPLIANCE_CONTACT. serve: the "
+            "site owners' portal (docs/portal.md) on the crawls' store and policies; needs the 'portal' extra."
         )
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
@@ -37,14 +38,19 @@ class Command(ComplianceCommand):
         parser.add_argument("--all", action="store_true", help="every crawl in the store")
         parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with charts")
         parser.add_argument("--out", metavar="DIR", help="page: the folder to write into (default COMPLIANCE_DATA_DIR/page)")
+        parser.add_argument("--host", default="127.0.0.1", help="serve: the address to listen on (default 127.0.0.1; put a TLS proxy in front)")
+        parser.add_argument("--port", default="8080", help="serve: the port (default 8080)")
 
     def execute(self, args: list[str], opts: argparse.Namespace) -> int:
         if args[:1] == ["init"] and len(args) <= 2:
             return self.init(args[1] if len(args) == 2 else None)
         if args == ["page"]:
             return self.page(opts)
+        if args == ["serve"]:
+            return self.serve(opts)
         if args != ["report"]:
-            raise UsageError("expected: report [--crawl ID | --all] [--html FILE], init [DIR], or page [--out DIR]", print_help=True)
+            raise UsageError("expected: report [--crawl ID | --all] [--html FILE], init [DIR], page [--out DIR], "
+                             "or serve [--host H] [--port P]", print_help=True)  # fmt: skip
         return self.report(opts)
 
     def init(self, given: str | None) -> int:
@@ -166,4 +172,27 @@ class Command(ComplianceCommand):
             raise CommandFailed(f"cannot write the page into {out}: {exc.strerror or exc}") from None
         for name in files:
             print(f"wrote {out / name}")
+        return 0
+
+    def serve(self, opts: argparse.Namespace) -> int:
+        """Run the portal under uvicorn until interrupted (the crawls never depend on it)."""
+        try:
+            import uvicorn
+
+            from crawler.portal.app import create_app
+        except ImportError as exc:
+            raise CommandFailed(f"the portal needs its extra: pip install 'ethical-crawler[portal]' ({exc})") from None
+        from scrapy.utils.conf import arglist_to_dict
+
+        assert self.settings is not None
+        if not str(opts.port).isdigit() or not 0 < int(opts.port) < 65536:
+            raise CommandFailed(f"--port: {opts.port!r} is not a port number (1-65535)")
+        # The proof fetch runs `scrapy objection probe` with the same -s settings (store, policies, contact, ...).
+        overrides = {k: v for k, v in arglist_to_dict(opts.set or []).items() if k != "COMPLIANCE_ADMIN_TOKEN"}
+        app = create_app(self.settings, store=self.open_store(), policies=self.policies(), probe_overrides=overrides)
+        print(f"portal: http://{opts.host}:{opts.port}/ (store {self.open_store().url})", flush=True)
+        # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 by
+        # default; the app trusts only COMPLIANCE_TRUSTED_PROXIES (crawler/portal/app.py).
+        uvicorn.run(app, host=opts.host, port=int(opts.port), proxy_headers=False, server_header=False,
+                    log_level="info", access_log=True)  # fmt: skip
         return 0

@@ -37,7 +37,7 @@ def _number(name: str, text: str) -> int:
 
 class Command(ComplianceCommand):
     def syntax(self) -> str:
-        return "verify | show [--json] | head | heads [--json] | prove SEQ [--size N] | consistency OLD_SIZE [NEW_SIZE]"
+        return "verify [--receipt FILE] | show [--json] | head | heads [--json] | prove SEQ [--size N] | consistency OLD_SIZE [NEW_SIZE]"
 
     def short_desc(self) -> str:
         return "Verify or show the ledger; print signed tree heads, inclusion and consistency proofs"
@@ -46,6 +46,8 @@ class Command(ComplianceCommand):
         super().add_options(parser)
         parser.add_argument("--json", action="store_true", help="show, heads: one JSON object per line")
         parser.add_argument("--size", default=None, help="prove: against the signed head of this tree size (default: the latest)")
+        parser.add_argument("--receipt", metavar="FILE",
+                            help="verify: also check an objection receipt downloaded from the portal against this ledger")  # fmt: skip
 
     def execute(self, args: list[str], opts: argparse.Namespace) -> int:
         if not args or args[0] not in ACTIONS:
@@ -55,7 +57,7 @@ class Command(ComplianceCommand):
         if not wanted[0] <= len(rest) <= wanted[1]:
             raise UsageError(f"ledger {action}: wrong number of arguments; see `scrapy ledger -h`", print_help=False)
         if action == "verify":
-            return self.verify()
+            return self.verify(opts.receipt)
         if action == "show":
             return self.show(opts)
         if action == "heads":
@@ -110,7 +112,7 @@ class Command(ComplianceCommand):
 
     # -- verify -----------------------------------------------------------------------
 
-    def verify(self) -> int:
+    def verify(self, receipt: str | None = None) -> int:
         from crawler.compliance.ledger import verify
 
         store = self.open_store()
@@ -148,6 +150,8 @@ class Command(ComplianceCommand):
         print(f"ledger {verdict.message}")
         audit.finish()
         tree_ok = self._report_tree(store, audit)
+        if receipt and not self.check_receipt(receipt, store):
+            return 1
         if disagreements:
             print(f"{len(disagreements)} notice(s) in the registry disagree with the ledger; crawls treat them as active")
             return 1
@@ -215,3 +219,20 @@ class Command(ComplianceCommand):
                 summary = ", ".join(f"{k}={v}" for k, v in payload.items() if isinstance(v, (str, int)) and k != "operator")
                 print(f"{entry.seq:>5} {entry.at} {entry.kind:<26} {entry.hash[:16]} {summary[:120]}")
         return 0
+
+    def check_receipt(self, path: str, store: Any) -> bool:
+        """Print one line per check of an objection receipt (crawler/portal/objections.py check_receipt); True if all pass."""
+        from crawler.cli import CommandFailed
+        from crawler.portal.objections import check_receipt
+
+        try:
+            receipt = json.loads(open(path, encoding="utf-8").read())  # noqa: SIM115
+        except OSError as exc:
+            raise CommandFailed(f"--receipt {path}: cannot read it ({exc.strerror or exc})") from None
+        except ValueError as exc:
+            raise CommandFailed(f"--receipt {path}: not JSON ({exc})") from None
+        entries = {e.seq: e for e in store.ledger_entries()}
+        results = check_receipt(receipt, entries)
+        for ok, line in results:
+            print(f"receipt {'ok' if ok else 'FAILED'}: {line}")
+        return all(ok for ok, _ in results)

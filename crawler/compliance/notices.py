@@ -39,6 +39,13 @@ NoticeType = Literal[
 ]  # fmt: skip
 NOTICE_TYPES: tuple[str, ...] = NoticeType.__args__  # type: ignore[attr-defined]
 CEASE_AND_DESIST = "cease-and-desist"
+#: Tag of a notice filed by a site owner through the portal (crawler/portal).
+OBJECTION_TAG = "site-owner-objection"
+#: Tag of the pause a pending objection puts in the registry: stop, do not delete, expires.
+PAUSE_TAG = "objection-pending"
+#: The spider that fetches a site owner's proof of control (crawler/portal/proof.py); the only
+#: one in which that objection's own pause is lifted, for the proof file (see ComplianceRuntime).
+PROOF_SPIDER = "ownership-proof"
 NOTICE_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 #: How far another machine's clock may be ahead of ours without a notice being enforced late.
 CLOCK_SKEW = timedelta(seconds=60)
@@ -159,11 +166,18 @@ class Notice(Strict):
     purge_deadline: date | None = Field(default=None, description="the date the sender set for deletion, if any")
     status: Literal["active", "withdrawn"] = "active"
     withdrawn_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description="when blocking ends by itself (a site owner's objection pending verification: a pause, "
+        "COMPLIANCE_OBJECTION_PENDING_DAYS); none for a notice, which blocks until withdrawn",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Notice:
         if self.status == "withdrawn" and self.withdrawn_at is None:
             raise ValueError("a withdrawn notice needs withdrawn_at")
+        if self.expires_at is not None and self.expires_at <= self.effective_at:
+            raise ValueError(f"expires_at ({self.expires_at.isoformat()}) is not after effective_at ({self.effective_at.isoformat()})")
         if self.date_sent is not None and self.date_sent > self.date_received:
             raise ValueError(f"date_sent ({self.date_sent}) is after date_received ({self.date_received})")
         # A day of slack for time zones; later than that is a typo, not a notice.
@@ -286,6 +300,10 @@ class NoticeSet:
             # The filer's clock set effective_at; this machine's may be behind.
             # Enforcing up to CLOCK_SKEW early fails closed; later is a breach.
             if notice.effective_at > now + CLOCK_SKEW:
+                continue
+            # A pause that expired (an objection never verified). Enforced up
+            # to CLOCK_SKEW past its end on this machine's clock: fail closed.
+            if notice.expires_at is not None and notice.expires_at < now - CLOCK_SKEW:
                 continue
             rule = active.scope.match(url)
             if rule is not None:

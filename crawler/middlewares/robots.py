@@ -43,6 +43,12 @@ PACING_MARGIN = 0.05
 
 #: Meta key marking our own robots.txt requests (they are not checked against themselves).
 ROBOTS_FETCH = "compliance_robots_fetch"
+#: Meta key of a site owner's proof of control (crawler/portal/proof.py). robots.txt
+#: governs crawling; this file is one the site owner placed for this crawler to
+#: read, at the owner's request, like robots.txt itself (RFC 9309 2.3 does not
+#: apply robots.txt to robots.txt): a Disallow: / meant to keep the crawler out
+#: must not also stop the owner proving control so as to object.
+OWNERSHIP_PROOF_FETCH = "compliance_ownership_proof"
 
 
 def _fetched(state: RobotsState, detail: str, *, body: bytes = b"", final_url: str = "") -> dict[str, Any]:
@@ -71,7 +77,7 @@ class RobotsTxtMiddleware:
         return cls(crawler)
 
     async def process_request(self, request: Request) -> None:
-        if request.meta.get(ROBOTS_FETCH):
+        if request.meta.get(ROBOTS_FETCH) or request.meta.get(OWNERSHIP_PROOF_FETCH):
             return
         if not request.url.startswith(("http://", "https://")):
             self._refuse(Decision.refuse("url.scheme", rule="only http and https URLs are crawled"), request)

@@ -1,0 +1,235 @@
+"""The portal's own safety, in process (Starlette's TestClient on the real app, a real SQLite store).
+
+Each test pins one protection and fails without it: CSRF, escaping, the
+notice validators, no stored text without proof, the admin token, the rate
+limit, redirects that stay on the portal, and the pause an objection puts in
+the registry (with its expiry, in the crawls' own notice check).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scrapy.settings import Settings
+from starlette.testclient import TestClient
+
+from crawler.compliance.notices import PAUSE_TAG, Notice, NoticeSet, merge_notices
+from crawler.compliance.store import Store, item_row
+from crawler.portal.app import create_app
+from crawler.portal.objections import ObjectionBook, parse_form
+from crawler.testing.runner import policy_dir_with_pace
+
+ADMIN = "admin-token-0123456789"
+HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+
+
+def settings_for(tmp_path: Path, **extra: Any) -> Settings:
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    return Settings({
+        "COMPLIANCE_STORE": f"sqlite:///{tmp_path / 'store.sqlite3'}", "COMPLIANCE_POLICY_DIR": str(policies),
+        "COMPLIANCE_CONTACT": "https://operator.test/contact", "COMPLIANCE_DATA_DIR": str(tmp_path / "var"), **extra,
+    })  # fmt: skip
+
+
+@pytest.fixture
+def portal(tmp_path: Path) -> Any:
+    settings = settings_for(tmp_path, COMPLIANCE_ADMIN_TOKEN=ADMIN)
+    with TestClient(create_app(settings), base_url="http://portal.test") as client:
+        client.settings = settings
+        yield client
+
+
+def csrf(client: TestClient, path: str = "/objections/new") -> str:
+    page = client.get(path)
+    found = re.search(r'name="csrftoken" value="([^"]+)"', page.text)
+    assert found, page.text[:500]
+    return found.group(1)
+
+
+def file(client: TestClient, **fields: str) -> Any:
+    form = {"domain": "owner.test", "sender": "Site Owner", "email": "owner@owner.test", "kind": "cease-and-desist",
+            "statement": "Please stop.", **fields}  # fmt: skip
+    return client.post("/objections", data={"csrftoken": csrf(client), **form}, follow_redirects=False)
+
+
+def store_of(client: TestClient) -> Store:
+    return Store(client.settings["COMPLIANCE_STORE"])
+
+
+def test_a_form_posted_without_the_csrf_token_is_refused_and_files_nothing(portal: TestClient) -> None:
+    """CSRF: a POST without the signed token (another site's form) gets 403, and no objection or pause exists."""
+    portal.get("/objections/new")  # the cookie alone, as a cross-site form would carry it
+    refused = portal.post("/objections", data={"domain": "owner.test", "sender": "x", "email": "a@b.test", "kind": "Other"},
+                          follow_redirects=False)  # fmt: skip
+    assert refused.status_code == 403
+    assert ObjectionBook(store_of(portal)).list() == [] and store_of(portal).notice_rows() == []
+    forged = portal.post("/objections", data={"csrftoken": "forged", "domain": "owner.test"}, follow_redirects=False)
+    assert forged.status_code == 403
+
+
+def test_a_filed_objection_pauses_its_domain_in_the_registry_and_redirects_within_the_portal(portal: TestClient) -> None:
+    """Filing: a pause notice (stop, no delete, expires) in the store's registry, the version bumped, in the ledger; 303 to a relative path."""
+    store = store_of(portal)
+    before = store.registry_version()
+    done = file(portal, domain="owner.test")
+    assert done.status_code == 303
+    location = done.headers["location"]
+    assert location.startswith("/objections/") and "//" not in location, location
+    [row] = store.notice_rows()
+    notice = Notice.model_validate(row.data)
+    assert PAUSE_TAG in notice.tags and notice.demands.stop_collection and not notice.demands.delete_existing
+    assert notice.expires_at is not None and notice.expires_at > datetime.now(UTC) + timedelta(days=13)
+    assert store.registry_version() == before + 1
+    assert [e.kind for e in store.ledger_entries()] == ["notice.added"]
+    decided = NoticeSet.build(merge_notices([], [(notice, row.resolved_domains)], None), "t")
+    assert not decided.decide("https://www.owner.test/page").allowed
+    assert decided.decide("https://other.test/").allowed
+    # The e-mail and the statement stay out of the ledger (it can never forget).
+    assert "owner@owner.test" not in "".join(e.payload for e in store.ledger_entries())
+
+
+def test_a_redirect_never_follows_the_host_header(portal: TestClient) -> None:
+    """No open redirect: with a hostile Host header the Location is still a path on the portal."""
+    token = csrf(portal)
+    done = portal.post("/objections", headers={"host": "evil.test"}, follow_redirects=False, data={
+        "csrftoken": token, "domain": "owner.test", "sender": "S", "email": "s@owner.test", "kind": "Other"})  # fmt: skip
+    assert done.status_code == 303 and done.headers["location"].startswith("/objections/")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"domain": "co.uk"}, "public suffix"),
+        ({"domain": "www.owner.test"}, "not a registered domain"),
+        ({"domain": "*.owner.test"}, "wildcards"),
+        ({"domain": "", "url_patterns": "https://a.test/x\nhttps://b.test/y"}, "one registered domain"),
+        ({"domain": "127.0.0.1"}, "IP address"),
+        ({"email": "not-an-address"}, "email"),
+        ({"statement": "x" * 5001}, "at most 5000"),
+        ({"kind": "Nonsense"}, "kind: one of"),
+    ],
+)
+def test_the_form_is_validated_like_the_command_line(portal: TestClient, fields: dict[str, str], message: str) -> None:
+    """Validation: the notice model's validators (registered domains, no public suffix), bounded sizes; nothing is filed."""
+    shown = file(portal, **fields)
+    assert shown.status_code == 400 and message in shown.text, shown.text[-1500:]
+    assert store_of(portal).notice_rows() == []
+
+
+def test_parse_form_accepts_url_patterns_under_one_domain() -> None:
+    """URL patterns under one registered domain: that domain is the one whose control is proved."""
+    form, errors = parse_form({"url_patterns": "https://blog.owner.test/private/*\nhttps://owner.test/x$", "sender": "S",
+                               "email": "s@owner.test", "kind": "DataProtection"})  # fmt: skip
+    assert not errors and form is not None and form.domain == "owner.test" and len(form.scope.url_patterns) == 2
+
+
+def test_hostile_input_is_escaped_everywhere_it_is_shown(portal: TestClient) -> None:
+    """Escaping: a statement and sender full of markup come back as text, on the objection page, the admin page and in errors."""
+    done = file(portal, sender=HOSTILE, statement=HOSTILE)
+    page = portal.get(done.headers["location"])
+    assert "<script>" not in page.text and "&lt;script&gt;" in page.text
+    assert "onerror=alert" not in page.text.replace("&#34;", "").replace("&gt;", "") or "<img" not in page.text
+    portal.headers["authorization"] = f"Bearer {ADMIN}"
+    admin = portal.get("/admin")
+    assert admin.status_code == 200 and "<script>" not in admin.text and "&lt;script&gt;" in admin.text
+    portal.headers.pop("authorization")
+    error = portal.get("/holdings", params={"domain": HOSTILE})
+    assert error.status_code == 400 and "<script>" not in error.text
+    assert "script-src" not in page.headers["content-security-policy"] and "default-src 'none'" in page.headers["content-security-policy"]
+
+
+def test_holdings_show_counts_to_anyone_and_texts_only_with_proof(portal: TestClient) -> None:
+    """Disclosure: counts, dates, refusals without proof; the stored URLs and texts only to the operator or a verified owner."""
+    store = store_of(portal)
+    store.start_crawl("c1", "site", ["https://owner.test/"], "UA")
+    now = datetime.now(UTC)
+    rows = [item_row({"title": "t", "text": f"SECRET TEXT {i}"},
+                     {"url": f"https://{h}/secret-{i}", "host": h, "domain": "owner.test", "fetched_at": now, "crawl_id": "c1"})
+            for i, h in enumerate(["owner.test", "www.owner.test", "www.owner.test"])]  # fmt: skip
+    store.write(rows, [])
+    public = portal.get("/holdings", params={"domain": "owner.test"})
+    assert public.status_code == 200
+    assert re.search(r"<td>www.owner.test</td><td>2</td>", public.text) and "3 stored item(s)" in public.text
+    assert "SECRET TEXT" not in public.text and "/secret-" not in public.text
+    # An objection id that is not verified unlocks nothing.
+    filed = file(portal)
+    objection_id = filed.headers["location"].rsplit("/", 1)[1]
+    pending = portal.get("/holdings", params={"domain": "owner.test", "objection": objection_id})
+    assert "SECRET TEXT" not in pending.text
+    assert "objection-" in pending.text and "a pause while an objection awaits proof" in pending.text
+    operator = portal.get("/holdings", params={"domain": "owner.test"}, headers={"authorization": f"Bearer {ADMIN}"})
+    assert "SECRET TEXT 0" in operator.text and "https://www.owner.test/secret-1" in operator.text
+
+
+def test_admin_is_off_without_a_token_and_refuses_a_wrong_one(tmp_path: Path) -> None:
+    """Admin: 404 when COMPLIANCE_ADMIN_TOKEN is unset; a wrong token or cookie gets nothing; the right one lists objections."""
+    with TestClient(create_app(settings_for(tmp_path / "off"))) as off:
+        assert off.get("/admin").status_code == 404
+        assert off.get("/admin", headers={"authorization": "Bearer "}).status_code == 404
+    with TestClient(create_app(settings_for(tmp_path / "on", COMPLIANCE_ADMIN_TOKEN=ADMIN))) as on:
+        assert on.get("/admin").status_code == 401
+        assert on.get("/admin", headers={"authorization": f"Bearer {ADMIN}x"}).status_code == 401
+        on.cookies.set("portal_admin", "0" * 64)
+        assert on.get("/admin").status_code == 401
+        on.cookies.clear()
+        wrong = on.post("/admin/login", data={"csrftoken": csrf(on, "/admin"), "token": "guess"}, follow_redirects=False)
+        assert wrong.status_code == 401
+        right = on.post("/admin/login", data={"csrftoken": csrf(on, "/admin"), "token": ADMIN}, follow_redirects=False)
+        assert right.status_code == 303 and right.headers["location"] == "/admin"
+        assert on.get("/admin").status_code == 200
+
+
+def test_the_operator_approves_without_proof_and_rejects_with_a_reason(portal: TestClient) -> None:
+    """Admin: approve makes a stop-and-delete notice and purges; reject withdraws the pause; both in the ledger."""
+    store = store_of(portal)
+    first = file(portal, domain="approved.test").headers["location"]
+    second = file(portal, domain="rejected.test").headers["location"]
+    book = ObjectionBook(store)
+    a, r = (book.get(p.rsplit("/", 1)[1]) for p in (first, second))
+    assert a and r
+    portal.headers["authorization"] = f"Bearer {ADMIN}"
+    token = csrf(portal, "/admin")
+    assert portal.post(f"/admin/objections/{a['public_id']}/approve", data={"csrftoken": token, "note": "letter"}, follow_redirects=False).status_code == 303
+    no_reason = portal.post(f"/admin/objections/{r['public_id']}/reject", data={"csrftoken": token, "reason": ""}, follow_redirects=False)
+    assert no_reason.status_code == 400
+    assert portal.post(f"/admin/objections/{r['public_id']}/reject", data={"csrftoken": token, "reason": "not the owner"}, follow_redirects=False).status_code == 303
+    statuses = {o["domain"]: o["status"] for o in book.list()}
+    assert statuses == {"approved.test": "approved", "rejected.test": "rejected"}
+    in_force = {row.id: row.data for row in store.notice_rows()}
+    assert in_force[f"objection-{a['public_id']}"]["demands"] == {"stop_collection": True, "delete_existing": True}
+    assert "site-owner-objection" in in_force[f"objection-{a['public_id']}"]["tags"]
+    assert in_force[a["pause_notice_id"]]["status"] == "withdrawn" and in_force[r["pause_notice_id"]]["status"] == "withdrawn"
+    kinds = [e.kind for e in store.ledger_entries()]
+    assert "objection.approved" in kinds and "objection.rejected" in kinds and "purge.completed" in kinds
+    receipt = portal.get(f"{first}/receipt.json")
+    assert receipt.status_code == 200 and receipt.json()["objection"]["outcome"] == "approved"
+
+
+def test_filing_is_rate_limited_per_client(tmp_path: Path) -> None:
+    """Rate limit: past COMPLIANCE_PORTAL_RATE_LIMIT a client gets 429 and nothing more is filed."""
+    with TestClient(create_app(settings_for(tmp_path, COMPLIANCE_PORTAL_RATE_LIMIT="3/hour"))) as client:
+        client.settings = settings_for(tmp_path)
+        codes = [file(client, domain=f"site{i}.test").status_code for i in range(5)]
+        assert codes == [303, 303, 303, 429, 429]
+        assert len(ObjectionBook(store_of(client)).list()) == 3
+
+
+def test_an_unverified_objection_expires_in_the_crawls_and_in_the_ledger(portal: TestClient) -> None:
+    """Expiry: past expires_at the crawls' own check lets the domain through; the next sweep withdraws the pause and records it."""
+    store = store_of(portal)
+    file(portal)
+    book = ObjectionBook(store, pending_days=14)
+    [record] = book.list()
+    [row] = store.notice_rows()
+    notice = Notice.model_validate(row.data)
+    notices = NoticeSet.build(merge_notices([], [(notice, row.resolved_domains)], None), "t")
+    assert not notices.decide("https://owner.test/", now=datetime.now(UTC) + timedelta(days=13)).allowed
+    assert notices.decide("https://owner.test/", now=datetime.now(UTC) + timedelta(days=14, minutes=2)).allowed
+    assert book.sweep(now=datetime.now(UTC) + timedelta(days=15)) == [record["public_id"]]
+    assert book.get(record["id"])["status"] == "expired"
+    assert store.notice_row(record["pause_notice_id"]).data["status"] == "withdrawn"
+    assert [e.kind for e in store.ledger_entries()][-2:] == ["notice.withdrawn", "objection.expired"]

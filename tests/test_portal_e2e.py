@@ -1,0 +1,150 @@
+"""The portal for real: `scrapy compliance serve` over HTTP, a running crawl, the test web, the store they share."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crawler.compliance.store import Store
+from crawler.portal.objections import ObjectionBook
+from crawler.testing.plugin import serving
+from crawler.testing.runner import policy_dir_with_pace, run_site_crawl, scrapy_command, start_site_crawl
+
+from conftest import GUARD_ENV
+from portal_support import OwnedSite, bystander, csrf_of, file_objection, portal_settings, running_portal, session
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def owned() -> Any:
+    site = OwnedSite()
+    with serving({"owner.test": site, "bystander.test": bystander()}) as web:
+        web.owned = site
+        yield web
+
+
+def test_objection_stops_a_running_crawl_then_verify_purges_and_the_receipt_checks(owned: Any, tmp_path: Path, store_url: str) -> None:
+    """File -> no request to the host >1 s later; the proof is fetched signed by the crawler; receipt counts = what left the store."""
+    policies = policy_dir_with_pace(tmp_path / "policies", min_delay=0.05, max_concurrency=1)
+    settings = portal_settings(store_url, policies, tmp_path / "var")
+    crawl = start_site_crawl(owned, ["http://owner.test/", "http://bystander.test/"], store_url,
+                             settings={"COMPLIANCE_POLICY_DIR": str(policies), "COMPLIANCE_DATA_DIR": str(tmp_path / "var")},
+                             env=GUARD_ENV, log_path=tmp_path / "crawl.log")  # fmt: skip
+    try:
+        with running_portal(owned.env(), settings, tmp_path / "portal.log") as portal:
+            owned.wait_for_requests("owner.test", 15, process=crawl)
+            assert crawl.poll() is None, "the crawl ended before the objection could be filed"
+            client = session()
+            page = file_objection(client, portal.url)
+            filed = time.time()
+            assert page.status_code == 200 and "pending" in page.text, page.text[-2000:]
+            token = re.search(r'id="token">([^<]+)<', page.text).group(1)
+            # The crawl polls the registry every 0.25 s: give it well over the 1 s bound, then read the log.
+            time.sleep(2.5)
+            late = [(round(e.time - filed, 3), e.path) for e in owned.requests(host="owner.test") if e.time > filed + 1.0]
+            assert not late, f"requests to owner.test more than 1 s after the objection was filed: {late[:5]}"
+            held_before = Store(store_url).count_items("owner.test")
+            assert held_before > 0
+
+            # A failed check says what was fetched and why it did not match.
+            checked_at = time.time()
+            failed = client.post(page.url + "/verify", data={"csrftoken": csrf_of(page.text)})
+            assert "not proved" in failed.text and "HTTP 404, not 200" in failed.text, failed.text[-2000:]
+            assert 'has no &lt;meta name=&#34;ethical-crawler-verification&#34;&gt;' in failed.text
+            proof_requests = [e for e in owned.requests(host="owner.test") if e.time >= checked_at]
+            assert {e.path for e in proof_requests} >= {"/.well-known/ethical-crawler-verification.txt", "/"}
+            assert all(e.user_agent.startswith("EthicalCrawler/") for e in proof_requests)
+            robots = [i for i, e in enumerate(proof_requests) if e.path == "/robots.txt"]
+            home = [i for i, e in enumerate(proof_requests) if e.path == "/"]
+            # The home page is a page: robots.txt is asked first (the proof file is exempt; see the robots test).
+            assert robots and home and robots[0] < home[0], [e.path for e in proof_requests]
+
+            owned.owned.file_token = token
+            verified = client.post(page.url + "/verify", data={"csrftoken": csrf_of(failed.text)})
+            assert 'id="status">verified<' in verified.text, verified.text[-3000:]
+            receipt = client.get(page.url.split("?")[0] + "/receipt.json")
+            assert receipt.status_code == 200 and "attachment" in receipt.headers["content-disposition"]
+            data = receipt.json()
+            store = Store(store_url)
+            assert store.count_items("owner.test") == 0
+            assert data["purge"]["counts"]["store"] == held_before
+            assert data["purge"]["total_deleted"] >= held_before
+            shown = re.search(r'id="total-deleted">(\d+)<', verified.text).group(1)
+            assert int(shown) == data["purge"]["total_deleted"]
+            path = tmp_path / "receipt.json"
+            path.write_text(receipt.text)
+            checked = scrapy_command(["ledger", "verify", "--receipt", str(path), "-s", f"COMPLIANCE_STORE={store_url}"])
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+            assert "receipt FAILED" not in checked.stdout and "ledger intact" in checked.stdout
+            tampered = {**data, "purge": {**data["purge"], "counts": {"store": 0}}}
+            path.write_text(json.dumps(tampered))
+            assert scrapy_command(["ledger", "verify", "--receipt", str(path), "-s", f"COMPLIANCE_STORE={store_url}"]).returncode == 1
+            notice = {r.id: r.data for r in store.notice_rows()}[data["notice"]["id"]]
+            assert "site-owner-objection" in notice["tags"] and notice["demands"]["delete_existing"] is True
+    finally:
+        crawl.terminate()
+        crawl.wait(60)
+
+
+def test_a_pending_objection_survives_a_portal_crash_and_crawls_honour_it_without_the_portal(owned: Any, tmp_path: Path, store_url: str) -> None:
+    """The portal killed and restarted loses nothing; a crawl started while it is down still refuses the host."""
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    settings = portal_settings(store_url, policies, tmp_path / "var")
+    client = session()
+    with running_portal(owned.env(), settings, tmp_path / "portal.log") as portal:
+        page = file_objection(client, portal.url)
+        address = page.url
+        portal.process.kill()  # a crash, not a clean shutdown
+        portal.process.wait()
+    owned.clear_log()
+    run_site_crawl(owned, ["http://owner.test/", "http://bystander.test/"], store_url,
+                   settings={"COMPLIANCE_POLICY_DIR": str(policies)}, env=GUARD_ENV).check()  # fmt: skip
+    assert owned.paths("owner.test") == [] and owned.paths("bystander.test")
+    with running_portal(owned.env(), settings, tmp_path / "portal.log") as portal:
+        again = client.get(portal.url + "/" + address.split("/", 3)[3])
+        assert again.status_code == 200 and 'id="status">pending<' in again.text
+    listed = scrapy_command(["objection", "list", "-s", f"COMPLIANCE_STORE={store_url}", "-s", f"COMPLIANCE_POLICY_DIR={policies}"])
+    assert listed.returncode == 0 and "pending" in listed.stdout and "owner.test" in listed.stdout, listed.stdout + listed.stderr
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_x_forwarded_for_is_ignored_unless_the_proxy_is_trusted(owned: Any, tmp_path: Path, store_url: str, trusted: bool) -> None:
+    """Client address: a spoofed X-Forwarded-For does not escape the rate limit, unless COMPLIANCE_TRUSTED_PROXIES names the peer."""
+    extra = {"COMPLIANCE_PORTAL_RATE_LIMIT": "2/hour", **({"COMPLIANCE_TRUSTED_PROXIES": "127.0.0.1"} if trusted else {})}
+    settings = portal_settings(store_url, policy_dir_with_pace(tmp_path / "policies"), tmp_path / "var", **extra)
+    client = session()
+    with running_portal(owned.env(), settings, tmp_path / "portal.log") as portal:
+        codes = [
+            file_objection(client, portal.url, headers={"X-Forwarded-For": f"203.0.113.{i}"}, domain=f"site{i}.test").status_code
+            for i in range(4)
+        ]  # fmt: skip
+    assert codes == ([200] * 4 if trusted else [200, 200, 429, 429])
+    assert len(ObjectionBook(Store(store_url)).list()) == (4 if trusted else 2)
+
+
+def test_objection_command_approves_and_rejects(owned: Any, tmp_path: Path, store_url: str) -> None:
+    """`scrapy objection approve|reject` decide what the portal filed, as /admin would."""
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    settings = portal_settings(store_url, policies, tmp_path / "var")
+    client = session()
+    with running_portal(owned.env(), settings, tmp_path / "portal.log") as portal:
+        file_objection(client, portal.url, domain="approved.test")
+        file_objection(client, portal.url, domain="rejected.test")
+    book = ObjectionBook(Store(store_url))
+    ids = {o["domain"]: o["public_id"] for o in book.list()}
+    common = ["-s", f"COMPLIANCE_STORE={store_url}", "-s", f"COMPLIANCE_POLICY_DIR={policies}"]
+    no_reason = scrapy_command(["objection", "reject", ids["rejected.test"], *common])
+    assert no_reason.returncode == 1 and "--reason" in no_reason.stderr
+    approved = scrapy_command(["objection", "approve", ids["approved.test"], "--note", "letter of 2026-11-20", *common])
+    assert approved.returncode == 0, approved.stderr
+    assert json.loads(approved.stdout)["objection"]["outcome"] == "approved"
+    rejected = scrapy_command(["objection", "reject", ids["rejected.test"], "--reason", "not the owner", *common])
+    assert rejected.returncode == 0 and json.loads(rejected.stdout)["status"] == "rejected"
+    again = scrapy_command(["objection", "reject", ids["rejected.test"], "--reason", "twice", *common])
+    assert again.returncode == 1 and "not pending" in again.stderr
