@@ -54,7 +54,8 @@ def test_site_owner_objects_verifies_and_checks_the_receipt_in_a_browser(browser
             page = context.new_page()
             page.goto(portal.url + "/")
             assert page.inner_text("#crawler") == "EthicalCrawler"
-            assert page.locator("#purposes li").all_inner_texts() == ["archive", "search"]
+            assert page.locator("#purposes li b").all_inner_texts() == ["archive", "search"]
+            assert "File an objection at /objections/new" in page.inner_text("#objection")
             owned.wait_for_requests("owner.test", 15, process=crawl)
             assert crawl.poll() is None, "the crawl ended before the objection could be filed"
             page.click("text=What we hold")
@@ -87,8 +88,10 @@ def test_site_owner_objects_verifies_and_checks_the_receipt_in_a_browser(browser
                 page.click("#download")
             path = tmp_path / "downloaded-receipt.json"
             download_info.value.save_as(path)
-            checked = scrapy_command(["ledger", "verify", "--receipt", str(path), "-s", f"COMPLIANCE_STORE={store_url}"])
+            # With the portal's settings: its heads are signed with the key of its data folder.
+            checked = scrapy_command(["ledger", "verify", "--receipt", str(path), *[a for k, v in settings.items() for a in ("-s", f"{k}={v}")]])
             assert checked.returncode == 0, checked.stdout + checked.stderr
+            assert "receipt ok" in checked.stdout and "FAIL" not in checked.stdout
             context.close()
     finally:
         crawl.terminate()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import crawler
 from crawler.compliance.store import Store
 from crawler.portal.objections import ObjectionBook
 from crawler.testing.plugin import serving
@@ -19,6 +22,9 @@ from conftest import GUARD_ENV
 from portal_support import OwnedSite, bystander, csrf_of, file_objection, portal_settings, running_portal, session
 
 pytestmark = pytest.mark.e2e
+
+#: The standalone receipt verifier a site owner runs (stdlib and cryptography only).
+VERIFIER = Path(crawler.__file__).parent / "verify_receipt.py"
 
 
 @pytest.fixture
@@ -79,12 +85,24 @@ def test_objection_stops_a_running_crawl_then_verify_purges_and_the_receipt_chec
             assert int(shown) == data["purge"]["total_deleted"]
             path = tmp_path / "receipt.json"
             path.write_text(receipt.text)
-            checked = scrapy_command(["ledger", "verify", "--receipt", str(path), "-s", f"COMPLIANCE_STORE={store_url}"])
+            # With the portal's settings: the heads are checked against the key its data folder holds.
+            as_portal = [a for k, v in settings.items() for a in ("-s", f"{k}={v}")]
+            checked = scrapy_command(["ledger", "verify", "--receipt", str(path), *as_portal])
             assert checked.returncode == 0, checked.stdout + checked.stderr
             assert "receipt FAILED" not in checked.stdout and "ledger intact" in checked.stdout
+            # The site owner's own check, without the crawler: the standalone verifier
+            # (crawler/verify_receipt.py) on the downloaded receipt, against the published keys.
+            assert set(data["purge"]["ledger_receipt"]) >= {"entry", "inclusion_proof", "tree_head"}
+            keys = scrapy_command(["identity", "directory", "--body-only", *as_portal])
+            assert keys.returncode == 0, keys.stderr
+            (tmp_path / "keys.json").write_text(keys.stdout)
+            owner = subprocess.run([sys.executable, str(VERIFIER), str(path), "--key", str(tmp_path / "keys.json")],
+                                   capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+            assert owner.returncode == 0, owner.stdout + owner.stderr
+            assert "FAIL" not in owner.stdout and "ok" in owner.stdout
             tampered = {**data, "purge": {**data["purge"], "counts": {"store": 0}}}
             path.write_text(json.dumps(tampered))
-            assert scrapy_command(["ledger", "verify", "--receipt", str(path), "-s", f"COMPLIANCE_STORE={store_url}"]).returncode == 1
+            assert scrapy_command(["ledger", "verify", "--receipt", str(path), *as_portal]).returncode == 1
             notice = {r.id: r.data for r in store.notice_rows()}[data["notice"]["id"]]
             assert "site-owner-objection" in notice["tags"] and notice["demands"]["delete_existing"] is True
     finally:

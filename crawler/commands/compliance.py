@@ -122,44 +122,18 @@ class Command(ComplianceCommand):
     def page(self, opts: argparse.Namespace) -> int:
         """Write the page that explains the crawler, from the configuration a crawl here would use."""
         import json
-        import time
-        from datetime import UTC, datetime
 
-        from crawler.config import Config, ConfigError, data_dir
-        from crawler.identity import keyring
-        from crawler.identity.config import identity_settings
-        from crawler.identity.page import CLIENT_RANGES_FILE, PageSettingError, client_ranges, page_content, parse_ip_ranges, render_html, render_json
-        from crawler.identity.signing import DIRECTORY_PATH, directory_body
+        from crawler.config import data_dir
+        from crawler.identity.page import CLIENT_RANGES_FILE, PageSettingError, client_ranges, content_from_settings, render_html, render_json
 
         settings = self.settings
         assert settings is not None
-        config = Config.from_settings(settings)
-        try:
-            ranges = parse_ip_ranges(settings.get("COMPLIANCE_IP_RANGES"))
-        except PageSettingError as exc:
-            raise ConfigError(str(exc)) from None
         rate = self.policies().default.rate
-        options = identity_settings(settings)
-        jwks = None
-        if options.enabled:
-            try:
-                ring = keyring.load(options.key_path)
-            except keyring.KeyFileError as exc:
-                raise CommandFailed(f"{exc}; the page publishes its key directory") from None
-            jwks = json.loads(directory_body(ring.published(time.time())))
-        now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-        operator = str(settings.get("COMPLIANCE_OPERATOR_NAME") or "").strip() or f"the operator reachable at {config.contact}"
-        content = page_content(
-            operator=operator, contact=config.contact, product_token=config.bot_name, user_agent=config.user_agent,
-            purposes=config.purposes, min_delay=rate.min_delay, max_concurrency=rate.max_concurrency,
-            max_crawl_delay=config.max_crawl_delay, robots_ttl=config.robots_ttl, max_retry_after=config.courtesy.max_retry_after,
-            backoff_base=config.courtesy.backoff_base, backoff_max=config.courtesy.backoff_max,
-            signing=options.enabled, signature_agent=options.agent,
-            directory_url=f"{options.agent.rstrip('/')}{DIRECTORY_PATH}" if options.agent and options.enabled else None,
-            jwks=jwks, signature_lifetime=options.lifetime,
-            notice_poll_interval=settings.getfloat("COMPLIANCE_NOTICE_POLL_INTERVAL", 0.25),
-            ip_ranges=ranges, generated_at=now,
-        )  # fmt: skip
+        try:
+            content = content_from_settings(settings, rate.min_delay, rate.max_concurrency)
+        except PageSettingError as exc:
+            raise CommandFailed(str(exc)) from None
+        ranges, now = content["ip_ranges"], content["generated_at"]
         out = Path(opts.out) if opts.out else data_dir(settings) / "page"
         files = {"index.html": render_html(content), "crawler.json": render_json(content)}
         if ranges:
@@ -189,8 +163,10 @@ class Command(ComplianceCommand):
             raise CommandFailed(f"--port: {opts.port!r} is not a port number (1-65535)")
         # The proof fetch runs `scrapy objection probe` with the same -s settings (store, policies, contact, ...).
         overrides = {k: v for k, v in arglist_to_dict(opts.set or []).items() if k != "COMPLIANCE_ADMIN_TOKEN"}
-        app = create_app(self.settings, store=self.open_store(), policies=self.policies(), probe_overrides=overrides)
-        print(f"portal: http://{opts.host}:{opts.port}/ (store {self.open_store().url})", flush=True)
+        # Signing: the receipts the portal hands out carry an inclusion proof and a signed tree head.
+        store = self.open_signing_store()
+        app = create_app(self.settings, store=store, policies=self.policies(), probe_overrides=overrides)
+        print(f"portal: http://{opts.host}:{opts.port}/ (store {store.url})", flush=True)
         # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 by
         # default; the app trusts only COMPLIANCE_TRUSTED_PROXIES (crawler/portal/app.py).
         uvicorn.run(app, host=opts.host, port=int(opts.port), proxy_headers=False, server_header=False,

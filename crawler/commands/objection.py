@@ -81,7 +81,7 @@ class Command(ComplianceCommand):
         from crawler.portal.settings import open_book
 
         assert self.settings is not None
-        return open_book(self.settings, self.open_store(), self.policies())
+        return open_book(self.settings, self.open_signing_store(), self.policies())
 
     def list(self, book: Any, opts: argparse.Namespace) -> int:
         rows = book.list(opts.status)

@@ -95,8 +95,13 @@ def page_content(
     notice_poll_interval: float,
     ip_ranges: Sequence[str] = (),
     generated_at: str = "",
+    objection_url: str | None = None,
 ) -> dict[str, Any]:
-    """Everything the page says, as data (the JSON twin is exactly this)."""
+    """Everything the page says, as data (the JSON twin is exactly this).
+
+    ``objection_url`` is the site owners' portal's form (``scrapy compliance
+    serve``), when it runs: objections are filed there rather than by mail.
+    """
     chosen = sorted(set(purposes))
     token = product_token
     signals = _signals(token, frozenset(chosen))
@@ -133,8 +138,10 @@ def page_content(
         },  # fmt: skip
         "objection": {
             "contact": contact,
+            "url": objection_url,
             "steps": [
-                f"Write to {contact} naming your site (domains or URL patterns) and what you object to.",
+                (f"File an objection at {objection_url} (your domain or URL patterns and what you object to), or write to {contact}."
+                 if objection_url else f"Write to {contact} naming your site (domains or URL patterns) and what you object to."),
                 f"Your objection is recorded as a notice; every running crawl reads the notice registry every "
                 f"{notice_poll_interval:g} s and stops requesting your site within a second.",
                 "Everything already collected from your site is purged everywhere the crawler wrote it "
@@ -185,6 +192,46 @@ def _signals(token: str, purposes: frozenset[str]) -> list[dict[str, Any]]:
         if applies:
             found.append({"signal": name, "purposes": applies, "effect": effect, "example": example})
     return found
+
+
+def content_from_settings(settings: Any, min_delay: float, max_concurrency: int, *, objection_url: str | None = None) -> dict[str, Any]:
+    """:func:`page_content` from the Scrapy settings a crawl here would use, and the default pace of its policies.
+
+    The one place ``scrapy compliance page`` and the portal's ``/`` get the
+    page from. Raises :class:`crawler.config.ConfigError` for a bad setting and
+    :class:`PageSettingError` for a bad ``COMPLIANCE_IP_RANGES`` or key file.
+    """
+    import time
+    from datetime import UTC, datetime
+
+    from crawler.config import Config
+    from crawler.identity import keyring
+    from crawler.identity.config import identity_settings
+    from crawler.identity.signing import DIRECTORY_PATH, directory_body
+
+    config = Config.from_settings(settings)
+    ranges = parse_ip_ranges(settings.get("COMPLIANCE_IP_RANGES"))
+    options = identity_settings(settings)
+    jwks = None
+    if options.enabled:
+        try:
+            ring = keyring.load(options.key_path)
+        except keyring.KeyFileError as exc:
+            raise PageSettingError(f"{exc}; the page publishes its key directory") from None
+        jwks = json.loads(directory_body(ring.published(time.time())))
+    now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    operator = str(settings.get("COMPLIANCE_OPERATOR_NAME") or "").strip() or f"the operator reachable at {config.contact}"
+    return page_content(
+        operator=operator, contact=config.contact, product_token=config.bot_name, user_agent=config.user_agent,
+        purposes=config.purposes, min_delay=min_delay, max_concurrency=max_concurrency,
+        max_crawl_delay=config.max_crawl_delay, robots_ttl=config.robots_ttl, max_retry_after=config.courtesy.max_retry_after,
+        backoff_base=config.courtesy.backoff_base, backoff_max=config.courtesy.backoff_max,
+        signing=options.enabled, signature_agent=options.agent,
+        directory_url=f"{options.agent.rstrip('/')}{DIRECTORY_PATH}" if options.agent and options.enabled else None,
+        jwks=jwks, signature_lifetime=options.lifetime,
+        notice_poll_interval=settings.getfloat("COMPLIANCE_NOTICE_POLL_INTERVAL", 0.25),
+        ip_ranges=ranges, generated_at=now, objection_url=objection_url,
+    )  # fmt: skip
 
 
 def render_json(content: Mapping[str, Any]) -> str:

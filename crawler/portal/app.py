@@ -107,7 +107,7 @@ class Portal:
     def home(self, request: Request) -> Response:
         from crawler.portal.crawlerpage import crawler_page_content
 
-        return self.render(request, "home.html", page=crawler_page_content(self.settings))
+        return self.render(request, "home.html", page=crawler_page_content(self.settings, self.policies))
 
     def key_directory(self, request: Request) -> Response:
         from urllib.parse import urlsplit

@@ -1,11 +1,9 @@
 """The page that explains the crawler, as the portal serves it at ``/``.
 
-One function, :func:`crawler_page_content`, gives the page as data. Until
-``scrapy compliance page`` (the crawler page of the "verifiable identity"
-work) lands, it builds a minimal page from the real configuration here;
-then its body becomes a call to that renderer's content function, and
-the portal's template shows whatever it returns (the keys below are the
-minimum the template needs).
+The same content as ``scrapy compliance page`` writes
+(:func:`crawler.identity.page.content_from_settings`), with objections filed
+through the portal's own form. Without a usable key file the page is still
+served, saying so where the key directory would be.
 """
 
 from __future__ import annotations
@@ -15,26 +13,27 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
+    from crawler.compliance.policy import PolicySet
 
-def crawler_page_content(settings: BaseSettings) -> dict[str, Any]:
-    from crawler.config import Config
-    from crawler.identity.config import identity_settings
-    from crawler.identity.signing import DIRECTORY_PATH
+#: Where the portal takes objections (crawler/portal/app.py).
+OBJECTION_PATH = "/objections/new"
 
-    config = Config.from_settings(settings)
-    identity = identity_settings(settings)
-    operator = str(settings.get("COMPLIANCE_OPERATOR_NAME") or "").strip() or f"the operator reachable at {config.contact}"
-    return {
-        "operator": operator,
-        "contact": config.contact,
-        "product_token": config.bot_name,
-        "user_agent": config.user_agent,
-        "purposes": sorted(config.purposes),
-        "how_to_block": [
-            f"robots.txt: a group for User-agent: {config.bot_name} (RFC 9309), e.g. 'Disallow: /'; Crawl-delay is honoured",
-            "X-Robots-Tag or <meta name=\"robots\"> noindex / noai, TDMRep (tdm-reservation), Content-Usage (IETF aipref)",
-        ],
-        "how_to_object": "File an objection at /objections/new: collection from its scope stops within a second; "
-        "once you prove control of the site, what we hold is purged and you get a receipt you can check.",
-        "key_directory": DIRECTORY_PATH if identity.enabled else None,
-    }
+
+def crawler_page_content(settings: BaseSettings, policies: PolicySet) -> dict[str, Any]:
+    from crawler.identity.page import PageSettingError, content_from_settings
+
+    rate = policies.default.rate
+    try:
+        return content_from_settings(settings, rate.min_delay, rate.max_concurrency, objection_url=OBJECTION_PATH)
+    except PageSettingError as exc:
+        # The key file is missing or unreadable: a page without the keys, saying why.
+        unsigned = content_from_settings(_without_signing(settings), rate.min_delay, rate.max_concurrency, objection_url=OBJECTION_PATH)
+        unsigned["identity"]["signing"] = True
+        unsigned["identity"]["text"] = f"Every request is signed (Web Bot Auth), but the key directory cannot be shown now: {exc}."
+        return unsigned
+
+
+def _without_signing(settings: BaseSettings) -> BaseSettings:
+    copied = settings.copy()
+    copied.set("COMPLIANCE_SIGNING", False, priority="cmdline")
+    return copied
