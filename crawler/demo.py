@@ -114,6 +114,8 @@ def main() -> int:
     print(f"  ... the full report, with charts, is in {report.relative_to(root)} (open it in a browser)")
     if notice_demo(root) != 0:
         return 1
+    if portal_demo(root) != 0:
+        return 1
     print(f"\nDone in {time.monotonic() - started:.1f}s. Store: {store_path.relative_to(root)}")
     return 0
 
@@ -176,6 +178,74 @@ def notice_demo(root: Path) -> int:
     verified = scrapy_command(["ledger", "verify"], settings={"COMPLIANCE_STORE": store_url})
     print("  " + verified.stdout.strip())
     return verified.returncode
+
+
+def portal_demo(root: Path) -> int:
+    """A site owner objects through the portal: the crawl goes quiet, they prove control, the data is purged, the receipt checks."""
+    import json
+    import re
+    import subprocess
+
+    from crawler.testing.portal import OwnedSite, bystander, csrf_of, file_objection, portal_settings, running_portal, session
+    from crawler.testing.runner import policy_dir_with_pace
+
+    var = root / "var"
+    store_path = var / "demo-portal.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{store_path}{suffix}").unlink(missing_ok=True)
+    store_url = f"sqlite:///{store_path}"
+    policies = policy_dir_with_pace(var / "demo-portal-policies", min_delay=0.05, max_concurrency=1)
+    settings = portal_settings(store_url, policies, var / "demo-portal")
+    owned = OwnedSite()
+    print(_rule("A site owner objects through the portal (scrapy compliance serve)"))
+    with TestWeb({"owner.test": owned, "bystander.test": bystander()}) as web:
+        crawl = start_site_crawl(web, ["http://owner.test/", "http://bystander.test/"], store_url,
+                                 settings={"COMPLIANCE_POLICY_DIR": str(policies), "COMPLIANCE_DATA_DIR": str(var / "demo-portal"),
+                                           "LOG_LEVEL": "WARNING"}, log_path=var / "demo-portal-crawl.log")  # fmt: skip
+        try:
+            with running_portal(web.env(), settings, var / "demo-portal.log") as portal:
+                print(f"  portal running at {portal.url}/ (pid {portal.process.pid}); crawl running (pid {crawl.pid})")
+                web.wait_for_requests("owner.test", 10, process=crawl)
+                client = session()
+                page = file_objection(client, portal.url)
+                filed = time.time()
+                found = re.search(r'id="token">([^<]+)<', page.text)
+                if page.status_code != 200 or found is None:
+                    print(f"  filing the objection failed: HTTP {page.status_code}", file=sys.stderr)
+                    return 1
+                print(f"  a script filed an objection for owner.test at {page.url}: pending, collection paused")
+                time.sleep(2.5)
+                seen = web.requests(host="owner.test")
+                before = sum(e.time <= filed for e in seen)
+                late = sum(e.time > filed + 1.0 for e in seen)
+                print(f"  owner.test saw {before} request(s) before the objection and {late} more than 1 s after it")
+                owned.file_token = found.group(1)
+                print("  the owner puts the token at https://owner.test/.well-known/ethical-crawler-verification.txt; Verify")
+                verified = client.post(page.url + "/verify", data={"csrftoken": csrf_of(page.text)})
+                receipt = client.get(page.url.split("?")[0] + "/receipt.json")
+                if receipt.status_code != 200:
+                    print(f"  verification failed:\n{verified.text[-1500:]}", file=sys.stderr)
+                    return 1
+        finally:
+            crawl.terminate()
+            crawl.wait(60)
+    data = receipt.json()
+    path = var / "demo-portal-receipt.json"
+    path.write_text(receipt.text, encoding="utf-8")
+    purge = data["purge"]
+    print(f"  verified; purged: {json.dumps(purge['counts'])}; the receipt is in {path.relative_to(root)}")
+    print(f"  items for owner.test left in the store: {Store(store_url).count_items('owner.test')}")
+    as_portal = [a for k, v in settings.items() for a in ("-s", f"{k}={v}")]
+    print(f"\n$ scrapy ledger verify --receipt {path.relative_to(root)}")
+    checked = scrapy_command(["ledger", "verify", "--receipt", str(path), *as_portal])
+    print("\n".join("  " + line for line in checked.stdout.strip().splitlines()[-4:]))
+    keys = var / "demo-portal" / "key-directory.json"
+    keys.write_text(scrapy_command(["identity", "directory", "--body-only", *as_portal]).stdout, encoding="utf-8")
+    print(f"$ python crawler/verify_receipt.py {path.relative_to(root)} --key {keys.relative_to(root)}   (no crawler needed)")
+    owner = subprocess.run([sys.executable, str(root / "crawler" / "verify_receipt.py"), str(path), "--key", str(keys)],
+                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    print("\n".join("  " + line for line in owner.stdout.strip().splitlines()))
+    return checked.returncode or owner.returncode
 
 
 if __name__ == "__main__":
