@@ -166,3 +166,34 @@ def test_objection_command_approves_and_rejects(owned: Any, tmp_path: Path, stor
     assert rejected.returncode == 0 and json.loads(rejected.stdout)["status"] == "rejected"
     again = scrapy_command(["objection", "reject", ids["rejected.test"], "--reason", "twice", *common])
     assert again.returncode == 1 and "not pending" in again.stderr
+
+
+class DisallowAllOwnedSite(OwnedSite):
+    """An owned site whose robots.txt keeps every crawler out (``Disallow: /``)."""
+
+    def handle(self, req: Any) -> Any:
+        from crawler.testing.web import text
+
+        if req.path == "/robots.txt":
+            return text("User-agent: *\nDisallow: /\n")
+        return super().handle(req)
+
+
+def test_a_site_closed_by_robots_txt_can_still_prove_control_with_the_file(tmp_path: Path, store_url: str) -> None:
+    """Disallow: / keeps the crawler off the home page (the meta tag cannot be read) but not off the proof file."""
+    site = DisallowAllOwnedSite()
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    settings = portal_settings(store_url, policies, tmp_path / "var")
+    with serving({"owner.test": site}) as web, running_portal(web.env(), settings, tmp_path / "portal.log") as portal:
+        client = session()
+        page = file_objection(client, portal.url)
+        token = re.search(r'id="token">([^<]+)<', page.text).group(1)
+        site.meta_token = token  # on the home page, which robots.txt closes
+        by_meta = client.post(page.url + "/verify", data={"csrftoken": csrf_of(page.text)})
+        assert 'id="status">verified<' not in by_meta.text
+        assert "/" not in [e.path for e in web.requests(host="owner.test")], "the home page was fetched against robots.txt"
+        site.file_token = token
+        by_file = client.post(page.url + "/verify", data={"csrftoken": csrf_of(by_meta.text)})
+        assert 'id="status">verified<' in by_file.text, by_file.text[-2000:]
+        paths = [e.path for e in web.requests(host="owner.test")]
+    assert "/.well-known/ethical-crawler-verification.txt" in paths and "/" not in paths, paths
