@@ -74,6 +74,9 @@ EXTENSIONS = {
     # Only with COMPLIANCE_DISTRIBUTED: heartbeats, requeueing a dead
     # worker's requests, and staying open while the cluster has work.
     "crawler.extensions.cluster.ClusterWorker": 0,
+    # Retention runs (at open and every COMPLIANCE_RETENTION_INTERVAL), the
+    # erasure suppression list the store pipeline checks, feed manifests.
+    "crawler.extensions.dataprotection.DataProtection": 0,
 }
 
 

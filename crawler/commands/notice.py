@@ -113,7 +113,11 @@ class Command(ComplianceCommand):
         if entry is not None:
             result["ledger_entry"] = {"seq": entry.seq, "hash": entry.hash}
         if notice.demands.delete_existing:
-            result["purge"] = run_purge(store, request, machine_name(self.settings), extra_locations(self.settings))
+            from crawler.dataprotection import settings as dp_settings
+
+            dp = dp_settings.read(self.settings)
+            result["purge"] = run_purge(store, request, machine_name(self.settings), extra_locations(self.settings),
+                                        outbox=dp.outbox, deadline_days=dp.deadline_days)  # fmt: skip
         else:
             result["purge"] = None
         print_json(result)

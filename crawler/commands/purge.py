@@ -62,7 +62,10 @@ class Command(ComplianceCommand):
                 status, report["verify"] = _verdict(found, machine)
             print_json(report)
             return status
-        receipt = run_purge(store, request, machine, extra)
+        from crawler.dataprotection import settings as dp_settings
+
+        dp = dp_settings.read(self.settings)
+        receipt = run_purge(store, request, machine, extra, outbox=dp.outbox, deadline_days=dp.deadline_days)
         if not opts.verify:
             print_json(receipt)
             return 0
