@@ -11,8 +11,8 @@ by omission.
 
 :func:`apply` purges the items older than their period everywhere a notice
 purge reaches (:func:`crawler.compliance.purge.run_purge`), one process of a
-cluster at a time (a lock row in the store), and appends one ledger entry
-per run (``retention.applied``), naming the purge's receipt when there was one.
+cluster at a time (a lock row in the store), and appends a ledger entry
+(``retention.applied``) per run of the command and per run that purged, naming the receipt.
 
 Durations are ISO 8601, read strictly (:mod:`.durations`).
 """
@@ -108,8 +108,14 @@ def holder_name() -> str:
 
 def apply(store: Store, periods: Sequence[Period], *, operator: str, machine: str, extra: Sequence[Any] = (),
           outbox: Any = None, deadline_days: int = 30, lock_ttl: float = 600.0, dry_run: bool = False,
-          now: datetime | None = None) -> dict[str, Any]:  # fmt: skip
-    """Purge what is past its period; the run's report (``skipped`` when another process holds the lock)."""
+          now: datetime | None = None, record_idle: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Purge what is past its period; the run's report (``skipped`` when another process holds the lock).
+
+    Every run that purged something appends ``retention.applied`` to the
+    ledger; a run with nothing due does so only with ``record_idle`` (the
+    command: an operator's run is on the record either way; a crawl's
+    automatic runs with nothing due are counted in its stats, not the ledger).
+    """
     from crawler.compliance.faults import pause_point
     from crawler.compliance.purge import PurgeRequest, run_purge
     from crawler.dataprotection.itemscope import ItemScope
@@ -141,6 +147,8 @@ def apply(store: Store, periods: Sequence[Period], *, operator: str, machine: st
             request = PurgeRequest(scope, record, "retention schedule", operator)  # type: ignore[arg-type]
             receipt = run_purge(store, request, machine, extra, outbox=outbox, deadline_days=deadline_days)
             report["receipt"] = receipt
+        if not rows and not record_idle:
+            return report
         entry = store.append_ledger("retention.applied", {
             "schedule": published, "cutoffs": cutoffs, "due": len(rows), "operator": operator,
             "purge_id": receipt["purge_id"] if receipt else None,

@@ -35,6 +35,8 @@ from crawler.dataprotection.tables import bump_meta_counter, ensure_schema, meta
 KEY_FORMAT = "ethical-crawler-erasure-key/1"
 VERSION_KEY = "suppression_version"
 FINGERPRINT_KEY = "suppression_key_id"
+#: How many n-grams' answers a crawl keeps (then starts again).
+SEEN_LIMIT = 200_000
 
 
 class SuppressionKeyError(ValueError):
@@ -137,6 +139,7 @@ class Suppressor:
     #: Why nothing can be matched although the list is not empty (refuse everything).
     broken: str = ""
     _names: frozenset[int] = field(default=frozenset())
+    _seen: dict[str, str | None] = field(default_factory=dict)
 
     @classmethod
     def load(cls, store: Store, key_path: Path, region: str | None) -> Suppressor:
@@ -176,15 +179,24 @@ class Suppressor:
             if request is not None:
                 return _refusal(request, candidate.kind)
         if self._names:
-            # The hot path: word n-grams of every text, hashed without building objects.
-            digest = hmac.digest
+            # The hot path: word n-grams of every text, each distinct one hashed once. Common
+            # n-grams recur from page to page, so their answers are kept (bounded; the list's
+            # answers only: a new list version builds a new Suppressor).
+            digest, seen = hmac.digest, self._seen
+            grams: set[str] = set()
             for text in texts:
                 words = _WORD.findall(fold(text))
                 for n in self._names:
-                    for start in range(len(words) - n + 1):
-                        request = entries.get(digest(key, ("name:" + " ".join(words[start : start + n])).encode(), "sha256").hex())
-                        if request is not None:
-                            return _refusal(request, "name")
+                    grams.update(" ".join(words[start : start + n]) for start in range(len(words) - n + 1))
+            if len(seen) > SEEN_LIMIT:
+                seen.clear()
+            for gram in grams:
+                if gram in seen:
+                    request = seen[gram]
+                else:
+                    request = seen[gram] = entries.get(digest(key, ("name:" + gram).encode(), "sha256").hex())
+                if request is not None:
+                    return _refusal(request, "name")
         return None
 
 

@@ -106,7 +106,8 @@ class DataProtection:
         try:
             return apply(store, periods, operator=f"crawl {self.runtime.config.crawl_id}", machine=machine_name(self.crawler.settings),
                          extra=extra_locations(self.crawler.settings), outbox=self.config.outbox,
-                         deadline_days=self.config.deadline_days, lock_ttl=self.config.retention_lock_ttl)  # fmt: skip
+                         deadline_days=self.config.deadline_days, lock_ttl=self.config.retention_lock_ttl,
+                         record_idle=False)  # fmt: skip
         finally:
             store.dispose()
 
@@ -120,7 +121,7 @@ class DataProtection:
             return
         purged = (report.get("receipt") or {}).get("total_deleted", 0)
         logger.info("Retention applied: %d item(s) past their period, %d record(s) deleted (ledger entry %s)",
-                    report.get("due", 0), purged, report.get("ledger_entry", {}).get("seq"))  # fmt: skip
+                    report.get("due", 0), purged, (report.get("ledger_entry") or {}).get("seq", "none: nothing was due"))  # fmt: skip
         if stats is not None:
             stats.inc_value("compliance/retention/runs")
             stats.inc_value("compliance/retention/purged", purged)
