@@ -85,6 +85,9 @@ EXTENSIONS = {
     # A live line of progress, on a terminal only (COMPLIANCE_PROGRESS);
     # after the lifecycle, whose close sets the finish reason it shows.
     "crawler.extensions.progress.CrawlProgress": 0,
+    # Retention runs (at open and every COMPLIANCE_RETENTION_INTERVAL), the
+    # erasure suppression list the store pipeline checks, feed manifests.
+    "crawler.extensions.dataprotection.DataProtection": 0,
 }
 
 

@@ -25,6 +25,14 @@ if TYPE_CHECKING:
 class CommandFailed(Exception):
     """A user-facing failure: printed as one line, exit status 1."""
 
+    exitcode = 1
+
+
+class UserMistake(CommandFailed):
+    """What the user gave cannot be used (a malformed identifier, say): one line, exit status 2."""
+
+    exitcode = 2
+
 
 class ComplianceCommand(ScrapyCommand):
     """A command that works on the store or policies and crawls nothing.
@@ -62,7 +70,7 @@ class ComplianceCommand(ScrapyCommand):
             self.exitcode = self.execute(args, opts) or 0
         except (CommandFailed, StoreError, ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
-            self.exitcode = 1
+            self.exitcode = getattr(exc, "exitcode", 1)
         except UsageError:
             raise
         except KeyboardInterrupt:

@@ -132,7 +132,7 @@ def test_error_messages_name_file_line_field(tmp_path: Path) -> None:
     other = PLATFORM.replace("id: partner", "id: other").replace("reviewed: 2026-11-01", "reviewed: soon")
     errors = errors_for(tmp_path, {"bad.yaml": bad, "other.yaml": other})
     assert errors == [
-        "platforms/bad.yaml:4: colour: unknown field; accepted here: id, name, owner, domains, terms, collection, consents, paths, rate, purposes",
+        "platforms/bad.yaml:4: colour: unknown field; accepted here: id, name, owner, domains, terms, collection, consents, paths, rate, purposes, retention",
         "platforms/bad.yaml:10: collection: must be 'forbidden', 'consent-required', 'allowed-per-robots' or 'allowed' (got 'maybe')",
         "platforms/bad.yaml:26: rate.min_delay: Input should be greater than or equal to 0 (got -2)",
         "platforms/other.yaml:8: terms.reviewed: Input should be a valid date or datetime, input is too short (got 'soon')",

@@ -62,10 +62,12 @@ class Command(ComplianceCommand):
                 status, report["verify"] = _verdict(found, machine)
             print_json(report)
             return status
+        from crawler.dataprotection import settings as dp_settings
         from crawler.progress_display import PurgeLine, task_progress
 
+        dp = dp_settings.read(self.settings)
         with task_progress(PurgeLine(), self.progress_setting(opts)) as progress:
-            receipt = run_purge(store, request, machine, extra, progress)
+            receipt = run_purge(store, request, machine, extra, progress, outbox=dp.outbox, deadline_days=dp.deadline_days)
         if not opts.verify:
             print_json(receipt)
             return 0

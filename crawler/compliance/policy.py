@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from crawler.compliance.decision import Decision
 from crawler.compliance.domains import registered_domain
@@ -31,6 +31,25 @@ Collection = Literal["forbidden", "consent-required", "allowed-per-robots", "all
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the terms document as reviewed (hex)")]
 PathPattern = Annotated[
     str, Field(pattern=r"^/", description="robots.txt pattern syntax: a path prefix, '*' any characters, '$' end")
+]
+
+
+
+def _retention(text: str) -> str:
+    from crawler.dataprotection.durations import parse_duration
+
+    parse_duration(text)  # ValueError with what is accepted
+    return text
+
+
+Retention = Annotated[
+    str,
+    Field(
+        description="how long items are kept after they were fetched: an ISO 8601 duration such as P180D, P3Y, P1Y6M "
+        "(GDPR Art. 5(1)(e); the published schedule BIPA §15(a) asks for: scrapy retention show)",
+        json_schema_extra={"pattern": r"^P(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(\d+H)?(\d+M)?(\d+S)?)?$"},
+    ),
+    AfterValidator(_retention),
 ]
 
 
@@ -103,6 +122,7 @@ class PlatformPolicy(_Strict):
     paths: list[PathRule] = Field(default_factory=list)
     rate: Rate | None = None
     purposes: list[Purpose] = Field(default_factory=list, description="purposes the platform allows; empty: any")
+    retention: Retention | None = Field(default=None, description="this platform's items are kept this long; null: the default policy's")
 
     @model_validator(mode="after")
     def _registered_domains(self) -> PlatformPolicy:
@@ -120,6 +140,9 @@ class DefaultPolicy(_Strict):
 
     collection: Literal["allowed-per-robots"] = "allowed-per-robots"
     rate: Rate
+    retention: Retention | None = Field(
+        default=None, description="items without a platform retention are kept this long; null: the shipped default's"
+    )
 
 
 # -- loading -----------------------------------------------------------------------
@@ -277,6 +300,9 @@ def load_policies(
     if own_default.exists() or own_default.is_symlink():
         parsed = _parse_file(own_default, True, errors)
         if parsed is not None:
+            if parsed.retention is None and floor_default is not None:
+                # No retention written: the shipped default's (finite) period, never "forever".
+                parsed = parsed.model_copy(update={"retention": floor_default.retention})
             default = parsed
         elif fallback is not None:
             default = fallback.default

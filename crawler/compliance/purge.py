@@ -146,6 +146,9 @@ def _store_pattern_ids(store: Store, scope: CompiledScope, condition: sa.ColumnE
 
 
 def count_store(store: Store, scope: CompiledScope) -> int:
+    chosen = getattr(scope, "store_condition", None)
+    if chosen is not None:  # a scope of chosen items (retention, erasure: crawler.dataprotection.itemscope)
+        return store.count_matching(chosen)
     # The two conditions select disjoint domains (pattern_domains leaves out scope.domains).
     by_domain, by_pattern = _store_condition(scope)
     total = store.count_matching(by_domain) if by_domain is not None else 0
@@ -155,7 +158,8 @@ def count_store(store: Store, scope: CompiledScope) -> int:
 
 
 def purge_store(store: Store, scope: CompiledScope, purge_id: str, tally: Callable[[int], None] | None = None) -> int:
-    by_domain, by_pattern = _store_condition(scope)
+    chosen = getattr(scope, "store_condition", None)
+    by_domain, by_pattern = (chosen, None) if chosen is not None else _store_condition(scope)
     total = 0
     if by_domain is not None:
         while deleted := store.delete_items_chunk(by_domain, purge_id, "store", CHUNK):
@@ -888,12 +892,20 @@ def label(location: Location, machine: str = "") -> str:
 
 
 def run_purge(store: Store, request: PurgeRequest, machine: str, extra: Sequence[Location] = (),
-              progress: PurgeProgress | None = None) -> dict[str, Any]:  # fmt: skip
+              progress: PurgeProgress | None = None, *, outbox: Path | None = None, deadline_days: int = 30) -> dict[str, Any]:  # fmt: skip
     """Purge every location and return the receipt (resumes an unfinished purge of the same thing).
 
     ``progress`` (a live display, say) hears of each location as it starts
-    and of each count of deleted records as it is committed.
+    and of each count of deleted records as it is committed. The receipt
+    lists every recorded export that held an item in scope (``exports``);
+    with ``outbox`` (the project's ``var/outbox/``) one deletion request per
+    destination is written there (``deletion_requests``; see
+    :mod:`crawler.dataprotection.exports`).
     """
+    from crawler.dataprotection.exports import held_by
+
+    # Read before anything is deleted (the manifests name URLs, so a resumed purge finds the same).
+    held = held_by(store, request.scope)
     unfinished = store.unfinished_purge(request.notice_id, request.scope_record)
     if unfinished is not None:
         purge_id = unfinished["id"]
@@ -930,10 +942,20 @@ def run_purge(store: Store, request: PurgeRequest, machine: str, extra: Sequence
         if progress is not None and not outcome.recorded:
             progress.deleted(outcome.count)
     fault_point("before-receipt")
-    return _receipt(store, purge_id, request, started_at)
+    receipt = _receipt(store, purge_id, request, started_at, held)
+    if held:
+        from crawler.dataprotection.exports import write_deletion_requests
+
+        if outbox is None:
+            receipt["deletion_requests"] = []
+            receipt["manual_action_required"].append({"location": "outbox", "why": "no project folder here (COMPLIANCE_DATA_DIR "
+                                                      "is relative): tell the destinations in 'exports' by hand"})  # fmt: skip
+        else:
+            receipt["deletion_requests"] = write_deletion_requests(outbox, held, receipt, deadline_days)
+    return receipt
 
 
-def _receipt(store: Store, purge_id: str, request: PurgeRequest, started_at: Any) -> dict[str, Any]:
+def _receipt(store: Store, purge_id: str, request: PurgeRequest, started_at: Any, held: dict[str, Any] | None = None) -> dict[str, Any]:
     steps = store.purge_steps(purge_id)
     if getattr(started_at, "tzinfo", 1) is None:
         from datetime import UTC
@@ -955,6 +977,11 @@ def _receipt(store: Store, purge_id: str, request: PurgeRequest, started_at: Any
         "deferred": [{"location": s["location"], "why": s["detail"]} for s in steps if s["status"] == "deferred"],
         "notes": {s["location"]: s["detail"] for s in steps if s["status"] == "done" and s["detail"]},
     }
+    if held:
+        from crawler.dataprotection.exports import receipt_summary
+
+        # GDPR Art. 19: who received copies of what was purged (ids and counts; the URLs go to the outbox only).
+        receipt["exports"] = receipt_summary(held)
     entry = store.finish_purge(purge_id, receipt)
     # The receipt a site owner can check without trusting the store: the
     # entry, its inclusion proof and the signed tree head (crawler/verify_receipt.py).

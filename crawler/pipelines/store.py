@@ -34,6 +34,7 @@ class StorePipeline:
 
     def __init__(self, crawler: Crawler) -> None:
         self.runtime = ComplianceRuntime.of(crawler)
+        self.crawler = crawler
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(self.item_left, signal=signals.item_dropped)
         crawler.signals.connect(self.item_left, signal=signals.item_error)
@@ -59,6 +60,16 @@ class StorePipeline:
             decision = decision.at("store", url)
             self.runtime.refuse(decision)
             raise DropItem(str(decision), log_level="INFO")
+        # The suppression list (erasure requests): an erased person's data is neither stored nor exported.
+        from crawler.extensions.dataprotection import DataProtection
+
+        gate = DataProtection.of(self.crawler)
+        if gate is not None:
+            refusal = gate.check(url, item_fields(item))
+            if refusal is not None:
+                refusal = refusal.at("store", url)
+                self.runtime.refuse(refusal)
+                raise DropItem(str(refusal), log_level="INFO")
         return item
 
     def item_scraped(self, item: Any, response: Any) -> None:
