@@ -54,24 +54,26 @@ class Command(ComplianceCommand):
         except ValueError as exc:
             raise CommandFailed(f"--purpose: {exc}") from None
         target = str(Path(opts.output).resolve())
-        # The manifest (GDPR Art. 19: who received what) is written as the records leave.
-        manifest = start_export(store, opts.destination or target, "items-export", target, purposes, operator_of(opts, self.settings))
-
-        def recorded() -> Any:
-            for item_id, record in items_with_ids(store, opts.domain):
-                manifest.add(str(record.get("url") or ""), record, item_id)
-                yield record
-
         try:
-            # The total is counted first (one indexed COUNT) only when a line is drawn.
+            # The line is drawn first: the rest waits on the store. The total is
+            # counted (one indexed COUNT) only when a line is drawn.
             with task_progress(TaskProgress("items export"), self.progress_setting(opts)) as progress:
-                if progress.live is not None:
-                    progress.total = store.count_items(opts.domain)
-                written = write_jsonl(tracked(recorded(), progress), opts.output)
+                # The manifest (GDPR Art. 19: who received what) is written as the records leave.
+                manifest = start_export(store, opts.destination or target, "items-export", target, purposes, operator_of(opts, self.settings))
+
+                def recorded() -> Any:
+                    for item_id, record in items_with_ids(store, opts.domain):
+                        manifest.add(str(record.get("url") or ""), record, item_id)
+                        yield record
+
+                try:
+                    if progress.live is not None:
+                        progress.total = store.count_items(opts.domain)
+                    written = write_jsonl(tracked(recorded(), progress), opts.output)
+                finally:
+                    manifest.flush()
         except OSError as exc:
             raise CommandFailed(f"cannot write {opts.output}: {exc.strerror or exc}") from None
-        finally:
-            manifest.flush()
         # An export is a copy of stored data: record it, so purges find it too.
         store.record_output("items-export", machine_name(self.settings), "feed", str(Path(opts.output).resolve()), {"format": "jsonlines"})
         print(f"wrote {written} items to {opts.output}")
