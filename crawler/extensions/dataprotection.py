@@ -53,7 +53,10 @@ class DataProtection:
         _INSTANCES[crawler] = self
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
-        crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
+        # The feeds are fixed for the crawl: without one, no manifest and no per-item work.
+        self.feeds = [str(uri) for uri in crawler.settings.getdict("FEEDS")]
+        if self.feeds:
+            crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> DataProtection:
@@ -153,21 +156,23 @@ class DataProtection:
         if self.suppressor.broken:
             logger.error("Suppression list cannot be checked (%s): every item is refused", self.suppressor.broken)
 
+    def active(self) -> bool:
+        """Whether items must be checked: the suppression list (re-read when it changed) holds identifiers."""
+        self._reload()
+        return self.suppressor is not None and bool(self.suppressor.entries)
+
     def check(self, url: str, fields: dict[str, Any]) -> Decision | None:
         """A refusal when the item holds an erased identifier; None when it may be stored."""
         from crawler.dataprotection.suppression import item_texts
 
-        self._reload()
-        if self.suppressor is None or not self.suppressor.entries:
+        if not self.active():
             return None
         return self.suppressor.check(url, item_texts(fields))
 
     # -- feed manifests ------------------------------------------------------------------
 
     def item_scraped(self, item: Any, response: Any, spider: Spider | None = None) -> None:
-        feeds = self.crawler.settings.getdict("FEEDS")
-        if not feeds:
-            return
+        feeds = self.feeds
         from crawler.dataprotection.exports import start_export
         from crawler.itemfields import item_fields
 

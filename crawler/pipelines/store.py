@@ -35,6 +35,7 @@ class StorePipeline:
     def __init__(self, crawler: Crawler) -> None:
         self.runtime = ComplianceRuntime.of(crawler)
         self.crawler = crawler
+        self._gate: Any = None
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(self.item_left, signal=signals.item_dropped)
         crawler.signals.connect(self.item_left, signal=signals.item_error)
@@ -61,16 +62,22 @@ class StorePipeline:
             self.runtime.refuse(decision)
             raise DropItem(str(decision), log_level="INFO")
         # The suppression list (erasure requests): an erased person's data is neither stored nor exported.
-        from crawler.extensions.dataprotection import DataProtection
-
-        gate = DataProtection.of(self.crawler)
-        if gate is not None:
+        gate = self._erasures()
+        if gate is not None and gate.active():
             refusal = gate.check(url, item_fields(item))
             if refusal is not None:
                 refusal = refusal.at("store", url)
                 self.runtime.refuse(refusal)
                 raise DropItem(str(refusal), log_level="INFO")
         return item
+
+    def _erasures(self) -> Any:
+        """The crawl's DataProtection extension (its suppression list), found once."""
+        if self._gate is None:
+            from crawler.extensions.dataprotection import DataProtection
+
+            self._gate = DataProtection.of(self.crawler) or False
+        return self._gate or None
 
     def item_scraped(self, item: Any, response: Any) -> None:
         noted = self.runtime.known_source(item, forget=True)
