@@ -7,6 +7,10 @@ receipt against a crawler they do not trust::
 
     python verify_receipt.py receipt.json --key-directory https://crawler.example/.well-known/http-message-signatures-directory
     python verify_receipt.py receipt.json --key key.json --newer-head head.json --consistency proof.json
+    python verify_receipt.py receipt.json --key-directory URL --portal https://crawler.example/
+
+(``--portal``: the crawler's site owners' portal serves its latest signed head
+at ``/ledger/head`` and consistency proofs at ``/ledger/consistency?old=N&new=M``.)
 
 It prints one line per check (``ok`` or ``FAIL``) and exits 0 when every
 check passed, 1 when one failed, 2 when an input cannot be read.
@@ -384,9 +388,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--newer-head", metavar="H.json", help="a newer signed tree head (`scrapy ledger head`)")
     parser.add_argument("--consistency", metavar="P.json",
                         help="the consistency proof from the receipt's head to the newer one (`scrapy ledger consistency OLD NEW`)")  # fmt: skip
+    parser.add_argument("--portal", metavar="URL",
+                        help="the crawler's portal (`scrapy compliance serve`): fetch its latest signed head and the consistency "
+                             "proof from each receipt's head to it")  # fmt: skip
     args = parser.parse_args(argv)
     if bool(args.newer_head) != bool(args.consistency):
         parser.error("--newer-head and --consistency go together")
+    if args.portal and args.newer_head:
+        parser.error("--portal fetches the newer head and the proof itself: give it, or --newer-head and --consistency")
+    portal = args.portal.rstrip("/") if args.portal else None
     try:
         source = args.key_directory or args.key
         key_set = public_keys(read_source(source, accept=DIRECTORY_MEDIA_TYPE), source)
@@ -395,6 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not receipts:
             raise InputError(f"{args.receipt}: no receipt in it (an object with entry, inclusion_proof and tree_head)")
         newer = (read_source(args.newer_head), read_source(args.consistency)) if args.newer_head else None
+        if portal is not None:
+            newer = (read_source(f"{portal}/ledger/head"), None)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -404,7 +416,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The receipts of one command's output are proved against one head; each distinct head is checked.
         trusted = sorted({head for head in heads if head is not None})
         for head in trusted:
-            check_consistency(head, newer[0], newer[1], key_set, report)
+            proof_doc = newer[1]
+            if portal is not None:
+                new_size = newer[0].get("tree_size") if isinstance(newer[0], dict) else None
+                try:
+                    proof_doc = read_source(f"{portal}/ledger/consistency?old={head[0]}&new={new_size}")
+                except InputError as exc:
+                    report.fail(f"consistency: {exc}")
+                    continue
+            check_consistency(head, newer[0], proof_doc, key_set, report)
         if not trusted:
             report.fail("consistency: no trusted head in the receipt to check the newer head against")
     print(f"{'all checks passed' if not report.failed else f'{report.failed} check(s) FAILED'}")

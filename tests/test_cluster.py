@@ -263,6 +263,7 @@ def test_a_lease_outlives_output_until_its_item_is_stored(tmp_path: Path, redis_
     for i in range(11, 31):
         fleet.pages[f"/n/{i}"] = lambda request, page=fleet.pages[f"/n/{i}"]: (released.wait(120), page)[1]  # type: ignore[attr-defined]
     policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
+    first: list[subprocess.Popen[bytes]] = []
     held_url = "http://fleet.test/n/3"
     with TestWeb(sites) as web:
         try:
@@ -291,6 +292,9 @@ def test_a_lease_outlives_output_until_its_item_is_stored(tmp_path: Path, redis_
             first[0].wait(10)
         finally:
             released.set()
+            if first and first[0].poll() is None:  # a failed check above: never leave the worker holding its item forever
+                first[0].kill()
+                first[0].wait(10)
         second = start_workers(web, 1, ["http://fleet.test/"], pg_store, redis_job, policies, tmp_path, first=1)
         assert second[0].wait(120) == 0, (tmp_path / "worker1.log").read_text()[-3000:]
     assert pages_seen(web, "fleet.test")["/n/3"] == 2, "the second worker fetched the held page again"

@@ -233,3 +233,72 @@ def test_an_unverified_objection_expires_in_the_crawls_and_in_the_ledger(portal:
     assert book.get(record["id"])["status"] == "expired"
     assert store.notice_row(record["pause_notice_id"]).data["status"] == "withdrawn"
     assert [e.kind for e in store.ledger_entries()][-2:] == ["notice.withdrawn", "objection.expired"]
+
+
+def test_forms_posted_from_another_site_are_refused_whatever_they_carry(tmp_path: Path) -> None:
+    """CSRF without cookies: a cross-site form arrives with no cookie (SameSite=Strict); it, a foreign Origin and
+    Sec-Fetch-Site: cross-site are each refused with 403 and file nothing; an oversized form gets 413."""
+    settings = settings_for(tmp_path)
+    fields = {"domain": "owner.test", "sender": "x", "email": "a@owner.test", "kind": "Other", "statement": "stop"}
+    with TestClient(create_app(settings), base_url="http://portal.test") as stranger:
+        cookieless = stranger.post("/objections", data={"csrftoken": "anything", **fields}, follow_redirects=False)
+        assert cookieless.status_code == 403 and "cookie is missing" in cookieless.text
+    with TestClient(create_app(settings), base_url="http://portal.test") as client:
+        for headers in ({"origin": "http://evil.test"}, {"sec-fetch-site": "cross-site"}):
+            refused = client.post("/objections", data={"csrftoken": csrf(client), **fields}, headers=headers, follow_redirects=False)
+            assert refused.status_code == 403 and "another" in refused.text, headers
+        huge = client.post("/objections", data={"csrftoken": csrf(client), **fields, "statement": "x" * 70_000}, follow_redirects=False)
+        assert huge.status_code == 413
+        assert ObjectionBook(Store(settings["COMPLIANCE_STORE"])).list() == []
+        same_site = client.post("/objections", data={"csrftoken": csrf(client), **fields},
+                                headers={"origin": "http://portal.test", "sec-fetch-site": "same-origin"}, follow_redirects=False)  # fmt: skip
+        assert same_site.status_code == 303, same_site.text[-500:]
+
+
+def test_an_approved_objection_discloses_nothing_to_whoever_filed_it(portal: TestClient) -> None:
+    """Only a proof of control unlocks stored texts: approval (a letter to the operator) says nothing about the filer."""
+    store = store_of(portal)
+    store.start_crawl("c1", "site", ["https://approved.test/"], "UA")
+    row = item_row({"title": "t", "text": "SECRET TEXT"}, {"url": "https://approved.test/keep", "host": "approved.test",
+                   "domain": "approved.test", "fetched_at": datetime.now(UTC), "crawl_id": "c1"})  # fmt: skip
+    store.write([row], [])
+    objection_id = file(portal, domain="approved.test").headers["location"].rsplit("/", 1)[1]
+    objection = ObjectionBook(store).get(objection_id)
+    assert objection is not None
+    token = csrf(portal, "/admin")
+    approved = portal.post(f"/admin/objections/{objection['public_id']}/approve", data={"csrftoken": token, "note": "letter"},
+                           headers={"authorization": f"Bearer {ADMIN}"}, follow_redirects=False)  # fmt: skip
+    assert approved.status_code == 303
+    store.write([item_row({"title": "t", "text": "SECRET TEXT 2"}, {**row, "url": "https://approved.test/later"})], [])
+    shown = portal.get("/holdings", params={"domain": "approved.test", "objection": objection_id})
+    assert shown.status_code == 200 and "SECRET TEXT" not in shown.text
+
+
+def test_the_portal_serves_signed_heads_and_consistency_proofs(tmp_path: Path) -> None:
+    """/ledger/head is the latest signed head; /ledger/consistency proves an older tree inside it; bad sizes are one line."""
+    from crawler.identity.signing import SigningKey
+    from crawler.verify_receipt import verify_consistency
+
+    settings = settings_for(tmp_path)
+    store = Store(settings["COMPLIANCE_STORE"], head_key=SigningKey.generate())
+    for n in range(5):
+        store.append_ledger("purge.completed", {"purge_id": f"p{n}"})
+    with TestClient(create_app(settings, store=store), base_url="http://portal.test") as client:
+        head = client.get("/ledger/head").json()
+        assert head == store.latest_tree_head() and head["tree_size"] == 5
+        old = store.tree_head(2)
+        assert old is not None
+        proof = client.get("/ledger/consistency", params={"old": 2, "new": 5}).json()
+        verify_consistency(2, 5, [bytes.fromhex(h) for h in proof["proof"]], bytes.fromhex(old["root_hash"]), bytes.fromhex(head["root_hash"]))
+        assert client.get("/ledger/consistency", params={"old": "x", "new": 5}).status_code == 400
+        assert client.get("/ledger/consistency", params={"old": 2, "new": 99}).status_code == 404
+        assert client.get("/ledger/consistency", params={"old": 6, "new": 5}).status_code == 400
+
+
+def test_admin_token_guesses_count_against_the_log_in_limit(tmp_path: Path) -> None:
+    """Bearer guesses are rate limited like log-ins: past the limit even the right token gets nothing."""
+    with TestClient(create_app(settings_for(tmp_path, COMPLIANCE_ADMIN_TOKEN=ADMIN, COMPLIANCE_PORTAL_RATE_LIMIT="3/hour"))) as client:
+        assert client.get("/admin", headers={"authorization": f"Bearer {ADMIN}"}).status_code == 200
+        for n in range(3):
+            assert client.get("/admin", headers={"authorization": f"Bearer guess-{n}"}).status_code == 401
+        assert client.get("/admin", headers={"authorization": f"Bearer {ADMIN}"}).status_code == 401

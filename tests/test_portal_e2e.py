@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -96,10 +97,11 @@ def test_objection_stops_a_running_crawl_then_verify_purges_and_the_receipt_chec
             keys = scrapy_command(["identity", "directory", "--body-only", *as_portal])
             assert keys.returncode == 0, keys.stderr
             (tmp_path / "keys.json").write_text(keys.stdout)
-            owner = subprocess.run([sys.executable, str(VERIFIER), str(path), "--key", str(tmp_path / "keys.json")],
-                                   capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+            # --portal: the newer signed head and the consistency proof come from the portal itself.
+            owner = subprocess.run([sys.executable, str(VERIFIER), str(path), "--key", str(tmp_path / "keys.json"), "--portal", portal.url],
+                                   capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "no_proxy": "*"})  # fmt: skip
             assert owner.returncode == 0, owner.stdout + owner.stderr
-            assert "FAIL" not in owner.stdout and "ok" in owner.stdout
+            assert "FAIL" not in owner.stdout and "ok    consistency: the tree of size" in owner.stdout, owner.stdout
             tampered = {**data, "purge": {**data["purge"], "counts": {"store": 0}}}
             path.write_text(json.dumps(tampered))
             assert scrapy_command(["ledger", "verify", "--receipt", str(path), *as_portal]).returncode == 1

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 import crawler
 from crawler.compliance.ledger import GENESIS, Entry, entry_hash
-from crawler.compliance.store import Store, ledger, ledger_heads, ledger_nodes, store_meta
+from crawler.compliance.store import Store, StoreError, ledger, ledger_heads, ledger_nodes, store_meta
 from crawler.identity.signing import SigningKey, directory_body
 from crawler.testing.runner import scrapy_command
 from crawler.testing.web import StaticSite, TestWeb, WebResponse
@@ -273,12 +273,16 @@ def test_standalone_verifier_accepts_a_good_receipt_and_names_each_bad_part(
     store.dispose()
 
 
-def _rewrite(store: Store, key: SigningKey, change: Callable[[list[tuple[str, str, Any]]], list[tuple[str, str, Any]]]) -> None:
-    """An attacker with the database AND the signing key: rewrite history, recompute every hash, node and head."""
+def _rewrite(store: Store, key: SigningKey | None,
+             change: Callable[[list[tuple[str, str, Any]]], list[tuple[str, str, Any]]]) -> None:  # fmt: skip
+    """An attacker with the database AND the signing key: rewrite history, recompute every hash, node and head.
+
+    With ``key=None``, an attacker with the database only: every hash and node is recomputed, the signed heads stay.
+    """
     with store.engine.begin() as conn:
         rows = conn.execute(sa.select(ledger).order_by(ledger.c.seq)).all()
         records = change([(r.at, r.kind, json.loads(r.payload)) for r in rows])
-        for table in (ledger, ledger_nodes, ledger_heads):
+        for table in (ledger, ledger_nodes, *([ledger_heads] if key is not None else [])):
             conn.execute(table.delete())
         tree, prev = MemoryTree(), GENESIS
         for seq, (at, kind, payload) in enumerate(records, 1):
@@ -286,7 +290,8 @@ def _rewrite(store: Store, key: SigningKey, change: Callable[[list[tuple[str, st
             entry = Entry(seq, at, kind, canonical_json(payload), prev, digest)
             conn.execute(ledger.insert().values(seq=seq, at=at, kind=kind, payload=entry.payload, prev_hash=prev, hash=digest))
             tree.append(entry.leaf_hash())
-            conn.execute(ledger_heads.insert().values(**sign_head(key, seq, root(seq, tree.fetch))))
+            if key is not None:
+                conn.execute(ledger_heads.insert().values(**sign_head(key, seq, root(seq, tree.fetch))))
             prev = digest
         conn.execute(ledger_nodes.insert(), [{"level": lv, "idx": ix, "hash": h} for (lv, ix), h in tree.nodes.items()])
         conn.execute(store_meta.update().where(store_meta.c.key == "ledger_head").values(value=f"{len(records)}:{prev}"))
@@ -338,6 +343,22 @@ def test_a_holder_of_an_earlier_head_detects_rewritten_history(
         assert done.returncode == 0 and lines[3].startswith("ok    consistency:"), done.stdout
     else:
         assert done.returncode == 1 and lines[3].startswith("FAIL  consistency:"), done.stdout
+    store.dispose()
+
+
+def test_the_crawler_never_signs_over_a_history_rewritten_behind_its_back(any_store_url: str, key: SigningKey) -> None:
+    """Database access without the key: entries, chain and nodes recomputed, heads left. The next append and the next
+    head are refused, so the crawler's key never signs the forged tree."""
+    store = Store(any_store_url, head_key=key)
+    for n in range(6):
+        store.append_ledger("purge.completed", {"purge_id": f"p{n}", "total_deleted": n + 1})
+    signed = store.latest_tree_head()
+    _rewrite(store, None, _altered)
+    with pytest.raises(StoreError, match="history was rewritten"):
+        store.append_ledger("consent.changed", {"n": 1})
+    with pytest.raises(StoreError, match="history was rewritten"):
+        store.sign_tree_head()
+    assert store.latest_tree_head() == signed and store.ledger_tree_size() == 6
     store.dispose()
 
 

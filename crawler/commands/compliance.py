@@ -169,6 +169,7 @@ class Command(ComplianceCommand):
         print(f"portal: http://{opts.host}:{opts.port}/ (store {store.url})", flush=True)
         # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 by
         # default; the app trusts only COMPLIANCE_TRUSTED_PROXIES (crawler/portal/app.py).
+        # No access log: objection pages are capability URLs (/objections/<secret id>); a log must not hold them.
         uvicorn.run(app, host=opts.host, port=int(opts.port), proxy_headers=False, server_header=False,
-                    log_level="info", access_log=True)  # fmt: skip
+                    log_level="info", access_log=False)  # fmt: skip
         return 0

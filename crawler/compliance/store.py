@@ -750,9 +750,28 @@ class Store:
         if conn.execute(sa.select(ledger_heads.c.tree_size).where(ledger_heads.c.tree_size == size)).first() is not None:
             raise StoreError(f"a signed head of size {size} exists before the tree reached that size: the heads were "
                              "tampered with; nothing more is appended (see `scrapy ledger verify`)")  # fmt: skip
+        # Never sign over a rewritten history: the tree must still have the
+        # root the latest signed head committed to (about log2 n node reads).
+        latest = conn.execute(sa.select(ledger_heads).where(ledger_heads.c.tree_size < size)
+                              .order_by(ledger_heads.c.tree_size.desc()).limit(1)).mappings().first()  # fmt: skip
+        if latest is not None:
+            self._check_signed_root(conn, latest)
         signed = sign_head(self.head_key, size, root)
         conn.execute(ledger_heads.insert().values(**signed))
         return signed
+
+    def _check_signed_root(self, conn: sa.Connection, head: Mapping[str, Any]) -> None:
+        """StoreError unless the tree still has the root ``head`` (a stored signed head) committed to."""
+        from crawler.transparency.tree import MissingNode
+        from crawler.transparency.tree import root as tree_root
+
+        try:
+            now = tree_root(int(head["tree_size"]), lambda keys: self._fetch_nodes(conn, keys)).hex()
+        except MissingNode as exc:
+            now = f"(unreadable: {exc})"
+        if now != str(head["root_hash"]):
+            raise StoreError(f"the ledger no longer has the root its signed head of size {head['tree_size']} committed to: "
+                             "its history was rewritten; nothing more is signed or appended (see `scrapy ledger verify`)")  # fmt: skip
 
     def ledger_tree_size(self) -> int:
         """How many leaves the tree holds (the largest level-0 index + 1: one index lookup)."""
@@ -804,6 +823,7 @@ class Store:
             size = 0 if last is None else int(last) + 1
             row = conn.execute(sa.select(ledger_heads).order_by(ledger_heads.c.tree_size.desc()).limit(1)).mappings().first()
             if row is not None and int(row["tree_size"]) >= size:
+                self._check_signed_root(conn, row)
                 return _head(row)
             from crawler.transparency.tree import root
 

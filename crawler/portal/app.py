@@ -93,8 +93,14 @@ class Portal:
         if token is None:
             return False
         bearer = request.headers.get("authorization", "")
-        if bearer.lower().startswith("bearer ") and hmac.compare_digest(bearer[7:].strip().encode(), token.encode()):
-            return True
+        if bearer.lower().startswith("bearer "):
+            # Guesses count against the log-in limit; past it, not even the right token opens /admin.
+            good = hmac.compare_digest(bearer[7:].strip().encode(), token.encode())
+            if not good:
+                self.allowed(request, "login")
+                return False
+            who = self.client(request)
+            return all(self.limiter.test(item, "login", who) for item in self.limits)
         cookie = request.cookies.get(ADMIN_COOKIE, "")
         return bool(cookie) and hmac.compare_digest(cookie.encode(), self.admin_session().encode())
 
@@ -226,6 +232,35 @@ class Portal:
                 pass  # decided meanwhile: the page says how
         return RedirectResponse(f"/objections/{record['id']}?checked=1", status_code=303)
 
+    # -- the ledger's signed heads and proofs, for anyone holding a receipt --
+
+    def ledger_head(self, request: Request) -> Response:
+        """The latest signed tree head (one is signed first if entries were appended without the key)."""
+        from crawler.compliance.store import StoreError
+
+        try:
+            head = self.store.sign_tree_head() if self.store.head_key is not None else self.store.latest_tree_head()
+        except StoreError as exc:
+            return PlainTextResponse(f"no signed tree head: {exc}\n", status_code=503)
+        if head is None:
+            return PlainTextResponse("no signed tree head yet\n", status_code=404)
+        return JSONResponse(head)
+
+    def ledger_consistency(self, request: Request) -> Response:
+        """``?old=N&new=M``: the proof that the tree of size N is unchanged inside the signed tree of size M."""
+        try:
+            old = int(str(request.query_params.get("old", "")))
+            new = int(str(request.query_params.get("new", "")))
+        except ValueError:
+            return PlainTextResponse("old and new: tree sizes (whole numbers), e.g. ?old=6&new=9\n", status_code=400)
+        head = self.store.tree_head(new) if new >= 1 else None
+        if head is None:
+            return PlainTextResponse(f"new={new}: no signed tree head of that size (see /ledger/head)\n", status_code=404)
+        if not 1 <= old <= new:
+            return PlainTextResponse(f"old={old}: must be 1..{new}\n", status_code=400)
+        proof = self.store.consistency_proof(old, new)
+        return JSONResponse({"old_size": old, "new_size": new, "proof": [h.hex() for h in proof], "new_head": head})
+
     def receipt(self, request: Request) -> Response:
         record = self.book.get(request.path_params["objection_id"])
         if record is None or record["receipt"] is None:
@@ -345,6 +380,58 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+#: The largest form body the portal reads (an objection's statement is bounded far below this).
+MAX_FORM_BYTES = 64 * 1024
+
+
+class SameOriginPosts:
+    """Refuses a POST that a browser says comes from another site, or that cannot carry the form's token.
+
+    asgi-csrf checks the token against its cookie, but lets a POST without
+    any cookie through unchecked; the portal's cookies are SameSite=Strict,
+    so a form posted from another site arrives exactly like that. Every
+    form of the portal is served with its CSRF cookie, so a POST without it
+    is refused here, as is one whose ``Sec-Fetch-Site`` says ``cross-site``
+    or whose ``Origin`` is not the portal's own host, and a body over
+    :data:`MAX_FORM_BYTES`.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        why = _cross_site(headers)
+        if why is None and int(headers.get("content-length") or 0) > MAX_FORM_BYTES:
+            why, status = f"the form is larger than {MAX_FORM_BYTES} bytes", 413
+        else:
+            status = 403
+        if why is not None:
+            body = f"refused: {why}\n".encode()
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+def _cross_site(headers: Mapping[str, str]) -> str | None:
+    """Why a POST with these headers is refused as cross-site (None: it may go on to the CSRF token check)."""
+    from urllib.parse import urlsplit
+
+    if headers.get("sec-fetch-site", "").lower() == "cross-site":
+        return "a form posted from another site (Sec-Fetch-Site: cross-site)"
+    origin = headers.get("origin")
+    if origin and origin != "null" and urlsplit(origin).netloc.lower() != headers.get("host", "").lower():
+        return f"a form posted from another origin ({origin[:100]})"
+    if "csrftoken=" not in headers.get("cookie", ""):
+        return "the form's token cookie is missing (load the form again; forms posted from other sites carry none)"
+    return None
+
+
 def create_app(settings: Any, *, store: Store | None = None, policies: Any = None, probe_overrides: Mapping[str, str] | None = None) -> Any:
     """The portal's ASGI application on the store and policies of ``settings`` (Scrapy settings)."""
     from asgi_csrf import asgi_csrf
@@ -371,6 +458,8 @@ def create_app(settings: Any, *, store: Store | None = None, policies: Any = Non
         Route("/objections/{objection_id}", portal.objection),
         Route("/objections/{objection_id}/verify", portal.verify, methods=["POST"]),
         Route("/objections/{objection_id}/receipt.json", portal.receipt),
+        Route("/ledger/head", portal.ledger_head),
+        Route("/ledger/consistency", portal.ledger_consistency),
         Route("/admin", portal.admin),
         Route("/admin/login", portal.admin_login, methods=["POST"]),
         Route("/admin/logout", portal.admin_logout, methods=["POST"]),
@@ -381,6 +470,7 @@ def create_app(settings: Any, *, store: Store | None = None, policies: Any = Non
     # A fresh secret per process: a form served before a restart must be loaded again.
     secret = str(settings.get("COMPLIANCE_PORTAL_SECRET") or "") or secrets.token_hex(32)
     app = asgi_csrf(app, signing_secret=secret, always_set_cookie=True, cookie_samesite="Strict")
+    app = SameOriginPosts(app)
     app = SecurityHeaders(app)
     if options.trusted_proxies:
         from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware

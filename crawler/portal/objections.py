@@ -222,9 +222,13 @@ class ObjectionBook:
             return [_record(r) for r in conn.execute(query).mappings().all()]
 
     def verified_for(self, objection_id: str, domain: str) -> bool:
-        """True when ``objection_id`` is an objection whose control of ``domain`` was proved (or approved)."""
+        """True when ``objection_id`` is an objection whose control of ``domain`` was proved.
+
+        Only a proof counts: an objection the operator approved (a letter on
+        paper) says nothing about who filed it in the portal.
+        """
         record = self.get(objection_id)
-        return record is not None and record["status"] in ("verified", "approved") and record["domain"] == domain
+        return record is not None and record["status"] == "verified" and record["domain"] == domain
 
     # -- filing --
 
