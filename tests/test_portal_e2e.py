@@ -102,6 +102,9 @@ def test_objection_stops_a_running_crawl_then_verify_purges_and_the_receipt_chec
                                    capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "no_proxy": "*"})  # fmt: skip
             assert owner.returncode == 0, owner.stdout + owner.stderr
             assert "FAIL" not in owner.stdout and "ok    consistency: the tree of size" in owner.stdout, owner.stdout
+            # The notice, the objection's outcome and the purge: each entry proved against one head.
+            assert owner.stdout.count("inclusion: leaf") >= 3, owner.stdout
+            assert {r["entry"]["kind"] for r in data["ledger_receipts"]} >= {"notice.added", "objection.verified"}
             tampered = {**data, "purge": {**data["purge"], "counts": {"store": 0}}}
             path.write_text(json.dumps(tampered))
             assert scrapy_command(["ledger", "verify", "--receipt", str(path), *as_portal]).returncode == 1

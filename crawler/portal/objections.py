@@ -451,6 +451,17 @@ def build_receipt(store: Store, record: Mapping[str, Any], notice: Mapping[str, 
             if key == kinds[entry.kind]:
                 entries.append(entry.as_dict())
     decision = dict(record.get("decision") or {})
+    entries.sort(key=lambda e: e["seq"])
+    purge = dict(purge)
+    proofs: list[dict[str, Any]] = []
+    if store.head_key is not None:
+        # Every entry of the receipt (the notice, the objection's outcome, the
+        # purge) proved against one signed head, so one consistency proof
+        # later covers them all (crawler/verify_receipt.py).
+        head = store.sign_tree_head()
+        proofs = [store.ledger_receipt(e["seq"], head) for e in entries if e["seq"] not in wanted_seqs]
+        if isinstance(purge.get("ledger_entry"), Mapping):
+            purge["ledger_receipt"] = store.ledger_receipt(purge["ledger_entry"]["seq"], head)
     return {
         "format": RECEIPT_FORMAT,
         "objection": {
@@ -459,8 +470,9 @@ def build_receipt(store: Store, record: Mapping[str, Any], notice: Mapping[str, 
             "decided_at": decision.get("at"), "method": decision.get("method"), "proof_url": decision.get("url"),
         },
         "notice": dict(notice),
-        "purge": dict(purge),
-        "ledger_entries": sorted(entries, key=lambda e: e["seq"]),
+        "purge": purge,
+        "ledger_entries": entries,
+        "ledger_receipts": proofs,
     }  # fmt: skip
 
 
