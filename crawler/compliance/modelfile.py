@@ -23,7 +23,7 @@ from crawler.compliance.yamlfile import LoadedYaml, YamlSyntaxError, load_yaml
 class Strict(BaseModel):
     """Unknown fields are errors and values are frozen (STYLE: strict models)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, defer_build=True)
 
 
 
