@@ -43,6 +43,7 @@ def test_objection_stops_a_running_crawl_then_verify_purges_and_the_receipt_chec
     crawl = start_site_crawl(owned, ["http://owner.test/", "http://bystander.test/"], store_url,
                              settings={"COMPLIANCE_POLICY_DIR": str(policies), "COMPLIANCE_DATA_DIR": str(tmp_path / "var")},
                              env=GUARD_ENV, log_path=tmp_path / "crawl.log")  # fmt: skip
+    owned.request_verifier = lambda req: "signed" if {"signature", "signature-input"} <= set(req.headers) else "unsigned"
     try:
         with running_portal(owned.env(), settings, tmp_path / "portal.log") as portal:
             owned.wait_for_requests("owner.test", 15, process=crawl)
@@ -67,6 +68,8 @@ def test_objection_stops_a_running_crawl_then_verify_purges_and_the_receipt_chec
             proof_requests = [e for e in owned.requests(host="owner.test") if e.time >= checked_at]
             assert {e.path for e in proof_requests} >= {"/.well-known/ethical-crawler-verification.txt", "/"}
             assert all(e.user_agent.startswith("EthicalCrawler/") for e in proof_requests)
+            # Signed like every request of the crawler (the signature itself is verified by tests/test_e2e_identity.py).
+            assert all(e.signature == "signed" for e in proof_requests), [(e.path, e.signature) for e in proof_requests]
             robots = [i for i, e in enumerate(proof_requests) if e.path == "/robots.txt"]
             home = [i for i, e in enumerate(proof_requests) if e.path == "/"]
             # The home page is a page: robots.txt is asked first (the proof file is exempt; see the robots test).

@@ -50,7 +50,8 @@ class Command(ComplianceCommand):
         identifiers = list(dict.fromkeys(identifiers))
         if not opts.dry_run and not opts.reason.strip():
             raise UserMistake("--reason is required: say why (the request's reference, not the identifiers: it goes into the ledger)")
-        store = self.open_store()
+        # A real erasure appends to the ledger: signed, so its receipt carries a proof (crawler/verify_receipt.py).
+        store = self.open_store() if opts.dry_run else self.open_signing_store()
         if opts.dry_run:
             return self.dry_run(store, identifiers, config)
         return self.erase(store, identifiers, config, opts)

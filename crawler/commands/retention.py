@@ -32,7 +32,8 @@ class Command(ComplianceCommand):
 
         policies = self.policies()
         periods = schedule(policies, default_source(policies))
-        store = self.open_store()
+        # apply (not --dry-run) appends to the ledger: signed, so its receipt carries a proof.
+        store = self.open_signing_store() if args[0] == "apply" and not getattr(opts, "dry_run", False) else self.open_store()
         if args[0] == "show":
             counts = due(store, periods)
             if opts.json:
