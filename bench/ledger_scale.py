@@ -69,6 +69,11 @@ def storage(store: object, url: str) -> dict[str, float]:
                 for table in ("ledger", "ledger_nodes", "ledger_heads")}  # fmt: skip
 
 
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=1_000_000)
@@ -132,7 +137,12 @@ def main() -> int:
         "batched_appends_per_s": round(bulk / batched) if bulk else None,
         "single_appends_per_s": round(args.single / single) if args.single else None,
         "inclusion_ms_median": round(statistics.median(inclusion) * 1000, 3), "inclusion_ms_max": round(max(inclusion) * 1000, 3),
+        "inclusion_ms_p95": round(_quantile(inclusion, 0.95) * 1000, 3), "inclusion_ms_p99": round(_quantile(inclusion, 0.99) * 1000, 3),
+        # The slowest proof is often the first: its node pages are read cold from the file.
+        "inclusion_slowest_is_proof_no": inclusion.index(max(inclusion)) + 1,
         "consistency_ms_median": round(statistics.median(consistency) * 1000, 3), "consistency_ms_max": round(max(consistency) * 1000, 3),
+        "consistency_ms_p95": round(_quantile(consistency, 0.95) * 1000, 3),
+        "proofs_over_10_ms": sum(t > 0.010 for t in inclusion) + sum(t > 0.010 for t in consistency),
         "nodes_read_per_inclusion_max": max(reads),
         "bytes_per_entry": {name: round(value / size, 1) for name, value in sizes.items()},
         "signed_heads": signed_heads,
