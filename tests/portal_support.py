@@ -7,7 +7,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from crawler.testing import portal
+from crawler.testing.plugin import serving
 from crawler.testing.portal import CONTACT, OwnedSite, bystander, csrf_of, file_objection, free_port, portal_settings, session
 
 from conftest import GUARD_ENV
@@ -23,3 +26,12 @@ def running_portal(web_env: Mapping[str, str], settings: Mapping[str, Any], log:
     """The portal, with the network guard on its path (no packet leaves loopback)."""
     with portal.running_portal(web_env, settings, log, port, env=GUARD_ENV) as running:
         yield running
+
+
+@pytest.fixture
+def owned() -> Iterator[Any]:
+    """The test web with an owned site (``web.owned``: the owner places the token there) and a bystander."""
+    site = OwnedSite()
+    with serving({"owner.test": site, "bystander.test": bystander()}) as web:
+        web.owned = site  # type: ignore[attr-defined]
+        yield web

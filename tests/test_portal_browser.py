@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from crawler.compliance.store import Store
-from crawler.testing.plugin import serving
 from crawler.testing.runner import policy_dir_with_pace, scrapy_command, start_site_crawl
 
 from conftest import GUARD_ENV
-from portal_support import ADMIN_TOKEN, OwnedSite, bystander, portal_settings, running_portal
+from portal_support import ADMIN_TOKEN, bystander, portal_settings, running_portal
+from portal_support import owned  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.e2e
 HOSTILE = "<script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">"
@@ -32,14 +32,6 @@ def browser() -> Any:
         launched = p.chromium.launch(executable_path=path, headless=True)
         yield launched
         launched.close()
-
-
-@pytest.fixture
-def owned() -> Any:
-    site = OwnedSite()
-    with serving({"owner.test": site, "bystander.test": bystander()}) as web:
-        web.owned = site
-        yield web
 
 
 def test_site_owner_objects_verifies_and_checks_the_receipt_in_a_browser(browser: Any, owned: Any, tmp_path: Path, store_url: str) -> None:

@@ -21,19 +21,12 @@ from crawler.testing.runner import policy_dir_with_pace, run_site_crawl, scrapy_
 
 from conftest import GUARD_ENV
 from portal_support import OwnedSite, bystander, csrf_of, file_objection, portal_settings, running_portal, session
+from portal_support import owned  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.e2e
 
 #: The standalone receipt verifier a site owner runs (stdlib and cryptography only).
 VERIFIER = Path(crawler.__file__).parent / "verify_receipt.py"
-
-
-@pytest.fixture
-def owned() -> Any:
-    site = OwnedSite()
-    with serving({"owner.test": site, "bystander.test": bystander()}) as web:
-        web.owned = site
-        yield web
 
 
 def test_objection_stops_a_running_crawl_then_verify_purges_and_the_receipt_checks(owned: Any, tmp_path: Path, store_url: str) -> None:
