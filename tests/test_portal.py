@@ -233,6 +233,10 @@ def test_an_unverified_objection_expires_in_the_crawls_and_in_the_ledger(portal:
     assert book.get(record["id"])["status"] == "expired"
     assert store.notice_row(record["pause_notice_id"]).data["status"] == "withdrawn"
     assert [e.kind for e in store.ledger_entries()][-2:] == ["notice.withdrawn", "objection.expired"]
+    import json
+
+    expired = json.loads(list(store.ledger_entries())[-1].payload)
+    assert datetime.fromisoformat(expired["expired_at"]) == notice.expires_at  # the moment the pause ended, not the sweep's
 
 
 def test_forms_posted_from_another_site_are_refused_whatever_they_carry(tmp_path: Path) -> None:
@@ -302,3 +306,23 @@ def test_admin_token_guesses_count_against_the_log_in_limit(tmp_path: Path) -> N
         for n in range(3):
             assert client.get("/admin", headers={"authorization": f"Bearer guess-{n}"}).status_code == 401
         assert client.get("/admin", headers={"authorization": f"Bearer {ADMIN}"}).status_code == 401
+
+
+def test_the_running_portal_records_an_expired_pause_without_a_visitor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The portal's own sweep (no request after filing) records objection.expired once the pause has run out."""
+    import time
+
+    import crawler.portal.app as app_module
+
+    monkeypatch.setattr(app_module, "SWEEP_INTERVAL", 0.2)
+    settings = settings_for(tmp_path, COMPLIANCE_OBJECTION_PENDING_DAYS=0.00002)  # about 1.7 s
+    with TestClient(create_app(settings), base_url="http://portal.test") as client:
+        client.settings = settings
+        assert file(client).status_code == 303
+        store = store_of(client)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "objection.expired" not in [e.kind for e in store.ledger_entries()]:
+            time.sleep(0.1)
+        assert "objection.expired" in [e.kind for e in store.ledger_entries()]
+        [record] = ObjectionBook(store).list()
+        assert record["status"] == "expired"

@@ -432,6 +432,41 @@ def _cross_site(headers: Mapping[str, str]) -> str | None:
     return None
 
 
+#: Seconds between two sweeps of the objections while the portal runs (expired pauses recorded, claimed ones finished).
+SWEEP_INTERVAL = 60.0
+
+
+def _sweeping(book: ObjectionBook) -> Any:
+    """A lifespan that sweeps the objections every :data:`SWEEP_INTERVAL` seconds while the portal serves.
+
+    A pause expires by itself in the crawls; the sweep writes ``objection.expired``
+    to the ledger (with the moment it expired) without waiting for a visitor.
+    """
+    import asyncio
+    import contextlib
+    import logging
+
+    from starlette.concurrency import run_in_threadpool
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(SWEEP_INTERVAL)
+                try:
+                    await run_in_threadpool(book.sweep)
+                except Exception:  # noqa: BLE001 - a store hiccup: logged, tried again next time
+                    logging.getLogger("crawler.portal").exception("Sweeping the objections failed; retrying in %gs", SWEEP_INTERVAL)
+
+        task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    return lifespan
+
+
 def create_app(settings: Any, *, store: Store | None = None, policies: Any = None, probe_overrides: Mapping[str, str] | None = None) -> Any:
     """The portal's ASGI application on the store and policies of ``settings`` (Scrapy settings)."""
     from asgi_csrf import asgi_csrf
@@ -465,7 +500,7 @@ def create_app(settings: Any, *, store: Store | None = None, policies: Any = Non
         Route("/admin/logout", portal.admin_logout, methods=["POST"]),
         Route("/admin/objections/{public_id}/{action}", portal.admin_decide, methods=["POST"]),
     ]
-    app: Any = Starlette(routes=routes)
+    app: Any = Starlette(routes=routes, lifespan=_sweeping(book))
     app.state.portal = portal
     # A fresh secret per process: a form served before a restart must be loaded again.
     secret = str(settings.get("COMPLIANCE_PORTAL_SECRET") or "") or secrets.token_hex(32)

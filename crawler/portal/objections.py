@@ -393,7 +393,9 @@ class ObjectionBook:
         for record in self.list("pending"):
             if record["expires_at"] <= now:
                 try:
-                    self._close(record["id"], "expired", {"reason": f"not verified within {self.pending_days:g} days"}, "portal")
+                    # The entry is written when the portal next looks; it names the moment the pause really ended.
+                    self._close(record["id"], "expired", {"reason": f"not verified within {self.pending_days:g} days",
+                                                          "expired_at": _aware(record["expires_at"]).isoformat()}, "portal")  # fmt: skip
                     changed.append(record["public_id"])
                 except ObjectionError:
                     pass
