@@ -364,3 +364,25 @@ def test_a_paused_host_shows_as_waiting_with_its_cause(tmp_path: Path) -> None:
     assert code == 0, term.raw[-3000:]
     check_screen(term.raw, "finished")
     assert len(answers) == 2
+
+
+def test_retention_apply_and_erase_show_their_purge_on_a_terminal(tmp_path: Path) -> None:
+    """retention apply and erase purge through the same path as purge: their lines count locations and deletions."""
+    from datetime import UTC, datetime, timedelta
+
+    from crawler.compliance.store import Store, item_row
+
+    store_url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    old = datetime.now(UTC) - timedelta(days=400)
+    rows = [item_row({"title": str(n), "text": f"page {n}" + (" write to jane.doe@owner.test" if n < 3 else "")},
+                     {"url": f"http://held.test/{n}", "host": "held.test", "domain": "held.test", "crawl_id": "c1",
+                      "fetched_at": old if n >= 10 else datetime.now(UTC)}) for n in range(30)]  # fmt: skip
+    Store(store_url).write(rows, [])
+    retention = command_on_terminal(["retention", "apply"], store_url, tmp_path)
+    assert retention.finish() == 0, retention.raw[-2000:]
+    line = command_screen(retention.raw, "retention apply", "done")
+    assert re.match(r"retention apply: (\d+)/\1 locations \(100%\) · 20 deleted ", line), line  # the 20 past the shipped P180D
+    erase = command_on_terminal(["erase", "--email", "Jane.Doe@owner.test", "--reason", "request 7"], store_url, tmp_path)
+    assert erase.finish() == 0, erase.raw[-2000:]
+    line = command_screen(erase.raw, "erase", "done")
+    assert re.match(r"erase: (\d+)/\1 locations \(100%\) · 3 deleted ", line), line

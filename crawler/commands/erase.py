@@ -106,7 +106,10 @@ class Command(ComplianceCommand):
         request = PurgeRequest(scope, record, f"erasure {request_id}: {reason}", operator)  # type: ignore[arg-type]
         machine = machine_name(self.settings)
         extra = extra_locations(self.settings)
-        receipt = run_purge(store, request, machine, extra, outbox=config.outbox, deadline_days=config.deadline_days)
+        from crawler.progress_display import PurgeLine, task_progress
+
+        with task_progress(PurgeLine("erase"), self.progress_setting(opts)) as progress:
+            receipt = run_purge(store, request, machine, extra, progress, outbox=config.outbox, deadline_days=config.deadline_days)
         with store.engine.begin() as conn:
             conn.execute(erasures.update().where(erasures.c.id == request_id).values(purge_id=receipt["purge_id"], receipt=receipt))
         result = {"erasure_request": request_id, "suppressed_identifiers": len(identifiers), **receipt}

@@ -56,10 +56,13 @@ class Command(ComplianceCommand):
         from crawler.notices_cli import extra_locations, operator_of, print_json
 
         assert self.settings is not None
+        from crawler.progress_display import PurgeLine, task_progress
+
         config = dp_settings.read(self.settings)
-        report = apply(store, periods, operator=operator_of(opts, self.settings), machine=machine_name(self.settings),
-                       extra=extra_locations(self.settings), outbox=config.outbox, deadline_days=config.deadline_days,
-                       lock_ttl=config.retention_lock_ttl, dry_run=opts.dry_run)  # fmt: skip
+        with task_progress(PurgeLine("retention apply"), "0" if opts.dry_run else self.progress_setting(opts)) as progress:
+            report = apply(store, periods, operator=operator_of(opts, self.settings), machine=machine_name(self.settings),
+                           extra=extra_locations(self.settings), outbox=config.outbox, deadline_days=config.deadline_days,
+                           lock_ttl=config.retention_lock_ttl, dry_run=opts.dry_run, progress=progress)  # fmt: skip
         print_json(report)
         return 0
 

@@ -108,8 +108,11 @@ def holder_name() -> str:
 
 def apply(store: Store, periods: Sequence[Period], *, operator: str, machine: str, extra: Sequence[Any] = (),
           outbox: Any = None, deadline_days: int = 30, lock_ttl: float = 600.0, dry_run: bool = False,
-          now: datetime | None = None, record_idle: bool = True) -> dict[str, Any]:  # fmt: skip
+          now: datetime | None = None, record_idle: bool = True, progress: Any = None) -> dict[str, Any]:  # fmt: skip
     """Purge what is past its period; the run's report (``skipped`` when another process holds the lock).
+
+    ``progress`` (a :class:`crawler.compliance.purge.PurgeProgress`, say the
+    command's live line) hears of the purge as it goes.
 
     Every run that purged something appends ``retention.applied`` to the
     ledger; a run with nothing due does so only with ``record_idle`` (the
@@ -145,7 +148,7 @@ def apply(store: Store, periods: Sequence[Period], *, operator: str, machine: st
             scope = ItemScope(frozenset(r.url for r in rows), chosen, "retention")
             record = {"retention": published}
             request = PurgeRequest(scope, record, "retention schedule", operator)  # type: ignore[arg-type]
-            receipt = run_purge(store, request, machine, extra, outbox=outbox, deadline_days=deadline_days)
+            receipt = run_purge(store, request, machine, extra, progress, outbox=outbox, deadline_days=deadline_days)
             report["receipt"] = receipt
         if not rows and not record_idle:
             return report
