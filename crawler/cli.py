@@ -9,7 +9,7 @@ compliance core are imported inside the methods that use them.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
@@ -61,6 +61,19 @@ class ComplianceCommand(ScrapyCommand):
         """COMPLIANCE_PROGRESS as this run sees it: ``--no-progress`` wins (see crawler/progress_display.py)."""
         assert self.settings is not None
         return "0" if getattr(opts, "no_progress", False) else self.settings.get("COMPLIANCE_PROGRESS")
+
+    def purge_everywhere(self, store: Store, request: Any, opts: argparse.Namespace, machine: str, extra: Any,
+                         description: str = "purge") -> dict[str, Any]:  # fmt: skip
+        """``run_purge`` as every command runs it: deletion requests to the exports' recipients
+        (COMPLIANCE_DATA_DIR/outbox) and a live line on the terminal; returns the receipt."""
+        from crawler.compliance.purge import run_purge
+        from crawler.dataprotection import settings as dp_settings
+        from crawler.progress_display import PurgeLine, task_progress
+
+        assert self.settings is not None
+        dp = dp_settings.read(self.settings)
+        with task_progress(PurgeLine(description), self.progress_setting(opts)) as progress:
+            return run_purge(store, request, machine, extra, progress, outbox=dp.outbox, deadline_days=dp.deadline_days)
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         from crawler.compliance.store import StoreError

@@ -69,7 +69,7 @@ class Command(ComplianceCommand):
     def erase(self, store: Any, identifiers: list[Any], config: Any, opts: argparse.Namespace) -> int:
         import uuid
 
-        from crawler.compliance.purge import PurgeRequest, run_purge, survey
+        from crawler.compliance.purge import PurgeRequest, survey
         from crawler.compliance.store import items
         from crawler.config import machine_name
         from crawler.dataprotection.itemscope import ItemScope
@@ -106,10 +106,7 @@ class Command(ComplianceCommand):
         request = PurgeRequest(scope, record, f"erasure {request_id}: {reason}", operator)  # type: ignore[arg-type]
         machine = machine_name(self.settings)
         extra = extra_locations(self.settings)
-        from crawler.progress_display import PurgeLine, task_progress
-
-        with task_progress(PurgeLine("erase"), self.progress_setting(opts)) as progress:
-            receipt = run_purge(store, request, machine, extra, progress, outbox=config.outbox, deadline_days=config.deadline_days)
+        receipt = self.purge_everywhere(store, request, opts, machine, extra, "erase")
         with store.engine.begin() as conn:
             conn.execute(erasures.update().where(erasures.c.id == request_id).values(purge_id=receipt["purge_id"], receipt=receipt))
         result = {"erasure_request": request_id, "suppressed_identifiers": len(identifiers), **receipt}

@@ -74,7 +74,6 @@ class Command(ComplianceCommand):
 
     def add(self, opts: argparse.Namespace) -> int:
         from crawler.compliance.notices import notice_type
-        from crawler.compliance.purge import run_purge
         from crawler.config import machine_name
 
         assert self.settings is not None
@@ -113,13 +112,7 @@ class Command(ComplianceCommand):
         if entry is not None:
             result["ledger_entry"] = {"seq": entry.seq, "hash": entry.hash}
         if notice.demands.delete_existing:
-            from crawler.dataprotection import settings as dp_settings
-            from crawler.progress_display import PurgeLine, task_progress
-
-            dp = dp_settings.read(self.settings)
-            with task_progress(PurgeLine(), self.progress_setting(opts)) as progress:
-                result["purge"] = run_purge(store, request, machine_name(self.settings), extra_locations(self.settings), progress,
-                                            outbox=dp.outbox, deadline_days=dp.deadline_days)  # fmt: skip
+            result["purge"] = self.purge_everywhere(store, request, opts, machine_name(self.settings), extra_locations(self.settings))
         else:
             result["purge"] = None
         # Both receipts proved against one signed head (the latest), so one

@@ -28,7 +28,7 @@ class Command(ComplianceCommand):
 
     def execute(self, args: list[str], opts: argparse.Namespace) -> int:
         from crawler.compliance.notices import Notice
-        from crawler.compliance.purge import run_purge, survey
+        from crawler.compliance.purge import survey
         from crawler.config import machine_name
 
         assert self.settings is not None
@@ -62,12 +62,7 @@ class Command(ComplianceCommand):
                 status, report["verify"] = _verdict(found, machine)
             print_json(report)
             return status
-        from crawler.dataprotection import settings as dp_settings
-        from crawler.progress_display import PurgeLine, task_progress
-
-        dp = dp_settings.read(self.settings)
-        with task_progress(PurgeLine(), self.progress_setting(opts)) as progress:
-            receipt = run_purge(store, request, machine, extra, progress, outbox=dp.outbox, deadline_days=dp.deadline_days)
+        receipt = self.purge_everywhere(store, request, opts, machine, extra)
         if not opts.verify:
             print_json(receipt)
             return 0
