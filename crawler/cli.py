@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from crawler.compliance.notices import NoticeSet
     from crawler.compliance.policy import PolicySet
+    from crawler.compliance.registry import NoticeRow
     from crawler.compliance.store import Store
 
 
@@ -76,7 +77,7 @@ class ComplianceCommand(ScrapyCommand):
             return run_purge(store, request, machine, extra, progress, outbox=dp.outbox, deadline_days=dp.deadline_days)
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        from crawler.compliance.store import StoreError
+        from crawler.compliance.registry import StoreError  # not the store module: commands start without SQLAlchemy
         from crawler.config import ConfigError
 
         try:
@@ -118,9 +119,23 @@ class ComplianceCommand(ScrapyCommand):
         files, errors = load_notice_files(policy_dir(self.settings), [p.policy.id for p in policies.platforms])
         if errors:
             raise CommandFailed("invalid notice files:\n" + "\n".join(errors))
-        rows = self.open_store().notice_rows()
+        rows = self.notice_rows()
         from_store = [(Notice.model_validate(r.data), r.resolved_domains) for r in rows]
         return NoticeSet.build(merge_notices(files, from_store, policies), "cli")
+
+    def notice_rows(self) -> list[NoticeRow]:
+        """The store's notice registry checked against its ledger, read without opening the store where that is safe.
+
+        A SQLite store of the current schema is read with the standard
+        library (see ``crawler.compliance.registry``); any other store, or
+        one the fast read cannot vouch for, is opened as every command opens it.
+        """
+        from crawler.compliance.registry import read_sqlite_registry
+        from crawler.config import store_url
+
+        assert self.settings is not None
+        rows = read_sqlite_registry(store_url(self.settings))
+        return rows if rows is not None else self.open_store().notice_rows()
 
     def open_store(self) -> Store:
         """The store every crawl of this project uses (found from any subfolder; see ``crawler.config.store_url``)."""

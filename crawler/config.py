@@ -300,9 +300,6 @@ def store_url(settings: BaseSettings) -> str:
     second, empty notice registry in whatever folder a command runs from,
     and a registry nobody reads blocks nothing (fail closed).
     """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     given = settings.get("COMPLIANCE_STORE")
     value = str(given or DEFAULTS["COMPLIANCE_STORE"])
     if not given and project_root() is None:
@@ -311,6 +308,14 @@ def store_url(settings: BaseSettings) -> str:
             "so there is no store or notice registry to use. Fix: run from inside your project, or name the store "
             "(-s COMPLIANCE_STORE=sqlite:////absolute/path.sqlite3 or postgresql+psycopg://...)."
         )
+    from crawler.compliance.registry import sqlite_path
+
+    plain = sqlite_path(value) if "%" not in value else None
+    if plain is not None:  # the common case, without importing SQLAlchemy (commands start faster)
+        return "sqlite:///" + str(_resolved("COMPLIANCE_STORE", str(plain)))
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = make_url(value)
     except ArgumentError:

@@ -43,8 +43,6 @@ import hashlib
 import json
 import struct
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -268,14 +266,17 @@ def _hashes(value: Any, where: str) -> list[bytes]:
 # -- reading inputs ----------------------------------------------------------------------------
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # a key directory is accepted only as a 200 from the URL asked for
-
-
 def read_source(source: str, *, accept: str = "application/json") -> Any:
     """JSON from a file or an http(s) URL (URLs: a 200 only, no redirects)."""
     if source.startswith(("https://", "http://")):
+        # Imported here: the store imports this module (for the hashing), and every command would pay for urllib.
+        import urllib.error
+        import urllib.request
+
+        class _NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+                return None  # a key directory is accepted only as a 200 from the URL asked for
+
         request = urllib.request.Request(source, headers={"Accept": accept, "User-Agent": "verify_receipt.py"})
         opener = urllib.request.build_opener(_NoRedirect)
         try:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from crawler.compliance.ledger import GENESIS, verify
+from crawler.compliance.registry import read_sqlite_registry
 from crawler.compliance.store import Store
 from crawler.testing.runner import scrapy_command
 
@@ -205,6 +206,8 @@ def _enforced(store: Store):  # type: ignore[no-untyped-def]
     from crawler.compliance.notices import Notice, NoticeSet, merge_notices
 
     rows = store.notice_rows()
+    if store.is_sqlite:  # the standard-library read `scrapy notice list` uses must see exactly what the store sees
+        assert read_sqlite_registry(store.url) == rows
     return rows, NoticeSet.build(merge_notices([], [(Notice.model_validate(r.data), r.resolved_domains) for r in rows], None), "t")
 
 
@@ -265,3 +268,26 @@ def test_the_ledger_says_withdrawn_only_through_notice_withdraw(noticed: tuple[S
     rows, enforced = _enforced(store)
     assert rows[0].disagreements and not enforced.decide("http://bigsocial.test/x").allowed
     assert run_verify(url)[0] == 1
+
+
+def test_the_fast_registry_read_stands_aside_when_it_cannot_vouch_for_the_store(tmp_path, noticed: tuple[Store, str, str]) -> None:  # type: ignore[no-untyped-def]
+    """`notice list` reads a SQLite store without SQLAlchemy only when that read is the store's own; else it returns None.
+
+    None for another engine's URL, a URL with options, a missing file (which it does not create) and a store of
+    another schema version; a read of a current store lists the notice with the same reconciliation.
+    """
+    import sqlite3
+
+    store, url, _ = noticed
+    assert read_sqlite_registry("postgresql+psycopg://u@127.0.0.1/x") is None
+    missing = tmp_path / "none" / "s.sqlite3"
+    assert read_sqlite_registry(f"sqlite:///{missing}") is None and not missing.parent.exists()
+    if not store.is_sqlite:
+        return
+    assert read_sqlite_registry(url + "?timeout=5") is None
+    [row] = read_sqlite_registry(url) or []
+    assert row.id == "n1" and row.disagreements == ()
+    database = url[len("sqlite:///"):]
+    with sqlite3.connect(database) as conn:
+        conn.execute("UPDATE store_meta SET value = '3' WHERE key = 'schema_version'")
+    assert read_sqlite_registry(url) is None

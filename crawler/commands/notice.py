@@ -174,12 +174,11 @@ class Command(ComplianceCommand):
         from crawler.compliance.notices import Notice, load_notice_files
 
         assert self.settings is not None
-        store = self.open_store()
         found: dict[str, tuple[Notice, str]] = {}
         files, errors = load_notice_files(self.notices_dir().parent)
         for loaded in files:
             found[loaded.notice.id] = (loaded.notice, "file only (not in the store)")
-        for row in store.notice_rows():
+        for row in self.notice_rows():
             if row.disagreements:
                 print(f"warning: notice {row.id}: the registry disagrees with the ledger ({'; '.join(row.disagreements)}); "
                       "shown and enforced as active; see `scrapy ledger verify`")  # fmt: skip

@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 
 from crawler.compliance.files import replaced_atomically
 from crawler.compliance.ledger import GENESIS, Entry, canonical_json, entry_hash
+from crawler.compliance.registry import NOTICE_KINDS, SCHEMA_VERSION, StoreError, LedgerRow, NoticeRow, ledger_notice_states, notice_rows, utcnow
 
 if TYPE_CHECKING:
     from crawler.identity.signing import SigningKey
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 #: 4: the ledger is also a Merkle tree (ledger_nodes) with signed heads
 #: (ledger_heads); a store of version 3 gets its existing entries as the
 #: first leaves, in order (see :meth:`Store._migrate_ledger_tree`).
-SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 
@@ -219,28 +219,6 @@ PRESENCE_TIMEOUT = 10.0
 
 ITEM_COLUMNS = ("url", "host", "domain", "title", "text", "fetched_at", "crawl_id")
 
-
-@dataclass(frozen=True)
-class NoticeRow:
-    """A notice of the registry as crawls must enforce it.
-
-    The ledger is the source of truth for a notice's state: when the
-    registry row disagrees with it (status, scope, dates, or the row has no
-    ledger entry, or the ledger entry was altered), ``disagreements`` says
-    how, and ``data`` is the fail-closed reading: active, from the earliest
-    effective time either gives, over the union of both scopes.
-    """
-
-    id: str
-    data: dict[str, Any]
-    resolved_domains: list[str]
-    file: str
-    recorded_at: datetime
-    disagreements: tuple[str, ...] = ()
-
-
-class StoreError(RuntimeError):
-    """The store URL is unusable; the message says which setting to fix."""
 
 
 #: Install hint for the PostgreSQL driver (the cluster extra includes it).
@@ -559,42 +537,16 @@ class Store:
     def _notice_rows(self, conn: sa.Connection) -> list[NoticeRow]:
         """The registry, each row checked against the ledger (see :class:`NoticeRow`)."""
         rows = conn.execute(sa.select(notices).order_by(notices.c.recorded_at, notices.c.id)).mappings().all()
-        in_ledger = self._ledger_notices(conn)
-        found = [_reconciled(r, in_ledger.pop(r["id"], None)) for r in rows]
-        # Filed through the ledger, gone from the registry: still in force (fail closed).
-        for notice_id, state in in_ledger.items():
-            if state.record is not None:
-                found.append(_from_ledger_only(notice_id, state))
-        return found
+        return notice_rows(rows, self._ledger_notice_entries(conn))
 
-    def _ledger_notices(self, conn: sa.Connection) -> dict[str, _LedgerNotice]:
-        """Each notice's state as the ledger holds it: its last ``notice.added`` and any ``notice.withdrawn`` after it."""
-        states: dict[str, _LedgerNotice] = {}
-        query = sa.select(ledger).where(ledger.c.kind.in_(("notice.added", "notice.withdrawn"))).order_by(ledger.c.seq)
-        for entry in conn.execute(query).all():
-            try:
-                payload = json.loads(entry.payload)
-                intact = entry_hash(entry.seq, entry.at, entry.kind, payload, entry.prev_hash) == entry.hash
-            except ValueError:
-                payload, intact = {}, False
-            if not isinstance(payload, dict):
-                payload, intact = {}, False
-            if entry.kind == "notice.added":
-                record = payload.get("notice")
-                notice_id = record.get("id") if isinstance(record, dict) else None
-                if not isinstance(notice_id, str):
-                    continue
-                states[notice_id] = _LedgerNotice(
-                    record, list(payload.get("resolved_domains") or []), entry.seq, entry.at, None, intact
-                )
-            else:
-                notice_id = payload.get("notice_id")
-                if not isinstance(notice_id, str):
-                    continue
-                state = states.setdefault(notice_id, _LedgerNotice(None, [], None, None, None, True))
-                state.withdrawn_at = str(payload.get("withdrawn_at") or "")
-                state.intact = state.intact and intact
-        return states
+    def _ledger_notices(self, conn: sa.Connection) -> dict[str, Any]:
+        """Each notice's state as the ledger holds it (see :func:`crawler.compliance.registry.ledger_notice_states`)."""
+        return ledger_notice_states(self._ledger_notice_entries(conn))
+
+    @staticmethod
+    def _ledger_notice_entries(conn: sa.Connection) -> list[LedgerRow]:
+        query = sa.select(ledger.c.seq, ledger.c.at, ledger.c.kind, ledger.c.payload, ledger.c.prev_hash, ledger.c.hash)
+        return [LedgerRow(*row) for row in conn.execute(query.where(ledger.c.kind.in_(NOTICE_KINDS)).order_by(ledger.c.seq))]
 
     def notice_disagreements(self) -> list[str]:
         """Every way the registry disagrees with the ledger, one line per notice (empty when they agree)."""
@@ -1118,114 +1070,6 @@ class Store:
         with self._read() as conn:
             return [(h, int(n)) for h, n in conn.execute(query).all()]
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class _LedgerNotice:
-    """A notice as the ledger records it (``record`` None: only a withdrawal, of a notice never in the registry)."""
-
-    record: dict[str, Any] | None
-    resolved_domains: list[str]
-    seq: int | None
-    at: str | None
-    withdrawn_at: str | None
-    intact: bool  # every entry read for it hashes to its recorded hash
-
-    def expected(self) -> dict[str, Any] | None:
-        if self.record is None:
-            return None
-        if self.withdrawn_at is None:
-            return self.record
-        return {**self.record, "status": "withdrawn", "withdrawn_at": self.withdrawn_at}
-
-
-#: How far a row's recorded_at may be from its ledger entry's time (both are taken in one transaction).
-_RECORDED_SLACK = 5.0
-
-
-def _aware(value: Any) -> datetime | None:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _reconciled(row: Mapping[str, Any], state: _LedgerNotice | None) -> NoticeRow:
-    """The row as crawls must enforce it: as stored when it agrees with the ledger, else active over both scopes."""
-    data = row["data"] if isinstance(row["data"], dict) else {}
-    resolved = list(row["resolved_domains"] or [])
-    recorded_at = row["recorded_at"]
-    expected = state.expected() if state is not None else None
-    found: list[str] = []
-    if expected is None:
-        found.append("the registry holds it, but the ledger has no notice.added entry for it")
-    else:
-        if not state.intact:  # type: ignore[union-attr]
-            found.append("its ledger entry was altered (`scrapy ledger verify` names it)")
-        status = "withdrawn" if state.withdrawn_at is not None else "active"  # type: ignore[union-attr]
-        if row["status"] != status:
-            found.append(f"status is {row['status']!r} in the registry, {status!r} in the ledger")
-        for key in sorted(set(data) | set(expected)):
-            if canonical_json(data.get(key)) != canonical_json(expected.get(key)):
-                found.append(f"{key} is {_short(data.get(key))} in the registry, {_short(expected.get(key))} in the ledger")
-        effective = _aware(row["effective_at"])
-        if effective is None or effective != _aware(expected.get("effective_at")):
-            found.append(f"effective_at column is {_short(row['effective_at'])}, {_short(expected.get('effective_at'))} in the ledger")
-        if sorted(resolved) != sorted(state.resolved_domains):  # type: ignore[union-attr]
-            found.append(f"resolved_domains are {_short(resolved)} in the registry, {_short(state.resolved_domains)} in the ledger")  # type: ignore[union-attr]
-        entered = _aware(state.at)  # type: ignore[union-attr]
-        recorded = _aware(recorded_at)
-        if entered is None or recorded is None or abs((recorded - entered).total_seconds()) > _RECORDED_SLACK:
-            found.append(f"recorded_at is {_short(recorded_at)} in the registry, the ledger entry is of {state.at}")  # type: ignore[union-attr]
-    if not found:
-        return NoticeRow(row["id"], data, resolved, row["file"], recorded_at)
-    records = [r for r in (data, expected) if isinstance(r, dict)]
-    resolved_all = sorted({*resolved, *(state.resolved_domains if state is not None else [])})
-    earliest = min(filter(None, [_aware(recorded_at), _aware(state.at) if state is not None else None]), default=utcnow())
-    return NoticeRow(row["id"], _widest(row["id"], records), resolved_all, row["file"], earliest, tuple(found))
-
-
-def _from_ledger_only(notice_id: str, state: _LedgerNotice) -> NoticeRow:
-    """A notice the ledger recorded whose registry row is gone: in force all the same, over its ledger scope."""
-    record = state.record or {}
-    at = _aware(state.at) or utcnow()
-    return NoticeRow(notice_id, _widest(notice_id, [record]), list(state.resolved_domains), "", at,
-                     ("the ledger recorded it (notice.added), but its registry row is missing",))  # fmt: skip
-
-
-def _widest(notice_id: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """One active record covering every scope in ``records``, effective from the earliest time any of them gives."""
-    base = dict(records[-1]) if records else {}
-    domains: list[str] = []
-    patterns: list[str] = []
-    platform = None
-    for record in records:
-        scope = record.get("scope") if isinstance(record.get("scope"), dict) else {}
-        domains += [d for d in scope.get("domains") or [] if isinstance(d, str) and d not in domains]
-        patterns += [p for p in scope.get("url_patterns") or [] if isinstance(p, str) and p not in patterns]
-        platform = platform or scope.get("platform")
-    times = [t for t in (_aware(r.get("effective_at")) for r in records) if t is not None]
-    base.update({
-        "id": notice_id, "status": "active",
-        "scope": {k: v for k, v in (("platform", platform), ("domains", domains), ("url_patterns", patterns)) if v},
-        # Collection stops; what to delete stays as the ledger recorded it (a purge is not undone).
-        "demands": {**(base.get("demands") if isinstance(base.get("demands"), dict) else {}), "stop_collection": True},
-        "effective_at": min(times).isoformat() if times else datetime(1970, 1, 1, tzinfo=UTC).isoformat(),
-    })  # fmt: skip
-    base.pop("withdrawn_at", None)
-    return base
-
-
-def _short(value: Any) -> str:
-    text = value.isoformat() if isinstance(value, datetime) else canonical_json(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def item_record(row: Mapping[str, Any]) -> dict[str, Any]:
