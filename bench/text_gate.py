@@ -24,6 +24,13 @@ def _page(words: str, size: int, codec: str = "utf-8", charset: str = "utf-8") -
     return body.encode(codec)[:size]
 
 
+def _feed_all(ctype: str, chunks: list[bytes]) -> None:
+    sniffer = BodySniffer(ctype)
+    for chunk in chunks:
+        if sniffer.feed(chunk) is not None:
+            return
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=2000)
@@ -48,6 +55,10 @@ def main() -> None:
         packed = gzip.compress(html)
         rows.append((f"{kib:>2} KiB gzip, whole sniffer", best(lambda: magic_decision(html[:SNIFF_BYTES])),
                      best(lambda: BodySniffer(ctype, "gzip").feed(packed))))  # fmt: skip
+        if kib > 1:  # what a real network delivers: the body in TCP-segment-sized chunks, through the whole sniffer
+            chunks = [html[i:i + 1460] for i in range(0, len(html), 1460)]
+            rows.append((f"{kib:>2} KiB in 1460 B chunks", best(lambda: magic_decision(html[:SNIFF_BYTES])),
+                         best(lambda: _feed_all(ctype, chunks))))  # fmt: skip
     print(f"{'chunk':<28}{'signatures only (us)':>22}{'text gate (us)':>16}{'per KiB (us)':>14}")
     for name, magic, text in rows:
         kib = int(name.split()[0])

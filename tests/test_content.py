@@ -110,6 +110,57 @@ ENCODERS = {
 }  # fmt: skip
 
 
+def _growing_bodies() -> Iterator[tuple[str, bytes, str]]:
+    """Bodies whose verdict depends on what arrives after the first 4 KiB (where the gate keeps its charset)."""
+    rng = random.Random(9309)
+    words = "Ordinary words of an ordinary page, with a link or two. "
+    page = HTML.format(words * 400).encode()
+    yield "utf-8 text", page, "text/html; charset=utf-8"
+    strays = bytearray(page)
+    for at in range(300, len(strays), 700):  # one stray control byte every 700 bytes: within the tolerance
+        strays[at] = 0x00
+    yield "strays within tolerance", bytes(strays), "text/html"
+    dense = bytearray(page)
+    for at in range(5000, len(dense), 90):  # after the first 4 KiB: over the tolerance further on
+        dense[at] = 0x01
+    yield "strays over tolerance after 4 KiB", bytes(dense), "text/html"
+    for boundary in (4094, 4095, 5839, 7299):  # three controls within 16 bytes, across a 1,460-byte chunk's edge
+        cluster = bytearray(page)
+        cluster[boundary:boundary + 5] = b"\x00x\x00x\x00"
+        yield f"cluster at {boundary}", bytes(cluster), "text/html"
+    yield "binary after 5 KiB", page[:5000] + rng.randbytes(8000), "text/html"
+    yield "invalid UTF-8 after 4 KiB (windows-1252 from there)", page[:6000] + "café ".encode("cp1252") * 100 + page[6000:9000], "text/html; charset=utf-8"
+    yield "undefined windows-1252 bytes later", page[:6000] + "café ".encode("cp1252") + b"\x81\x8d\x8f\x90\x9d" * 3 + page[:3000], "text/html"
+    yield "Shift_JIS", HTML.format("日本語の文章です。" * 600).encode("shift_jis"), "text/html; charset=Shift_JIS"
+    yield "UTF-16 with its BOM", HTML.format("UTF-16 words " * 700).encode("utf-16"), "text/html"
+    utf16 = bytearray(HTML.format("UTF-16 words " * 700).encode("utf-16"))
+    utf16[9001:9003] = b"\x00\xd8"  # a lone surrogate after 4 KiB: UTF-16 fails there
+    yield "UTF-16 broken after 4 KiB", bytes(utf16), "text/html"
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1460, 4096])
+def test_the_gate_checks_each_chunk_once_with_the_answer_of_the_whole_head(chunk: int) -> None:
+    """Fed in network chunks, the sniffer answers at every step exactly what the text check of the whole head answers.
+
+    After the first 4 KiB it checks only each new chunk (a 64 KiB page in 1,460-byte chunks cost the square of the
+    chunks before); a charset that fails later, a cluster across a chunk's edge and a tolerance crossed late are the
+    cases where checking the new chunk alone could differ.
+    """
+    for name, body, ctype in _growing_bodies():
+        body = body[:12_000] if chunk < 100 else body
+        sniffer = BodySniffer(ctype)
+        for start in range(0, len(body), chunk):
+            got = sniffer.feed(body[start:start + chunk])
+            head = body[:min(start + chunk, HEAD_BYTES)]
+            want = text_decision(head, ctype, final=False)
+            if not want.allowed:
+                assert got is not None and (got.reason, got.rule) == (want.reason, want.rule), (name, start)
+                break
+            assert got is None or got.allowed, (name, start, got)
+            if got is not None:
+                break
+
+
 @pytest.mark.parametrize("coding", [*ENCODERS, "raw-deflate"])
 def test_every_encoding_is_checked_decoded_at_the_first_chunk(coding: str) -> None:
     """gzip, zlib and raw deflate, br, zstd (and a chain): the image inside is seen in the first chunk; text passes."""
