@@ -150,6 +150,8 @@ class Command(ComplianceCommand):
 
     def serve(self, opts: argparse.Namespace) -> int:
         """Run the portal under uvicorn until interrupted (the crawls never depend on it)."""
+        import gc
+
         try:
             import uvicorn
 
@@ -167,6 +169,11 @@ class Command(ComplianceCommand):
         store = self.open_signing_store()
         app = create_app(self.settings, store=store, policies=self.policies(), probe_overrides=overrides)
         print(f"portal: http://{opts.host}:{opts.port}/ (store {store.url})", flush=True)
+        # What startup built (SQLAlchemy, Starlette, the templates: some 45,000 objects) is left out of
+        # the garbage collector's full passes, which otherwise stop a request for 10-15 ms now and then
+        # to walk it (bench/ledger_scale.py, proofs). Python's advice for long-running servers.
+        gc.collect()
+        gc.freeze()
         # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 by
         # default; the app trusts only COMPLIANCE_TRUSTED_PROXIES (crawler/portal/app.py).
         # No access log: objection pages are capability URLs (/objections/<secret id>); a log must not hold them.
