@@ -248,10 +248,14 @@ def crawl_env(proxy: str) -> dict[str, str]:
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         env[name] = proxy
     env["no_proxy"] = env["NO_PROXY"] = ""
-    if (NETGUARD_DIR / "sitecustomize.py").is_file():
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD_DIR), env.get("PYTHONPATH", "")]))
+    # bench/ for the profiling extension of --gate-shares (crawl_profile.py).
+    paths = [str(NETGUARD_DIR)] if (NETGUARD_DIR / "sitecustomize.py").is_file() else []
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [*paths, str(BENCH_DIR), env.get("PYTHONPATH", "")]))
     return env
 
+
+#: ``--freeze-plain``: the plain runs freeze the start-up objects as the add-on does (COMPLIANCE_GC_FREEZE).
+FREEZE_PLAIN = False
 
 #: ``--compliance-setting NAME=VALUE``: extra settings of the compliance runs only
 #: (e.g. ``COMPLIANCE_SIGNING=False`` to measure what request signing costs).
@@ -272,6 +276,9 @@ def crawl_command(kind: str, rundir: Path, settings: dict[str, Any], profile: Pa
     elif kind == "plain":
         # The project's settings (ROBOTSTXT_OBEY = True: Scrapy's own robots.txt middleware), add-on off.
         merged = {**settings, "ADDONS": "{}"}
+        if FREEZE_PLAIN:  # the add-on's gc.freeze() at spider open, without the add-on (bench/crawl_profile.py)
+            extensions = json.loads(merged.get("EXTENSIONS", "{}"))
+            merged["EXTENSIONS"] = json.dumps({**extensions, "crawl_profile.FreezeStartup": 0})
         cwd = PROJECT_DIR
     else:
         # The default policy's polite pace would throttle the crawl; give it
@@ -467,10 +474,10 @@ def gate_shares(profile: Path, pages: int) -> dict[str, Any]:
     what they call outside the package (SQLAlchemy under the store, Protego under
     robots.txt, the standard library), except Scrapy and Twisted: a gate that wraps
     Scrapy's download or calls back into the engine would otherwise be charged for
-    the whole download. The spider (bench/stock_spider.py) and the command that
-    starts the crawl are not parts of the stack. Start-up (loading the policies) is
-    included, spread over the pages. cProfile slows call-heavy code more than C
-    code: read the shares, not the microseconds.
+    the whole download. The spider (bench/stock_spider.py) is not part of the stack.
+    The profile covers spider open to spider close (bench/crawl_profile.py), the
+    span pages/s is measured over: start-up is not in it. cProfile slows
+    call-heavy code more than C code: read the shares, not the microseconds.
     """
     import pstats
     from collections import defaultdict
@@ -507,12 +514,55 @@ def gate_shares(profile: Path, pages: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def by_library(profiled: dict[str, tuple[Path, int]]) -> list[dict[str, Any]]:
+    """Own time per page by library, plain against addon: what the add-on makes Scrapy, Twisted and asyncio do.
+
+    The parts above count the stack's own code; each middleware, pipeline and
+    signal handler also costs a layer of Scrapy's (a coroutine or a Deferred per
+    call), which shows here as Scrapy's, Twisted's and asyncio's own time growing.
+    """
+    import pstats
+    from collections import defaultdict
+
+    def library(filename: str) -> str:
+        if filename.startswith(str(PROJECT_DIR / "crawler")):
+            return "crawler (the stack)"
+        if filename == "~":
+            return "built-in functions"
+        marker = "site-packages" + os.sep
+        if marker in filename:
+            return filename.split(marker, 1)[1].split(os.sep, 1)[0]
+        return "standard library" if "python3" in filename else "other"
+
+    per_page: dict[str, dict[str, float]] = {}
+    for kind, (profile, pages) in profiled.items():
+        totals: dict[str, float] = defaultdict(float)
+        for (filename, _, _), entry in pstats.Stats(str(profile)).stats.items():  # type: ignore[attr-defined]
+            totals[library(filename)] += entry[2] / pages * 1e6
+        per_page[kind] = totals
+    names = sorted(set(per_page["plain"]) | set(per_page["addon"]), key=lambda n: per_page["plain"].get(n, 0) - per_page["addon"].get(n, 0))
+    rows = [{"library": n, "plain_us_per_page": round(per_page["plain"].get(n, 0), 1), "addon_us_per_page": round(per_page["addon"].get(n, 0), 1)}
+            for n in names]  # fmt: skip
+    rows.append({"library": "total", "plain_us_per_page": round(sum(per_page["plain"].values()), 1),
+                 "addon_us_per_page": round(sum(per_page["addon"].values()), 1)})  # fmt: skip
+    return rows
+
+
 def print_gate_shares(shares: dict[str, Any]) -> None:
-    print(f"\nthe stack's share of one profiled addon crawl: {shares['stack_share']:.1%} of {shares['profiled_s']:.1f} s "
-          f"({shares['pages']} responses); by part (callees included), under cProfile:")  # fmt: skip
+    print(f"\nthe stack's share of one profiled addon crawl (spider open to close): {shares['stack_share']:.1%} of "
+          f"{shares['profiled_s']:.1f} s ({shares['pages']} responses); by part (library callees included), under cProfile:")  # fmt: skip
     print(f"  {'part':<32} {'us/page':>9} {'share':>7}")
     for row in shares["parts"]:
         print(f"  {row['part']:<32} {row['us_per_page']:>9.1f} {row['share_of_crawl']:>7.1%}")
+    for kind, figures in shares["collector"].items():
+        print(f"garbage collector in the profiled {kind} crawl: {sum(figures['gc_seconds']):.2f} s "
+              f"(full passes: {figures['gc_runs'][2]}, {figures['gc_seconds'][2]:.2f} s); {figures['objects_at_open']:,} objects "
+              f"at spider open, {figures['frozen']:,} frozen")  # fmt: skip
+    print("\nown time per page by library, the same spider without and with the add-on (profiled; largest growth first):")
+    print(f"  {'library':<32} {'plain us':>9} {'addon us':>9} {'growth':>8}")
+    for row in shares["by_library"][:12] + shares["by_library"][-1:]:
+        growth = row["addon_us_per_page"] - row["plain_us_per_page"]
+        print(f"  {row['library']:<32} {row['plain_us_per_page']:>9.1f} {row['addon_us_per_page']:>9.1f} {growth:>+8.1f}")
 
 
 def write_json(path: Path, args: argparse.Namespace, settings: dict[str, Any], runs: list[Run], summary: dict[str, Any] | None, error: str | None) -> None:
@@ -571,6 +621,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compliance-setting", action="append", default=[], metavar="NAME=VALUE",
                         help="an extra -s setting for the compliance runs only (repeatable), e.g. COMPLIANCE_SIGNING=False")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (logs, feeds, stores)")
+    parser.add_argument("--freeze-plain", action="store_true",
+                        help="the plain runs also gc.freeze() at spider open, as the add-on does: the ratio without the collector's share")
     parser.add_argument("--gate-shares", action="store_true",
                         help="after the pairs, one profiled addon crawl: each gate's share of the cost per page")
     return parser.parse_args(argv)
@@ -590,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {parser_error}", file=sys.stderr)
             return 2
         COMPLIANCE_EXTRA[name] = value
+    global FREEZE_PLAIN
+    FREEZE_PLAIN = args.freeze_plain
     settings = {**COMMON_SETTINGS, "CONCURRENT_REQUESTS": args.concurrency, "CONCURRENT_REQUESTS_PER_DOMAIN": args.concurrency}
     if args.profile:
         args.profile = args.profile.resolve()
@@ -626,11 +680,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ratio {name}: {figures['ratio']:.3f} (per pair: " + ", ".join(f"{r:.3f}" for r in figures["pair_ratios"]) + ")")
         print(verdict_line(summary))
         if args.gate_shares:
-            index += 1
             shares_dir = workdir / "gate-shares"
             shares_dir.mkdir()
-            run = run_crawl(Run(index, 0, "addon"), server, workdir, settings, args.pages, args.timeout, shares_dir)
-            summary["gate_shares"] = gate_shares(shares_dir / f"{index:02d}-addon.prof", run.responses)
+            profiled: dict[str, tuple[Path, int]] = {}
+            for kind in ("plain", "addon"):
+                index += 1
+                profile = shares_dir / f"{kind}.prof"
+                extra = {"EXTENSIONS": json.dumps({"crawl_profile.CrawlProfile": 0}), "CRAWL_PROFILE_FILE": str(profile)}
+                run = run_crawl(Run(index, 0, kind), server, workdir, {**settings, **extra}, args.pages, args.timeout, None)
+                profiled[kind] = (profile, run.responses)
+            summary["gate_shares"] = gate_shares(*profiled["addon"])
+            summary["gate_shares"]["by_library"] = by_library(profiled)
+            summary["gate_shares"]["collector"] = {kind: json.loads(Path(str(path) + ".gc.json").read_text()) for kind, (path, _) in profiled.items()}
             print_gate_shares(summary["gate_shares"])
         print("(pages/s = response_received_count / elapsed_time_seconds; 'crawl CPU s' includes interpreter start-up)")
         return 0

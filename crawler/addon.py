@@ -111,6 +111,8 @@ def distributed_settings(crawl_id: str, redis_url: str) -> dict[str, object]:
 
 class Compliance:
     def update_settings(self, settings: BaseSettings) -> None:
+        from crawler.config import flag
+
         for name, components in (
             ("DOWNLOADER_MIDDLEWARES", DOWNLOADER_MIDDLEWARES),
             ("SPIDER_MIDDLEWARES", SPIDER_MIDDLEWARES),
@@ -128,7 +130,7 @@ class Compliance:
             # Replay a recorded site offline (crawler/cassettes.py).
             handler = "crawler.cassettes.CassetteDownloadHandler"
             settings["DOWNLOAD_HANDLERS"].update({"http": handler, "https": handler}, priority="addon")
-        if settings.getbool("COMPLIANCE_DISTRIBUTED") and settings.get("COMPLIANCE_CRAWL_ID"):
+        if flag(settings, "COMPLIANCE_DISTRIBUTED") and settings.get("COMPLIANCE_CRAWL_ID"):
             redis_url = str(settings.get("COMPLIANCE_REDIS_URL") or "redis://127.0.0.1:6379/0")
             for name, value in distributed_settings(str(settings.get("COMPLIANCE_CRAWL_ID")), redis_url).items():
                 settings.set(name, value, priority="addon")

@@ -45,6 +45,7 @@ DEFAULTS: dict[str, object] = {
     "COMPLIANCE_MAX_RETRY_AFTER": 3600.0,
     "COMPLIANCE_BACKOFF_BASE": 1.0,
     "COMPLIANCE_BACKOFF_MAX": 300.0,
+    "COMPLIANCE_GC_FREEZE": True,
 }
 
 logger = logging.getLogger("crawler.compliance")
@@ -55,6 +56,14 @@ class ConfigError(ValueError):
 
 
 _CRAWL_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def flag(settings: BaseSettings, name: str, default: bool = False) -> bool:
+    """A boolean setting; ConfigError (one line, naming it) for a value that is not one."""
+    try:
+        return settings.getbool(name, default)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a boolean (true/false, 1/0), got {settings.get(name)!r}") from None
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,8 @@ class Config:
     progress: str = "auto"
     #: Retry-After cap and exponential back-off (a crawler.compliance.courtesy.CourtesyRules).
     courtesy: Any = None
+    #: COMPLIANCE_GC_FREEZE: keep what start-up built out of the garbage collector's full passes while crawling.
+    gc_freeze: bool = True
 
     @property
     def user_agent(self) -> str:
@@ -126,7 +137,7 @@ class Config:
         if crawl_id and not _CRAWL_ID_RE.fullmatch(crawl_id):
             raise ConfigError(f"COMPLIANCE_CRAWL_ID: {crawl_id!r} must be 1-64 letters, digits or '_.:-'")
         _refuse_media_pipelines(settings)
-        distributed = settings.getbool("COMPLIANCE_DISTRIBUTED")
+        distributed = flag(settings, "COMPLIANCE_DISTRIBUTED")
         if distributed and not crawl_id:
             raise ConfigError(
                 "COMPLIANCE_DISTRIBUTED is on but COMPLIANCE_CRAWL_ID is not set. Every worker of one crawl must "
@@ -185,6 +196,7 @@ class Config:
             max_links_per_page=int(number("COMPLIANCE_MAX_LINKS_PER_PAGE", int, 1)),
             progress=progress,
             courtesy=courtesy,
+            gc_freeze=flag(settings, "COMPLIANCE_GC_FREEZE", True),
         )
 
 

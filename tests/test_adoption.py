@@ -111,3 +111,8 @@ def test_setup_errors_are_one_line_from_crawl_and_runspider(tmp_path: Path) -> N
                           settings={**settings, "COMPLIANCE_CONTACT": "mailto:a@b.test", "COMPLIANCE_ROBOTS_TTL": "soon"})  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "error: crawl refused to start: COMPLIANCE_ROBOTS_TTL: expected a float, got 'soon'" in done.stderr
+    for flag in ("COMPLIANCE_SIGNING", "COMPLIANCE_DISTRIBUTED", "COMPLIANCE_GC_FREEZE"):  # boolean settings: no ValueError traceback
+        done = scrapy_command(["crawl", "site", "-a", "url=http://shop.test/"],
+                              settings={**settings, "COMPLIANCE_CONTACT": "mailto:a@b.test", flag: "maybe"})  # fmt: skip
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert f"error: crawl refused to start: {flag}: expected a boolean (true/false, 1/0), got 'maybe'" in done.stderr

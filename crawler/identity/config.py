@@ -28,7 +28,7 @@ class IdentitySettings:
 
 def identity_settings(settings: BaseSettings) -> IdentitySettings:
     """Every COMPLIANCE_SIGNING*/SIGNATURE_* setting, checked; ConfigError names the bad one."""
-    from crawler.config import ConfigError, _resolved, data_dir
+    from crawler.config import ConfigError, _resolved, data_dir, flag
     from crawler.identity.keyring import DEFAULT_OVERLAP
     from crawler.identity.signing import MAX_LIFETIME, SigningError, check_signature_agent
 
@@ -52,7 +52,7 @@ def identity_settings(settings: BaseSettings) -> IdentitySettings:
         except SigningError as exc:
             raise ConfigError(f"COMPLIANCE_SIGNATURE_AGENT: {exc}") from None
     return IdentitySettings(
-        enabled=settings.getbool("COMPLIANCE_SIGNING", True),
+        enabled=flag(settings, "COMPLIANCE_SIGNING", True),
         key_path=key_path,
         agent=agent,
         lifetime=seconds("COMPLIANCE_SIGNATURE_LIFETIME", DEFAULT_LIFETIME, 1, MAX_LIFETIME),
