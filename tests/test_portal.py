@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from scrapy.settings import Settings
 from starlette.testclient import TestClient
 
@@ -326,3 +327,82 @@ def test_the_running_portal_records_an_expired_pause_without_a_visitor(tmp_path:
         assert "objection.expired" in [e.kind for e in store.ledger_entries()]
         [record] = ObjectionBook(store).list()
         assert record["status"] == "expired"
+
+
+def test_verifying_is_rate_limited_per_client_and_a_refused_verify_fetches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rate limit on Verify: past the limit a client gets 429 and the proof is not fetched (no attempt recorded)."""
+    from conftest import GUARD_ENV
+
+    # Were the limit missing, the probe below would run: keep it off the network like every crawl of the tests.
+    monkeypatch.setenv("PYTHONPATH", GUARD_ENV["PYTHONPATH"])
+    settings = settings_for(tmp_path, COMPLIANCE_PORTAL_RATE_LIMIT="2/hour")
+    with TestClient(create_app(settings), base_url="http://portal.test") as client:
+        client.settings = settings
+        book = ObjectionBook(store_of(client))
+        decided, pending = (book.get(file(client, domain=d).headers["location"].rsplit("/", 1)[1]) for d in ("decided.test", "owner.test"))
+        assert decided and pending
+        book.complete(decided["id"], "approved", {"method": "operator"}, "operator")
+        # Verify on a decided objection fetches nothing but counts against the limit.
+        codes = [client.post(f"/objections/{decided['id']}/verify", data={"csrftoken": csrf(client)}, follow_redirects=False).status_code
+                 for _ in range(2)]  # fmt: skip
+        assert codes == [303, 303]
+        refused = client.post(f"/objections/{pending['id']}/verify", data={"csrftoken": csrf(client)}, follow_redirects=False)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "60"
+        after = book.get(pending["id"])
+        assert after is not None and after["attempts"] == [] and after["status"] == "pending"
+
+
+def test_the_rate_limit_survives_a_restart_of_the_portal(tmp_path: Path) -> None:
+    """The limiter lives in the store: a new portal process on the same store still refuses a client past its limit."""
+    settings = settings_for(tmp_path, COMPLIANCE_PORTAL_RATE_LIMIT="2/hour")
+    with TestClient(create_app(settings), base_url="http://portal.test") as first:
+        assert [file(first, domain=f"site{i}.test").status_code for i in range(2)] == [303, 303]
+    with TestClient(create_app(settings), base_url="http://portal.test") as restarted:
+        assert file(restarted, domain="site2.test").status_code == 429
+    assert len(ObjectionBook(Store(settings["COMPLIANCE_STORE"])).list()) == 2
+
+
+def test_the_store_rate_limiter_is_a_moving_window(any_store_url: str) -> None:
+    """Each limit counts accepted hits in its last window; a refused hit is not counted; rows are pruned after the longest window."""
+    from limits import parse_many
+
+    from crawler.portal.ratelimit import StoreRateLimiter, rate_hits
+
+    store = Store(any_store_url)
+    limiter = StoreRateLimiter(store, parse_many("2/minute;3/hour"))
+    t = 1_000_000.0
+    assert [limiter.hit("verify", "a", t + s) for s in (0, 1, 2)] == [True, True, False]
+    assert limiter.hit("verify", "b", t + 2) and limiter.hit("objection", "a", t + 2)  # per client, per action
+    assert not limiter.test("verify", "a", t + 59) and limiter.test("verify", "a", t + 60.5)
+    assert limiter.hit("verify", "a", t + 61)  # the minute moved on; the refused hit at t+2 was not counted
+    assert not limiter.hit("verify", "a", t + 125)  # three in the hour
+    assert limiter.hit("verify", "a", t + 3600.5)  # the first left the hour
+    assert limiter.prune(t + 3600.5 + 3600) == 3  # a's verify is kept until its last hit leaves the hour
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(rate_hits)).scalar() == 0
+
+
+def test_the_store_rate_limiter_admits_exactly_the_limit_under_concurrent_hits(any_store_url: str) -> None:
+    """Hits of one client from many threads at once: exactly ``amount`` are accepted (one transaction per hit, the row locked)."""
+    import threading
+
+    from limits import parse_many
+
+    from crawler.portal.ratelimit import StoreRateLimiter
+
+    store = Store(any_store_url)
+    StoreRateLimiter(store, parse_many("5/hour"))  # creates the table before the threads race
+    start = threading.Barrier(12)
+    results: list[bool] = []
+
+    def one() -> None:
+        limiter = StoreRateLimiter(Store(any_store_url), parse_many("5/hour"))
+        start.wait()
+        results.append(limiter.hit("objection", "same-client"))
+
+    threads = [threading.Thread(target=one) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 7 + [True] * 5

@@ -3,7 +3,7 @@
 Safety of the portal itself, each in one place:
 
 - CSRF: asgi-csrf on every POST (a signed token in a cookie and in a hidden field);
-- rate limit: per client address (``limits``, moving window) on filing, verifying and admin log-in;
+- rate limit: per client address (a moving window kept in the store, crawler/portal/ratelimit.py) on filing, verifying and admin log-in;
 - validation: the notice model's validators (crawler/portal/objections.py ``parse_form``), sizes bounded;
 - escaping: Jinja2 autoescape on every template, and a Content-Security-Policy without scripts;
 - disclosure: stored URLs and texts only to the operator or to the holder of a verified objection for that domain;
@@ -51,8 +51,8 @@ class Portal:
     def __init__(self, settings: Any, store: Store, book: ObjectionBook, options: PortalSettings, policies: Any,
                  probe_overrides: Mapping[str, str]) -> None:  # fmt: skip
         from limits import parse_many
-        from limits.storage import MemoryStorage
-        from limits.strategies import MovingWindowRateLimiter
+
+        from crawler.portal.ratelimit import StoreRateLimiter
 
         self.settings = settings
         self.store = store
@@ -61,8 +61,8 @@ class Portal:
         self.policies = policies
         self.probe_overrides = dict(probe_overrides)
         self.templates = Environment(loader=PackageLoader("crawler.portal", "templates"), autoescape=True)
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
-        self.limits = parse_many(options.rate_limit)
+        # In the store, not in memory: a restart must not hand every client a fresh allowance.
+        self.limiter = StoreRateLimiter(store, parse_many(options.rate_limit))
 
     # -- helpers --
 
@@ -79,8 +79,7 @@ class Portal:
 
     def allowed(self, request: Request, action: str) -> bool:
         """Count one ``action`` for this client; False when over the limit (nothing is done then)."""
-        who = self.client(request)
-        return all(self.limiter.hit(item, action, who) for item in self.limits)
+        return self.limiter.hit(action, self.client(request))
 
     def too_many(self, request: Request) -> HTMLResponse:
         response = self.render(request, "error.html", 429, title="Too many requests",
@@ -99,8 +98,7 @@ class Portal:
             if not good:
                 self.allowed(request, "login")
                 return False
-            who = self.client(request)
-            return all(self.limiter.test(item, "login", who) for item in self.limits)
+            return self.limiter.test("login", self.client(request))
         cookie = request.cookies.get(ADMIN_COOKIE, "")
         return bool(cookie) and hmac.compare_digest(cookie.encode(), self.admin_session().encode())
 
@@ -436,11 +434,12 @@ def _cross_site(headers: Mapping[str, str]) -> str | None:
 SWEEP_INTERVAL = 60.0
 
 
-def _sweeping(book: ObjectionBook) -> Any:
+def _sweeping(book: ObjectionBook, limiter: Any) -> Any:
     """A lifespan that sweeps the objections every :data:`SWEEP_INTERVAL` seconds while the portal serves.
 
     A pause expires by itself in the crawls; the sweep writes ``objection.expired``
-    to the ledger (with the moment it expired) without waiting for a visitor.
+    to the ledger (with the moment it expired) without waiting for a visitor,
+    and forgets the rate-limit rows of clients that left the longest window.
     """
     import asyncio
     import contextlib
@@ -455,6 +454,7 @@ def _sweeping(book: ObjectionBook) -> Any:
                 await asyncio.sleep(SWEEP_INTERVAL)
                 try:
                     await run_in_threadpool(book.sweep)
+                    await run_in_threadpool(limiter.prune)
                 except Exception:  # noqa: BLE001 - a store hiccup: logged, tried again next time
                     logging.getLogger("crawler.portal").exception("Sweeping the objections failed; retrying in %gs", SWEEP_INTERVAL)
 
@@ -500,7 +500,7 @@ def create_app(settings: Any, *, store: Store | None = None, policies: Any = Non
         Route("/admin/logout", portal.admin_logout, methods=["POST"]),
         Route("/admin/objections/{public_id}/{action}", portal.admin_decide, methods=["POST"]),
     ]
-    app: Any = Starlette(routes=routes, lifespan=_sweeping(book))
+    app: Any = Starlette(routes=routes, lifespan=_sweeping(book, portal.limiter))
     app.state.portal = portal
     # A fresh secret per process: a form served before a restart must be loaded again.
     secret = str(settings.get("COMPLIANCE_PORTAL_SECRET") or "") or secrets.token_hex(32)
