@@ -22,9 +22,10 @@ ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 
 
 @contextlib.contextmanager
-def running_portal(web_env: Mapping[str, str], settings: Mapping[str, Any], log: Path, port: int | None = None) -> Iterator[Any]:
+def running_portal(web_env: Mapping[str, str], settings: Mapping[str, Any], log: Path, port: int | None = None,
+                   trust_test_web: bool = True) -> Iterator[Any]:  # fmt: skip
     """The portal, with the network guard on its path (no packet leaves loopback)."""
-    with portal.running_portal(web_env, settings, log, port, env=GUARD_ENV) as running:
+    with portal.running_portal(web_env, settings, log, port, env=GUARD_ENV, trust_test_web=trust_test_web) as running:
         yield running
 
 

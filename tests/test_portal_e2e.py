@@ -198,3 +198,31 @@ def test_a_site_closed_by_robots_txt_can_still_prove_control_with_the_file(tmp_p
         assert 'id="status">verified<' in by_file.text, by_file.text[-2000:]
         paths = [e.path for e in web.requests(host="owner.test")]
     assert "/.well-known/ethical-crawler-verification.txt" in paths and "/" not in paths, paths
+
+
+def test_the_proof_fetch_checks_tls_certificates_by_default(tmp_path: Path, store_url: str) -> None:
+    """TLS: by default the proof fetch refuses the test web's certificates (their CA is not trusted); once the portal
+    trusts that CA (SSL_CERT_FILE, as for a private CA) the same proof passes, but a trusted certificate that does not
+    validly name the host is still refused (its ``*.test`` pattern, which Twisted's own check lets through)."""
+    site, elsewhere = OwnedSite(), OwnedSite()
+    settings = portal_settings(store_url, policy_dir_with_pace(tmp_path / "policies"), tmp_path / "var")
+    client = session()
+    # The test web issues a certificate for each *.test name; owner.example gets its default one (*.test, localhost, 127.0.0.1).
+    with serving({"owner.test": site, "owner.example": elsewhere}) as web:
+        with running_portal(web.env(), settings, tmp_path / "portal.log", trust_test_web=False) as portal:
+            page = file_objection(client, portal.url)
+            site.file_token = re.search(r'id="token">([^<]+)<', page.text).group(1)
+            untrusted = client.post(page.url + "/verify", data={"csrftoken": csrf_of(page.text)})
+            assert 'id="status">pending<' in untrusted.text and "certificate verify failed" in untrusted.text, untrusted.text[-2000:]
+            # Nothing was asked over a connection whose certificate failed.
+            assert [e for e in web.requests(host="owner.test") if e.method != "CONNECT"] == []
+        with running_portal(web.env(), settings, tmp_path / "portal.log", trust_test_web=True) as portal:
+            other = file_objection(client, portal.url, domain="owner.example", email="owner@owner.example")
+            elsewhere.file_token = re.search(r'id="token">([^<]+)<', other.text).group(1)
+            mismatch = client.post(other.url + "/verify", data={"csrftoken": csrf_of(other.text)})
+            assert 'id="status">pending<' in mismatch.text and "the certificate is not valid for owner.example" in mismatch.text, mismatch.text[-2000:]
+            assert [e for e in web.requests(host="owner.example") if e.method != "CONNECT"] == []
+            again = client.get(portal.url + "/" + page.url.split("/", 3)[3].split("?")[0])
+            trusted = client.post(again.url + "/verify", data={"csrftoken": csrf_of(again.text)})
+            assert 'id="status">verified<' in trusted.text, trusted.text[-2000:]
+    assert "/.well-known/ethical-crawler-verification.txt" in [e.path for e in web.requests(host="owner.test")]

@@ -18,7 +18,7 @@ from typing import Any
 import requests
 
 from crawler.testing.runner import project_dir
-from crawler.testing.web import Site, StaticSite, WebRequest, WebResponse, html, text
+from crawler.testing.web import Site, StaticSite, WebRequest, WebResponse, ca_certificate_file, html, text
 
 CONTACT = "https://operator.test/contact"
 
@@ -58,26 +58,30 @@ def bystander() -> StaticSite:
 
 
 def portal_settings(store_url: str, policies: Path, data_dir: Path, **extra: Any) -> dict[str, Any]:
-    """Settings of a portal on a test store; the proof fetch trusts the test web's self-signed certificate."""
+    """Settings of a portal on a test store (the proof fetch checks TLS certificates, as in production)."""
     return {
         "COMPLIANCE_STORE": store_url, "COMPLIANCE_POLICY_DIR": str(policies), "COMPLIANCE_CONTACT": CONTACT,
-        "COMPLIANCE_DATA_DIR": str(data_dir), "COMPLIANCE_PROOF_TLS_VERIFY": "False", **extra,
+        "COMPLIANCE_DATA_DIR": str(data_dir), **extra,
     }  # fmt: skip
 
 
 @contextlib.contextmanager
 def running_portal(web_env: Mapping[str, str], settings: Mapping[str, Any], log: Path, port: int | None = None,
-                   env: Mapping[str, str] | None = None) -> Iterator[Any]:  # fmt: skip
+                   env: Mapping[str, str] | None = None, trust_test_web: bool = True) -> Iterator[Any]:  # fmt: skip
     """``scrapy compliance serve`` until the block ends; yields an object with ``url``, ``process`` and ``port``.
 
     ``web_env`` is the test web's proxy environment (the portal's proof fetches go through it); ``env`` adds more.
+    ``trust_test_web``: the proof fetch trusts the test web's certificate authority (and nothing else:
+    ``SSL_CERT_FILE`` replaces the system's trust store), as an operator would trust a private CA;
+    certificates are checked either way.
     """
     port = port or free_port()
     command = [sys.executable, "-m", "scrapy", "compliance", "serve", "--port", str(port)]
     for name, value in settings.items():
         command += ["-s", f"{name}={value}"]
+    trust = {"SSL_CERT_FILE": str(ca_certificate_file())} if trust_test_web else {}
     # The portal's own proof fetches go through the test web's proxy; the test reaches the portal directly.
-    full_env = {**os.environ, **web_env, **(env or {}), "no_proxy": "127.0.0.1", "NO_PROXY": "127.0.0.1"}
+    full_env = {**os.environ, **web_env, **trust, **(env or {}), "no_proxy": "127.0.0.1", "NO_PROXY": "127.0.0.1"}
     with log.open("ab") as out:
         process = subprocess.Popen(command, cwd=project_dir(), env=full_env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
