@@ -406,3 +406,38 @@ def test_the_store_rate_limiter_admits_exactly_the_limit_under_concurrent_hits(a
     for thread in threads:
         thread.join()
     assert sorted(results) == [False] * 7 + [True] * 5
+
+
+def test_building_a_receipt_reads_the_entries_since_the_claim_not_the_whole_ledger(tmp_path: Path) -> None:
+    """build_receipt's work (SQLite VM steps) is the same with 40 or 8,000 older ledger entries, and it quotes the same entries."""
+    from sqlalchemy import event
+
+    from crawler.portal.objections import build_receipt
+
+    def steps_to_build(older: int) -> tuple[int, list[str]]:
+        store = Store(f"sqlite:///{tmp_path / f'ledger-{older}.sqlite3'}")
+        for start in range(0, older, 1000):
+            store.append_ledger_batch([("purge.completed", {"purge_id": f"p{n}"}) for n in range(start, min(older, start + 1000))])
+        book = ObjectionBook(store)
+        form, errors = parse_form({"domain": "owner.test", "sender": "S", "email": "s@owner.test", "kind": "Other"})
+        assert form is not None, errors
+        filed = book.file(form)
+        receipt = book.complete(filed["id"], "approved", {"method": "operator"}, "operator")
+        record = book.get(filed["id"])
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0
+
+        event.listen(store.engine, "checkout", lambda dbapi, *_: dbapi.set_progress_handler(count, 10))
+        store.engine.dispose()  # the pooled connections get the counter when checked out again
+        again = build_receipt(store, record, receipt["notice"], receipt["purge"])
+        assert [e["kind"] for e in again["ledger_entries"]] == [e["kind"] for e in receipt["ledger_entries"]]
+        assert {"notice.added", "objection.approved", "purge.completed"} <= {e["kind"] for e in again["ledger_entries"]}
+        return steps[0], [e["kind"] for e in again["ledger_entries"]]
+
+    small, kinds_small = steps_to_build(40)
+    large, kinds_large = steps_to_build(8000)
+    assert kinds_small == kinds_large
+    assert large < small * 1.5, (small, large)
