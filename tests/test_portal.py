@@ -441,3 +441,55 @@ def test_building_a_receipt_reads_the_entries_since_the_claim_not_the_whole_ledg
     large, kinds_large = steps_to_build(8000)
     assert kinds_small == kinds_large
     assert large < small * 1.5, (small, large)
+
+
+@pytest.mark.parametrize("form", ["verify", "admin/login", "admin/logout", "approve", "reject"])
+def test_every_form_of_the_portal_needs_its_csrf_token(portal: TestClient, form: str) -> None:
+    """CSRF on every form, not only filing: a POST carrying the cookie but not the form's token is 403 and changes nothing."""
+    filed = file(portal)
+    record = ObjectionBook(store_of(portal)).get(filed.headers["location"].rsplit("/", 1)[1])
+    assert record is not None
+    portal.cookies.set("portal_admin", "")  # whatever the browser holds, the token is what counts
+    path = {"verify": f"/objections/{record['id']}/verify", "admin/login": "/admin/login", "admin/logout": "/admin/logout",
+            "approve": f"/admin/objections/{record['public_id']}/approve", "reject": f"/admin/objections/{record['public_id']}/reject"}[form]  # fmt: skip
+    portal.get("/")  # the token cookie, as a browser that visited the portal holds it
+    assert portal.cookies.get("csrftoken")
+    refused = portal.post(path, data={"token": ADMIN, "reason": "r", "note": "n"}, follow_redirects=False)
+    assert refused.status_code == 403, (refused.status_code, refused.text[:300])
+    assert "portal_admin" not in refused.headers.get("set-cookie", "")
+    after = ObjectionBook(store_of(portal)).get(record["id"])
+    assert after is not None and after["status"] == "pending" and after["attempts"] == []
+
+
+def test_a_completion_cut_short_is_finished_by_the_next_sweep_without_a_second_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A portal that dies mid-purge (after the notice and the outcome entry) loses nothing: the sweep finishes the purge,
+    and the receipt quotes one notice.added and one objection.approved, as an uninterrupted completion would."""
+    import crawler.compliance.purge as purge_module
+
+    settings = settings_for(tmp_path)
+    store = Store(settings["COMPLIANCE_STORE"])
+    store.start_crawl("c1", "site", ["https://owner.test/"], "UA")
+    store.write([item_row({"title": "t", "text": "x"}, {"url": f"https://owner.test/{i}", "host": "owner.test", "domain": "owner.test",
+                                                       "fetched_at": datetime.now(UTC), "crawl_id": "c1"}) for i in range(3)], [])  # fmt: skip
+    book = ObjectionBook(store)
+    form, _ = parse_form({"domain": "owner.test", "sender": "S", "email": "s@owner.test", "kind": "Other"})
+    assert form is not None
+    filed = book.file(form)
+    real = purge_module.run_purge
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise SystemExit("killed mid-purge")
+
+    monkeypatch.setattr(purge_module, "run_purge", killed)
+    with pytest.raises(SystemExit):
+        book.complete(filed["id"], "approved", {"method": "operator"}, "operator")
+    cut = book.get(filed["id"])
+    assert cut is not None and cut["status"] == "approved" and cut["receipt"] is None and store.count_items("owner.test") == 3
+    monkeypatch.setattr(purge_module, "run_purge", real)
+    assert ObjectionBook(store).sweep() == [filed["public_id"]]  # a new process: the restarted portal's first sweep
+    done = book.get(filed["id"])
+    assert done is not None and done["receipt"] is not None and store.count_items("owner.test") == 0
+    kinds = [e.kind for e in store.ledger_entries()]
+    assert kinds.count("objection.approved") == 1 and kinds.count("purge.completed") == 1
+    assert [e["kind"] for e in done["receipt"]["ledger_entries"]] == ["notice.added", "objection.approved", "purge.completed"]
+    assert done["receipt"]["purge"]["counts"]["store"] == 3

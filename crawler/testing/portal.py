@@ -119,7 +119,30 @@ def csrf_of(page: str) -> str:
 
 
 def file_objection(client: requests.Session, url: str, headers: Mapping[str, str] | None = None, **fields: str) -> requests.Response:
+    """Load the form, submit it (the page it leads to is returned; ``.submitted_at`` is ``time.time()`` just before the POST)."""
     token = csrf_of(client.get(url + "/objections/new", headers=headers).text)
     form = {"domain": "owner.test", "sender": "Owner of owner.test", "email": "owner@owner.test", "kind": "cease-and-desist",
             "statement": "Stop collecting my site.", **fields}  # fmt: skip
-    return client.post(url + "/objections", data={"csrftoken": token, **form}, headers=headers, allow_redirects=True)
+    submitted_at = time.time()
+    page = client.post(url + "/objections", data={"csrftoken": token, **form}, headers=headers, allow_redirects=True)
+    page.submitted_at = submitted_at  # type: ignore[attr-defined]
+    return page
+
+
+#: Issue 18's bound: no request to a host more than this many seconds after an objection to it was submitted.
+QUIET_WITHIN = 1.0
+
+
+def requests_after_objection(web: Any, host: str, submitted_at: float, *, still_crawled: str, process: Any, more: int = 10) -> list[tuple[float, str]]:
+    """Requests to ``host`` later than :data:`QUIET_WITHIN` s after ``submitted_at``, as (seconds after, path).
+
+    Read only once the crawl has fetched ``still_crawled`` (another host of
+    the same crawl) ``more`` times past that bound: proof the crawl kept going
+    and could have asked ``host`` again, however slow the machine, rather
+    than a fixed sleep. Raises AssertionError if the crawl stopped first.
+    """
+    bound = submitted_at + QUIET_WITHIN
+    seen = web.wait_for_requests(still_crawled, more, after=bound, process=process, timeout=120)
+    if seen < more:
+        raise AssertionError(f"the crawl asked {still_crawled} only {seen} time(s) after the bound (exit code {process.poll()}): it stopped")
+    return [(round(e.time - submitted_at, 3), e.path) for e in web.requests(host=host) if e.time > bound]

@@ -1304,15 +1304,19 @@ class TestWeb:
         """Return the requested paths (with query) for ``host``, in order."""
         return [entry.path for entry in self.requests(host=host, scheme=scheme)]
 
-    def wait_for_requests(self, host: str, count: int, *, timeout: float = 60.0, process: Any = None) -> int:
-        """Block until ``host`` has been asked ``count`` times, ``timeout`` seconds
-        passed, or ``process`` (a ``subprocess.Popen``, say the crawl) ended.
+    def wait_for_requests(
+        self, host: str, count: int, *, timeout: float = 60.0, process: Any = None, after: float | None = None
+    ) -> int:
+        """Block until ``host`` has been asked ``count`` times (counting only
+        requests logged later than ``after``, a ``time.time()``, if given),
+        ``timeout`` seconds passed, or ``process`` (a ``subprocess.Popen``, say
+        the crawl) ended.
 
         Returns how many requests ``host`` has seen, for the caller to assert on.
         """
         deadline = time.monotonic() + timeout
         while True:
-            seen = len(self.requests(host=host))
+            seen = sum(1 for e in self.requests(host=host) if after is None or e.time > after)
             if seen >= count or time.monotonic() >= deadline or (process is not None and process.poll() is not None):
                 return seen
             time.sleep(0.02)
