@@ -208,7 +208,7 @@ def portal_demo(root: Path) -> int:
                 web.wait_for_requests("owner.test", 10, process=crawl)
                 client = session()
                 page = file_objection(client, portal.url)
-                filed = time.time()
+                filed = page.submitted_at
                 found = re.search(r'id="token">([^<]+)<', page.text)
                 if page.status_code != 200 or found is None:
                     print(f"  filing the objection failed: HTTP {page.status_code}", file=sys.stderr)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from scrapy.settings import Settings
 from starlette.testclient import TestClient
 
@@ -326,3 +327,169 @@ def test_the_running_portal_records_an_expired_pause_without_a_visitor(tmp_path:
         assert "objection.expired" in [e.kind for e in store.ledger_entries()]
         [record] = ObjectionBook(store).list()
         assert record["status"] == "expired"
+
+
+def test_verifying_is_rate_limited_per_client_and_a_refused_verify_fetches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rate limit on Verify: past the limit a client gets 429 and the proof is not fetched (no attempt recorded)."""
+    from conftest import GUARD_ENV
+
+    # Were the limit missing, the probe below would run: keep it off the network like every crawl of the tests.
+    monkeypatch.setenv("PYTHONPATH", GUARD_ENV["PYTHONPATH"])
+    settings = settings_for(tmp_path, COMPLIANCE_PORTAL_RATE_LIMIT="2/hour")
+    with TestClient(create_app(settings), base_url="http://portal.test") as client:
+        client.settings = settings
+        book = ObjectionBook(store_of(client))
+        decided, pending = (book.get(file(client, domain=d).headers["location"].rsplit("/", 1)[1]) for d in ("decided.test", "owner.test"))
+        assert decided and pending
+        book.complete(decided["id"], "approved", {"method": "operator"}, "operator")
+        # Verify on a decided objection fetches nothing but counts against the limit.
+        codes = [client.post(f"/objections/{decided['id']}/verify", data={"csrftoken": csrf(client)}, follow_redirects=False).status_code
+                 for _ in range(2)]  # fmt: skip
+        assert codes == [303, 303]
+        refused = client.post(f"/objections/{pending['id']}/verify", data={"csrftoken": csrf(client)}, follow_redirects=False)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "60"
+        after = book.get(pending["id"])
+        assert after is not None and after["attempts"] == [] and after["status"] == "pending"
+
+
+def test_the_rate_limit_survives_a_restart_of_the_portal(tmp_path: Path) -> None:
+    """The limiter lives in the store: a new portal process on the same store still refuses a client past its limit."""
+    settings = settings_for(tmp_path, COMPLIANCE_PORTAL_RATE_LIMIT="2/hour")
+    with TestClient(create_app(settings), base_url="http://portal.test") as first:
+        assert [file(first, domain=f"site{i}.test").status_code for i in range(2)] == [303, 303]
+    with TestClient(create_app(settings), base_url="http://portal.test") as restarted:
+        assert file(restarted, domain="site2.test").status_code == 429
+    assert len(ObjectionBook(Store(settings["COMPLIANCE_STORE"])).list()) == 2
+
+
+def test_the_store_rate_limiter_is_a_moving_window(any_store_url: str) -> None:
+    """Each limit counts accepted hits in its last window; a refused hit is not counted; rows are pruned after the longest window."""
+    from limits import parse_many
+
+    from crawler.portal.ratelimit import StoreRateLimiter, rate_hits
+
+    store = Store(any_store_url)
+    limiter = StoreRateLimiter(store, parse_many("2/minute;3/hour"))
+    t = 1_000_000.0
+    assert [limiter.hit("verify", "a", t + s) for s in (0, 1, 2)] == [True, True, False]
+    assert limiter.hit("verify", "b", t + 2) and limiter.hit("objection", "a", t + 2)  # per client, per action
+    assert not limiter.test("verify", "a", t + 59) and limiter.test("verify", "a", t + 60.5)
+    assert limiter.hit("verify", "a", t + 61)  # the minute moved on; the refused hit at t+2 was not counted
+    assert not limiter.hit("verify", "a", t + 125)  # three in the hour
+    assert limiter.hit("verify", "a", t + 3600.5)  # the first left the hour
+    assert limiter.prune(t + 3600.5 + 3600) == 3  # a's verify is kept until its last hit leaves the hour
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(rate_hits)).scalar() == 0
+
+
+def test_the_store_rate_limiter_admits_exactly_the_limit_under_concurrent_hits(any_store_url: str) -> None:
+    """Hits of one client from many threads at once: exactly ``amount`` are accepted (one transaction per hit, the row locked)."""
+    import threading
+
+    from limits import parse_many
+
+    from crawler.portal.ratelimit import StoreRateLimiter
+
+    store = Store(any_store_url)
+    StoreRateLimiter(store, parse_many("5/hour"))  # creates the table before the threads race
+    start = threading.Barrier(12)
+    results: list[bool] = []
+
+    def one() -> None:
+        limiter = StoreRateLimiter(Store(any_store_url), parse_many("5/hour"))
+        start.wait()
+        results.append(limiter.hit("objection", "same-client"))
+
+    threads = [threading.Thread(target=one) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 7 + [True] * 5
+
+
+def test_building_a_receipt_reads_the_entries_since_the_claim_not_the_whole_ledger(tmp_path: Path) -> None:
+    """build_receipt's work (SQLite VM steps) is the same with 40 or 8,000 older ledger entries, and it quotes the same entries."""
+    from sqlalchemy import event
+
+    from crawler.portal.objections import build_receipt
+
+    def steps_to_build(older: int) -> tuple[int, list[str]]:
+        store = Store(f"sqlite:///{tmp_path / f'ledger-{older}.sqlite3'}")
+        for start in range(0, older, 1000):
+            store.append_ledger_batch([("purge.completed", {"purge_id": f"p{n}"}) for n in range(start, min(older, start + 1000))])
+        book = ObjectionBook(store)
+        form, errors = parse_form({"domain": "owner.test", "sender": "S", "email": "s@owner.test", "kind": "Other"})
+        assert form is not None, errors
+        filed = book.file(form)
+        receipt = book.complete(filed["id"], "approved", {"method": "operator"}, "operator")
+        record = book.get(filed["id"])
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0
+
+        event.listen(store.engine, "checkout", lambda dbapi, *_: dbapi.set_progress_handler(count, 10))
+        store.engine.dispose()  # the pooled connections get the counter when checked out again
+        again = build_receipt(store, record, receipt["notice"], receipt["purge"])
+        assert [e["kind"] for e in again["ledger_entries"]] == [e["kind"] for e in receipt["ledger_entries"]]
+        assert {"notice.added", "objection.approved", "purge.completed"} <= {e["kind"] for e in again["ledger_entries"]}
+        return steps[0], [e["kind"] for e in again["ledger_entries"]]
+
+    small, kinds_small = steps_to_build(40)
+    large, kinds_large = steps_to_build(8000)
+    assert kinds_small == kinds_large
+    assert large < small * 1.5, (small, large)
+
+
+@pytest.mark.parametrize("form", ["verify", "admin/login", "admin/logout", "approve", "reject"])
+def test_every_form_of_the_portal_needs_its_csrf_token(portal: TestClient, form: str) -> None:
+    """CSRF on every form, not only filing: a POST carrying the cookie but not the form's token is 403 and changes nothing."""
+    filed = file(portal)
+    record = ObjectionBook(store_of(portal)).get(filed.headers["location"].rsplit("/", 1)[1])
+    assert record is not None
+    portal.cookies.set("portal_admin", "")  # whatever the browser holds, the token is what counts
+    path = {"verify": f"/objections/{record['id']}/verify", "admin/login": "/admin/login", "admin/logout": "/admin/logout",
+            "approve": f"/admin/objections/{record['public_id']}/approve", "reject": f"/admin/objections/{record['public_id']}/reject"}[form]  # fmt: skip
+    portal.get("/")  # the token cookie, as a browser that visited the portal holds it
+    assert portal.cookies.get("csrftoken")
+    refused = portal.post(path, data={"token": ADMIN, "reason": "r", "note": "n"}, follow_redirects=False)
+    assert refused.status_code == 403, (refused.status_code, refused.text[:300])
+    assert "portal_admin" not in refused.headers.get("set-cookie", "")
+    after = ObjectionBook(store_of(portal)).get(record["id"])
+    assert after is not None and after["status"] == "pending" and after["attempts"] == []
+
+
+def test_a_completion_cut_short_is_finished_by_the_next_sweep_without_a_second_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A portal that dies mid-purge (after the notice and the outcome entry) loses nothing: the sweep finishes the purge,
+    and the receipt quotes one notice.added and one objection.approved, as an uninterrupted completion would."""
+    import crawler.compliance.purge as purge_module
+
+    settings = settings_for(tmp_path)
+    store = Store(settings["COMPLIANCE_STORE"])
+    store.start_crawl("c1", "site", ["https://owner.test/"], "UA")
+    store.write([item_row({"title": "t", "text": "x"}, {"url": f"https://owner.test/{i}", "host": "owner.test", "domain": "owner.test",
+                                                       "fetched_at": datetime.now(UTC), "crawl_id": "c1"}) for i in range(3)], [])  # fmt: skip
+    book = ObjectionBook(store)
+    form, _ = parse_form({"domain": "owner.test", "sender": "S", "email": "s@owner.test", "kind": "Other"})
+    assert form is not None
+    filed = book.file(form)
+    real = purge_module.run_purge
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise SystemExit("killed mid-purge")
+
+    monkeypatch.setattr(purge_module, "run_purge", killed)
+    with pytest.raises(SystemExit):
+        book.complete(filed["id"], "approved", {"method": "operator"}, "operator")
+    cut = book.get(filed["id"])
+    assert cut is not None and cut["status"] == "approved" and cut["receipt"] is None and store.count_items("owner.test") == 3
+    monkeypatch.setattr(purge_module, "run_purge", real)
+    assert ObjectionBook(store).sweep() == [filed["public_id"]]  # a new process: the restarted portal's first sweep
+    done = book.get(filed["id"])
+    assert done is not None and done["receipt"] is not None and store.count_items("owner.test") == 0
+    kinds = [e.kind for e in store.ledger_entries()]
+    assert kinds.count("objection.approved") == 1 and kinds.count("purge.completed") == 1
+    assert [e["kind"] for e in done["receipt"]["ledger_entries"]] == ["notice.added", "objection.approved", "purge.completed"]
+    assert done["receipt"]["purge"]["counts"]["store"] == 3

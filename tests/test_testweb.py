@@ -340,3 +340,26 @@ def test_subprocess_entry_prints_ready_and_serves(tmp_path: Path) -> None:
     assert process.returncode == 0, stderr
     [entry] = load_access_log(log_file)
     assert (entry.host, entry.path, entry.status) == ("demo.test", "/", 200)
+
+
+def test_a_client_trusting_the_test_ca_verifies_each_test_host_and_nothing_else() -> None:
+    """TLS: each *.test name asked for by SNI gets a certificate for exactly that name, issued by the test CA;
+    another name gets the default certificate, which a verifying client refuses for it."""
+    from crawler.testing.web import ca_certificate_file
+
+    sites = {"shop.test": StaticSite({"/": html("<p>shop</p>")}), "shop.example": StaticSite({"/": html("<p>x</p>")})}
+    with TestWeb(sites) as web:
+        context = ssl.create_default_context(cafile=str(ca_certificate_file()))
+        conn = http.client.HTTPSConnection("127.0.0.1", web.port, timeout=5, context=context)
+        conn.set_tunnel("shop.test", 443)
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 200
+        conn.close()
+        untrusting = http.client.HTTPSConnection("127.0.0.1", web.port, timeout=5, context=ssl.create_default_context())
+        untrusting.set_tunnel("shop.test", 443)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            untrusting.request("GET", "/")
+        other = http.client.HTTPSConnection("127.0.0.1", web.port, timeout=5, context=context)
+        other.set_tunnel("shop.example", 443)
+        with pytest.raises(ssl.SSLCertVerificationError, match="shop.example"):
+            other.request("GET", "/")

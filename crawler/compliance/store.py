@@ -811,12 +811,20 @@ class Store:
         proof = self.inclusion_proof(seq, head["tree_size"])
         return {"entry": entry.as_dict(), "leaf_index": seq - 1, "inclusion_proof": [h.hex() for h in proof], "tree_head": head}
 
-    def ledger_entries(self) -> Iterator[Entry]:
-        """Every entry in sequence order, read in pages (the ledger can be long)."""
-        last = 0
+    def ledger_entries(self, after: int = 0, kinds: Iterable[str] | None = None) -> Iterator[Entry]:
+        """Every entry after number ``after`` (of ``kinds``, if given) in sequence order, read in pages.
+
+        The pages walk the primary key from ``after``: reading the entries a
+        recent step appended costs what they are, not what the ledger is.
+        """
+        last = after
+        wanted = None if kinds is None else sorted(set(kinds))
         while True:
+            query = sa.select(ledger).where(ledger.c.seq > last)
+            if wanted is not None:
+                query = query.where(ledger.c.kind.in_(wanted))
             with self._read() as conn:
-                rows = conn.execute(sa.select(ledger).where(ledger.c.seq > last).order_by(ledger.c.seq).limit(1000)).all()
+                rows = conn.execute(query.order_by(ledger.c.seq).limit(1000)).all()
             if not rows:
                 return
             for row in rows:

@@ -3,7 +3,7 @@
 Safety of the portal itself, each in one place:
 
 - CSRF: asgi-csrf on every POST (a signed token in a cookie and in a hidden field);
-- rate limit: per client address (``limits``, moving window) on filing, verifying and admin log-in;
+- rate limit: per client address (a moving window kept in the store, crawler/portal/ratelimit.py) on filing, verifying and admin log-in;
 - validation: the notice model's validators (crawler/portal/objections.py ``parse_form``), sizes bounded;
 - escaping: Jinja2 autoescape on every template, and a Content-Security-Policy without scripts;
 - disclosure: stored URLs and texts only to the operator or to the holder of a verified objection for that domain;
@@ -25,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from jinja2 import Environment, PackageLoader
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -51,8 +52,8 @@ class Portal:
     def __init__(self, settings: Any, store: Store, book: ObjectionBook, options: PortalSettings, policies: Any,
                  probe_overrides: Mapping[str, str]) -> None:  # fmt: skip
         from limits import parse_many
-        from limits.storage import MemoryStorage
-        from limits.strategies import MovingWindowRateLimiter
+
+        from crawler.portal.ratelimit import StoreRateLimiter
 
         self.settings = settings
         self.store = store
@@ -61,8 +62,8 @@ class Portal:
         self.policies = policies
         self.probe_overrides = dict(probe_overrides)
         self.templates = Environment(loader=PackageLoader("crawler.portal", "templates"), autoescape=True)
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
-        self.limits = parse_many(options.rate_limit)
+        # In the store, not in memory: a restart must not hand every client a fresh allowance.
+        self.limiter = StoreRateLimiter(store, parse_many(options.rate_limit))
 
     # -- helpers --
 
@@ -79,8 +80,7 @@ class Portal:
 
     def allowed(self, request: Request, action: str) -> bool:
         """Count one ``action`` for this client; False when over the limit (nothing is done then)."""
-        who = self.client(request)
-        return all(self.limiter.hit(item, action, who) for item in self.limits)
+        return self.limiter.hit(action, self.client(request))
 
     def too_many(self, request: Request) -> HTMLResponse:
         response = self.render(request, "error.html", 429, title="Too many requests",
@@ -99,8 +99,7 @@ class Portal:
             if not good:
                 self.allowed(request, "login")
                 return False
-            who = self.client(request)
-            return all(self.limiter.test(item, "login", who) for item in self.limits)
+            return self.limiter.test("login", self.client(request))
         cookie = request.cookies.get(ADMIN_COOKIE, "")
         return bool(cookie) and hmac.compare_digest(cookie.encode(), self.admin_session().encode())
 
@@ -191,13 +190,12 @@ class Portal:
     async def file_objection(self, request: Request) -> Response:
         form_data = await request.form(max_files=0, max_fields=20, max_part_size=64 * 1024)
         fields = {k: str(v) for k, v in form_data.items() if isinstance(v, str)}
-        if not self.allowed(request, "objection"):
+        # The limiter is in the store: off the event loop, like every store call of an async handler.
+        if not await run_in_threadpool(self.allowed, request, "objection"):
             return self.too_many(request)
         form, errors = parse_form(fields)
         if form is None:
             return self.render(request, "new.html", 400, kinds=OBJECTION_KINDS, errors=errors, form=fields)
-        from starlette.concurrency import run_in_threadpool
-
         record = await run_in_threadpool(self.book.file, form, self.client(request))
         return RedirectResponse(f"/objections/{record['id']}", status_code=303)
 
@@ -284,7 +282,7 @@ class Portal:
         if self.options.admin_token is None:
             return self.render(request, "error.html", 404, title="Not found", message="The admin pages are off.")
         form = await request.form(max_files=0, max_fields=5)
-        if not self.allowed(request, "login"):
+        if not await run_in_threadpool(self.allowed, request, "login"):
             return self.too_many(request)
         given = str(form.get("token") or "")
         if not hmac.compare_digest(given.encode(), self.options.admin_token.encode()):
@@ -300,15 +298,13 @@ class Portal:
         return response
 
     async def admin_decide(self, request: Request) -> Response:
-        if not self.is_admin(request):
+        if not await run_in_threadpool(self.is_admin, request):
             return self.render(request, "error.html", 403, title="Forbidden", message="Operator only.")
         form = await request.form(max_files=0, max_fields=5)
         record = self.book.by_public_id(request.path_params["public_id"])
         if record is None:
             return self.render(request, "error.html", 404, title="No such objection", message="No such objection.")
         action = request.path_params["action"]
-        from starlette.concurrency import run_in_threadpool
-
         try:
             if action == "approve":
                 await run_in_threadpool(self.book.complete, record["id"], "approved",
@@ -436,17 +432,16 @@ def _cross_site(headers: Mapping[str, str]) -> str | None:
 SWEEP_INTERVAL = 60.0
 
 
-def _sweeping(book: ObjectionBook) -> Any:
+def _sweeping(book: ObjectionBook, limiter: Any) -> Any:
     """A lifespan that sweeps the objections every :data:`SWEEP_INTERVAL` seconds while the portal serves.
 
     A pause expires by itself in the crawls; the sweep writes ``objection.expired``
-    to the ledger (with the moment it expired) without waiting for a visitor.
+    to the ledger (with the moment it expired) without waiting for a visitor,
+    and forgets the rate-limit rows of clients that left the longest window.
     """
     import asyncio
     import contextlib
     import logging
-
-    from starlette.concurrency import run_in_threadpool
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -455,6 +450,7 @@ def _sweeping(book: ObjectionBook) -> Any:
                 await asyncio.sleep(SWEEP_INTERVAL)
                 try:
                     await run_in_threadpool(book.sweep)
+                    await run_in_threadpool(limiter.prune)
                 except Exception:  # noqa: BLE001 - a store hiccup: logged, tried again next time
                     logging.getLogger("crawler.portal").exception("Sweeping the objections failed; retrying in %gs", SWEEP_INTERVAL)
 
@@ -500,7 +496,7 @@ def create_app(settings: Any, *, store: Store | None = None, policies: Any = Non
         Route("/admin/logout", portal.admin_logout, methods=["POST"]),
         Route("/admin/objections/{public_id}/{action}", portal.admin_decide, methods=["POST"]),
     ]
-    app: Any = Starlette(routes=routes, lifespan=_sweeping(book))
+    app: Any = Starlette(routes=routes, lifespan=_sweeping(book, portal.limiter))
     app.state.portal = portal
     # A fresh secret per process: a form served before a restart must be loaded again.
     secret = str(settings.get("COMPLIANCE_PORTAL_SECRET") or "") or secrets.token_hex(32)

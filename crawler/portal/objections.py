@@ -295,7 +295,11 @@ class ObjectionBook:
             demands={"stop_collection": True, "delete_existing": True},  # type: ignore[arg-type]
             effective_at=now,
         )  # fmt: skip
-        decision = {"outcome": how, "at": now.isoformat(), "operator": operator, **dict(detail)}
+        # Every ledger entry the completion appends comes after this one: the
+        # receipt reads them from here (a range of the primary key), not the whole ledger.
+        head = self.store.ledger_head()
+        decision = {"outcome": how, "at": now.isoformat(), "operator": operator, **dict(detail),
+                    "ledger_from": max(head[0], 0) if head else 0}  # fmt: skip
         with self.store.engine.begin() as conn:
             claimed = conn.execute(
                 objections.update().where(objections.c.id == objection_id, objections.c.status == "pending").values(
@@ -320,7 +324,7 @@ class ObjectionBook:
         added, added_entry = self.store.add_notice(notice.as_record(), resolved, file, operator)
         self._end_pause(record, f"objection {record['status']}; replaced by notice {notice.id}", operator)
         entries: list[Entry] = [e for e in [added_entry] if e is not None]
-        if not self._has_outcome_entry(record["public_id"], record["status"]):
+        if not self._has_outcome_entry(record):
             entries.append(self.store.append_ledger(f"objection.{record['status']}", {
                 "objection": record["public_id"], "notice_id": notice.id, "pause_notice_id": record["pause_notice_id"],
                 "operator": operator, **{k: v for k, v in (record["decision"] or {}).items() if k in ("method", "url", "at", "reason")},
@@ -344,8 +348,8 @@ class ObjectionBook:
             write_atomically(path, notice_yaml(notice))
         return path
 
-    def _has_outcome_entry(self, public_id: str, outcome: str) -> bool:
-        return public_id in self.store.latest_ledger_payloads(f"objection.{outcome}", "objection")
+    def _has_outcome_entry(self, record: Mapping[str, Any]) -> bool:
+        return bool(_own_entries(self.store, record, {f"objection.{record['status']}": record["public_id"]}))
 
     def _end_pause(self, record: Mapping[str, Any], reason: str, operator: str) -> None:
         row = self.store.notice_row(record["pause_notice_id"])
@@ -430,6 +434,25 @@ def token_matches(found: str, expected: str) -> bool:
 RECEIPT_FORMAT = "ethical-crawler/objection-receipt/1"
 
 
+def _own_entries(store: Store, record: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[Entry]:
+    """The ledger entries of ``wanted`` kinds naming this objection's notice or id (``kind -> id``), appended since its claim.
+
+    Read from ``decision.ledger_from`` (the ledger's head when the objection
+    was claimed), so the cost is the entries appended since, not the ledger's
+    length; an objection claimed before that was recorded reads from the start.
+    """
+    import json
+
+    after = (record.get("decision") or {}).get("ledger_from")
+    found = []
+    for entry in store.ledger_entries(after if isinstance(after, int) else 0, wanted):
+        payload = json.loads(entry.payload)
+        key = (payload.get("notice") or {}).get("id") if entry.kind == "notice.added" else payload.get("objection")
+        if key == wanted[entry.kind]:
+            found.append(entry)
+    return found
+
+
 def build_receipt(store: Store, record: Mapping[str, Any], notice: Mapping[str, Any], purge: Mapping[str, Any]) -> dict[str, Any]:
     """The receipt a site owner downloads: the objection, the notice, the purge's receipt, and the ledger entries that hold them.
 
@@ -438,20 +461,13 @@ def build_receipt(store: Store, record: Mapping[str, Any], notice: Mapping[str, 
     inclusion proof and the signed head) is in the download unchanged.
     """
     wanted_seqs = set()
+    entries = [e.as_dict() for e in _own_entries(store, record, {"notice.added": notice.get("id"), f"objection.{record['status']}": record["public_id"]})]
     if isinstance(purge.get("ledger_entry"), Mapping):
-        wanted_seqs.add(purge["ledger_entry"].get("seq"))
-    kinds = {"notice.added": notice.get("id"), f"objection.{record['status']}": record["public_id"]}
-    entries = []
-    for entry in store.ledger_entries():
-        if entry.seq in wanted_seqs:
-            entries.append(entry.as_dict())
-        elif entry.kind in kinds:
-            import json
-
-            payload = json.loads(entry.payload)
-            key = (payload.get("notice") or {}).get("id") if entry.kind == "notice.added" else payload.get("objection")
-            if key == kinds[entry.kind]:
-                entries.append(entry.as_dict())
+        seq = purge["ledger_entry"].get("seq")
+        found = store.ledger_entry(seq) if isinstance(seq, int) else None
+        if found is not None:
+            wanted_seqs.add(seq)
+            entries.append(found.as_dict())
     decision = dict(record.get("decision") or {})
     entries.sort(key=lambda e: e["seq"])
     purge = dict(purge)

@@ -18,8 +18,11 @@ to any page. The objection's own pause is lifted in that spider only (see
 ``ComplianceRuntime._proof_exempt_notice``); any other notice still refuses.
 
 TLS: ``COMPLIANCE_PROOF_TLS_VERIFY`` (default on) makes the probe check
-certificates against the system's trust store (Scrapy's own downloads do
-not), so that a proof cannot be answered by whoever sits on the path.
+certificates (Scrapy's own downloads do not), so that a proof cannot be
+answered by whoever sits on the path: the chain against the system's trust
+store (OpenSSL's default paths; ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` replace
+them, which is how the test kit trusts the test web's certificate) and the
+host name (service_identity, refusing on any doubt: crawler/portal/tls.py).
 """
 
 from __future__ import annotations
@@ -154,7 +157,11 @@ def probe(settings: Any, domain: str, token: str) -> list[dict[str, Any]]:
     from scrapy.crawler import CrawlerProcess
 
     if settings.getbool("COMPLIANCE_PROOF_TLS_VERIFY", True):
-        settings.set("DOWNLOADER_CLIENTCONTEXTFACTORY", "scrapy.core.downloader.contextfactory.BrowserLikeContextFactory", priority="cmdline")
+        # Scrapy's switch (read by the httpx handler too), and a context factory
+        # that checks the host name fail-closed (crawler/portal/tls.py says why
+        # Twisted's alone does not), in place of any the project set.
+        settings.set("DOWNLOAD_VERIFY_CERTIFICATES", True, priority="cmdline")
+        settings.set("DOWNLOADER_CLIENTCONTEXTFACTORY", "crawler.portal.tls.ProofTLSPolicy", priority="cmdline")
     process = CrawlerProcess(settings, install_root_handler=False)
     crawler = process.create_crawler(_spider_class())
     process.crawl(crawler, domain=domain, token=token)

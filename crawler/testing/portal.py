@@ -18,7 +18,7 @@ from typing import Any
 import requests
 
 from crawler.testing.runner import project_dir
-from crawler.testing.web import Site, StaticSite, WebRequest, WebResponse, html, text
+from crawler.testing.web import Site, StaticSite, WebRequest, WebResponse, ca_certificate_file, html, text
 
 CONTACT = "https://operator.test/contact"
 
@@ -58,26 +58,30 @@ def bystander() -> StaticSite:
 
 
 def portal_settings(store_url: str, policies: Path, data_dir: Path, **extra: Any) -> dict[str, Any]:
-    """Settings of a portal on a test store; the proof fetch trusts the test web's self-signed certificate."""
+    """Settings of a portal on a test store (the proof fetch checks TLS certificates, as in production)."""
     return {
         "COMPLIANCE_STORE": store_url, "COMPLIANCE_POLICY_DIR": str(policies), "COMPLIANCE_CONTACT": CONTACT,
-        "COMPLIANCE_DATA_DIR": str(data_dir), "COMPLIANCE_PROOF_TLS_VERIFY": "False", **extra,
+        "COMPLIANCE_DATA_DIR": str(data_dir), **extra,
     }  # fmt: skip
 
 
 @contextlib.contextmanager
 def running_portal(web_env: Mapping[str, str], settings: Mapping[str, Any], log: Path, port: int | None = None,
-                   env: Mapping[str, str] | None = None) -> Iterator[Any]:  # fmt: skip
+                   env: Mapping[str, str] | None = None, trust_test_web: bool = True) -> Iterator[Any]:  # fmt: skip
     """``scrapy compliance serve`` until the block ends; yields an object with ``url``, ``process`` and ``port``.
 
     ``web_env`` is the test web's proxy environment (the portal's proof fetches go through it); ``env`` adds more.
+    ``trust_test_web``: the proof fetch trusts the test web's certificate authority (and nothing else:
+    ``SSL_CERT_FILE`` replaces the system's trust store), as an operator would trust a private CA;
+    certificates are checked either way.
     """
     port = port or free_port()
     command = [sys.executable, "-m", "scrapy", "compliance", "serve", "--port", str(port)]
     for name, value in settings.items():
         command += ["-s", f"{name}={value}"]
+    trust = {"SSL_CERT_FILE": str(ca_certificate_file())} if trust_test_web else {}
     # The portal's own proof fetches go through the test web's proxy; the test reaches the portal directly.
-    full_env = {**os.environ, **web_env, **(env or {}), "no_proxy": "127.0.0.1", "NO_PROXY": "127.0.0.1"}
+    full_env = {**os.environ, **web_env, **trust, **(env or {}), "no_proxy": "127.0.0.1", "NO_PROXY": "127.0.0.1"}
     with log.open("ab") as out:
         process = subprocess.Popen(command, cwd=project_dir(), env=full_env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -115,7 +119,30 @@ def csrf_of(page: str) -> str:
 
 
 def file_objection(client: requests.Session, url: str, headers: Mapping[str, str] | None = None, **fields: str) -> requests.Response:
+    """Load the form, submit it (the page it leads to is returned; ``.submitted_at`` is ``time.time()`` just before the POST)."""
     token = csrf_of(client.get(url + "/objections/new", headers=headers).text)
     form = {"domain": "owner.test", "sender": "Owner of owner.test", "email": "owner@owner.test", "kind": "cease-and-desist",
             "statement": "Stop collecting my site.", **fields}  # fmt: skip
-    return client.post(url + "/objections", data={"csrftoken": token, **form}, headers=headers, allow_redirects=True)
+    submitted_at = time.time()
+    page = client.post(url + "/objections", data={"csrftoken": token, **form}, headers=headers, allow_redirects=True)
+    page.submitted_at = submitted_at  # type: ignore[attr-defined]
+    return page
+
+
+#: Issue 18's bound: no request to a host more than this many seconds after an objection to it was submitted.
+QUIET_WITHIN = 1.0
+
+
+def requests_after_objection(web: Any, host: str, submitted_at: float, *, still_crawled: str, process: Any, more: int = 10) -> list[tuple[float, str]]:
+    """Requests to ``host`` later than :data:`QUIET_WITHIN` s after ``submitted_at``, as (seconds after, path).
+
+    Read only once the crawl has fetched ``still_crawled`` (another host of
+    the same crawl) ``more`` times past that bound: proof the crawl kept going
+    and could have asked ``host`` again, however slow the machine, rather
+    than a fixed sleep. Raises AssertionError if the crawl stopped first.
+    """
+    bound = submitted_at + QUIET_WITHIN
+    seen = web.wait_for_requests(still_crawled, more, after=bound, process=process, timeout=120)
+    if seen < more:
+        raise AssertionError(f"the crawl asked {still_crawled} only {seen} time(s) after the bound (exit code {process.poll()}): it stopped")
+    return [(round(e.time - submitted_at, 3), e.path) for e in web.requests(host=host) if e.time > bound]

@@ -10,9 +10,12 @@ in the request selects a :class:`Site` from the mapping given to
 :class:`TestWeb`, and any other name gets a ``502`` that is flagged in the
 access log so a test can fail loudly.
 
-``CONNECT`` tunnels are terminated here with a self-signed certificate
-(generated once per process with ``cryptography``); crawlers such as Scrapy do
-not verify certificates by default, so ``https://`` sites work unchanged.
+``CONNECT`` tunnels are terminated here with certificates issued by a test
+certificate authority generated once per process with ``cryptography`` (a
+``*.test`` name asked for by SNI gets a certificate for exactly that name);
+crawlers such as Scrapy do not verify certificates by default, so ``https://``
+sites work unchanged, and a client that must verify trusts
+:func:`ca_certificate_file` (e.g. through ``SSL_CERT_FILE``).
 
 Typical use::
 
@@ -73,6 +76,7 @@ __all__ = [
     "WebRequest",
     "WebResponse",
     "as_response",
+    "ca_certificate_file",
     "certificate_files",
     "html",
     "load_access_log",
@@ -377,13 +381,17 @@ def load_access_log(path: str | os.PathLike[str]) -> list[AccessEntry]:
 _CERT_LOCK = threading.Lock()
 _CERT_FILES: tuple[Path, Path] | None = None
 _TLS_CONTEXT: ssl.SSLContext | None = None
+#: The test web's own certificate authority (key, certificate), and one server context per host name it was asked for.
+_CA: tuple[Any, Any] | None = None
+_HOST_CONTEXTS: dict[str, ssl.SSLContext] = {}
 
 
 def certificate_files() -> tuple[Path, Path]:
-    """Return ``(cert_path, key_path)`` of this process's self-signed certificate.
+    """Return ``(cert_path, key_path)`` of this process's default server certificate.
 
-    Generated on first use (SAN ``*.test``, ``localhost``, ``127.0.0.1``) in a
-    temporary directory that is removed at interpreter exit.
+    Generated on first use (SAN ``*.test``, ``localhost``, ``127.0.0.1``), issued
+    by this process's test certificate authority (:func:`ca_certificate_file`),
+    in a temporary directory that is removed at interpreter exit.
     """
     global _CERT_FILES
     with _CERT_LOCK:
@@ -392,69 +400,123 @@ def certificate_files() -> tuple[Path, Path]:
         return _CERT_FILES
 
 
+def ca_certificate_file() -> Path:
+    """The certificate of this process's test certificate authority (PEM).
+
+    A client that trusts it (e.g. ``SSL_CERT_FILE`` for OpenSSL) accepts the
+    certificate the test web presents for a ``*.test`` name it is asked for
+    by SNI: one issued for exactly that name. Any other name gets the default
+    certificate, which does not validly name it.
+    """
+    return certificate_files()[0].with_name("ca.pem")
+
+
 def _server_tls_context() -> ssl.SSLContext:
     """Return the shared server-side TLS context (created once per process)."""
     global _TLS_CONTEXT
     cert_path, key_path = certificate_files()
     with _CERT_LOCK:
         if _TLS_CONTEXT is None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(cert_path, key_path)
-            # Offering only http/1.1 stops ALPN-capable clients from trying h2,
-            # which this server does not speak.
-            context.set_alpn_protocols(["http/1.1"])
+            context = _context_for(cert_path, key_path)
+            context.sni_callback = _choose_certificate
             _TLS_CONTEXT = context
         return _TLS_CONTEXT
 
 
-def _generate_certificate() -> tuple[Path, Path]:
-    """Create a self-signed certificate and key and write them as PEM files."""
+def _context_for(cert_path: Path, key_path: Path) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    # Offering only http/1.1 stops ALPN-capable clients from trying h2,
+    # which this server does not speak.
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def _choose_certificate(sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, _context: ssl.SSLContext) -> None:
+    """SNI: a ``*.test`` name gets a certificate issued for it; others keep the default one."""
+    host = (name or "").lower().rstrip(".")
+    if not host.endswith(".test") or not all(c.isalnum() or c in ".-" for c in host) or len(host) > 253:
+        return
+    directory = certificate_files()[0].parent
+    with _CERT_LOCK:
+        context = _HOST_CONTEXTS.get(host)
+        if context is None:
+            context = _HOST_CONTEXTS[host] = _context_for(*_issue(host, directory))
+    sock.context = context
+
+
+def _issue(host: str, directory: Path, names: Sequence[Any] = ()) -> tuple[Path, Path]:
+    """A server certificate for ``host`` (or ``names``) issued by the test CA, written as PEM files in ``directory``."""
     # Imported here because cryptography is comparatively slow to import and
-    # only this one-off step needs it.
+    # only these one-off steps need it.
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
+    assert _CA is not None
+    ca_key, ca_cert = _CA
     # EC keys are generated in microseconds, unlike RSA, keeping start() fast.
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "crawler test web")])
     now = datetime.datetime.now(datetime.timezone.utc)
     certificate = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         # Back-dated so a client with a slightly skewed clock still accepts it.
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("*.test"),
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        )
+        .add_extension(x509.SubjectAlternativeName(list(names) or [x509.DNSName(host)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+        .sign(ca_key, hashes.SHA256())
     )
-    directory = Path(tempfile.mkdtemp(prefix="crawler-testweb-"))
-    atexit.register(shutil.rmtree, directory, True)
-    cert_path = directory / "cert.pem"
-    key_path = directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    cert_path = directory / f"{host}.pem"
+    key_path = directory / f"{host}.key.pem"
+    # The chain: the leaf, then the CA (a client that trusts the CA needs nothing else).
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return cert_path, key_path
+
+
+def _generate_certificate() -> tuple[Path, Path]:
+    """Create the test CA and the default server certificate it issues; write them as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    global _CA
+    directory = Path(tempfile.mkdtemp(prefix="crawler-testweb-"))
+    atexit.register(shutil.rmtree, directory, True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "crawler test web CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                          key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False),
+            critical=True,
+        )  # fmt: skip
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (directory / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    _CA = (ca_key, ca_cert)
+    names = [x509.DNSName("*.test"), x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert_path, key_path = _issue("default", directory, names)
+    return cert_path.rename(directory / "cert.pem"), key_path.rename(directory / "key.pem")
 
 
 # --------------------------------------------------------------------------
@@ -1242,15 +1304,19 @@ class TestWeb:
         """Return the requested paths (with query) for ``host``, in order."""
         return [entry.path for entry in self.requests(host=host, scheme=scheme)]
 
-    def wait_for_requests(self, host: str, count: int, *, timeout: float = 60.0, process: Any = None) -> int:
-        """Block until ``host`` has been asked ``count`` times, ``timeout`` seconds
-        passed, or ``process`` (a ``subprocess.Popen``, say the crawl) ended.
+    def wait_for_requests(
+        self, host: str, count: int, *, timeout: float = 60.0, process: Any = None, after: float | None = None
+    ) -> int:
+        """Block until ``host`` has been asked ``count`` times (counting only
+        requests logged later than ``after``, a ``time.time()``, if given),
+        ``timeout`` seconds passed, or ``process`` (a ``subprocess.Popen``, say
+        the crawl) ended.
 
         Returns how many requests ``host`` has seen, for the caller to assert on.
         """
         deadline = time.monotonic() + timeout
         while True:
-            seen = len(self.requests(host=host))
+            seen = sum(1 for e in self.requests(host=host) if after is None or e.time > after)
             if seen >= count or time.monotonic() >= deadline or (process is not None and process.poll() is not None):
                 return seen
             time.sleep(0.02)
