@@ -149,3 +149,24 @@ def test_a_version_2_store_with_duplicates_is_migrated_in_place(any_store_url: s
         keys = sorted(conn.execute(sa.text("SELECT item_key FROM items")).scalars())
         assert conn.execute(sa.text("SELECT value FROM store_meta WHERE key = 'schema_version'")).scalar() == str(SCHEMA_VERSION)
     assert len([k for k in keys if k.startswith("row:")]) == 2 and len(set(keys)) == 3
+
+
+def test_a_version_4_store_gets_the_ledger_kind_index(any_store_url: str) -> None:
+    """Opened again, a store without the ledger's (kind, seq) index gets it, and the notice entries are read through it."""
+    import sqlalchemy as sa
+
+    store = Store(any_store_url)
+    store.append_ledger("consent.changed", {"n": 1})
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_ledger_kind_seq"))
+        conn.execute(sa.text("UPDATE store_meta SET value = '4' WHERE key = 'schema_version'"))
+    store.dispose()
+    store = Store(any_store_url)
+    with store.engine.connect() as conn:
+        assert "ix_ledger_kind_seq" in {i["name"] for i in sa.inspect(conn).get_indexes("ledger")}
+        assert conn.execute(sa.text("SELECT value FROM store_meta WHERE key = 'schema_version'")).scalar() == str(SCHEMA_VERSION)
+        if store.is_sqlite:
+            plan = " ".join(str(row) for row in conn.execute(sa.text(
+                "EXPLAIN QUERY PLAN SELECT seq FROM ledger WHERE kind IN ('notice.added', 'notice.withdrawn') ORDER BY seq")))  # fmt: skip
+            assert "ix_ledger_kind_seq" in plan, plan
+    assert [e.seq for e in store.ledger_entries()] == [1]

@@ -42,7 +42,7 @@ class LedgerRow(NamedTuple):
 
 #: The store's schema: the store creates and migrates to it (``crawler.compliance.store``); the
 #: standard-library read below reads only a store already at it.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: The ledger kinds that make or end a notice.
 NOTICE_KINDS = ("notice.added", "notice.withdrawn")

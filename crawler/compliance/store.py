@@ -120,6 +120,10 @@ ledger = sa.Table(
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+    # The notice registry is checked against the ledger's notice entries (every
+    # `notice list`, every registry change a crawl adopts, every objection
+    # decided): found through this index, not by reading a million entries.
+    sa.Index("ix_ledger_kind_seq", "kind", "seq"),
 )
 
 ledger_nodes = sa.Table(
@@ -341,6 +345,7 @@ class Store:
                     elif int(found) < SCHEMA_VERSION:
                         self._migrate_items(conn)
                         self._migrate_ledger_tree(conn)
+                        self._migrate_indexes(conn)
                         conn.execute(
                             store_meta.update().where(store_meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
                         )
@@ -377,6 +382,15 @@ class Store:
         indexes = {i["name"] for i in sa.inspect(conn).get_indexes("items")}
         if "ux_items_crawl_item_key" not in indexes:
             next(i for i in items.indexes if i.name == "ux_items_crawl_item_key").create(conn)
+
+    @staticmethod
+    def _migrate_indexes(conn: sa.Connection) -> None:
+        """Version 4 to 5: create the indexes a table of an older store lacks (CREATE TABLE made the rest)."""
+        for table in (ledger,):
+            present = {i["name"] for i in sa.inspect(conn).get_indexes(table.name)}
+            for index in table.indexes:
+                if index.name not in present:
+                    index.create(conn)
 
     @staticmethod
     def _migrate_ledger_tree(conn: sa.Connection) -> None:
