@@ -12,6 +12,9 @@ collector's figures (cProfile slows the crawl).
 the add-on does (``COMPLIANCE_GC_FREEZE``), for a crawl without the add-on:
 the comparison then leaves the collector out and shows the stack's own cost.
 
+``CrawlCpu`` (every crawl of the benchmark): the CPU time from spider open
+to spider close, in the stats as ``bench/crawl_cpu_s``.
+
 Enable them with ``-s EXTENSIONS={"crawl_profile.CrawlProfile": 0}`` and
 ``bench/`` on ``PYTHONPATH`` (crawl_speed.py does both).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import cProfile
 import gc
 import json
+import resource
 import time
 from typing import Any
 
@@ -77,3 +81,33 @@ class FreezeStartup:
     def opened(self, spider: Any) -> None:
         gc.collect()
         gc.freeze()
+
+
+class CrawlCpu:
+    """The crawl process's CPU time from spider open to spider close, in the stats (``bench/crawl_cpu_s``).
+
+    On a shared machine a crawl's pages/s moves with the other load; the CPU
+    time it spent on its pages moves much less, so the benchmark reports the
+    ratio of CPU per page beside the ratio of pages/s (every kind runs this).
+    """
+
+    def __init__(self, crawler: Any) -> None:
+        self.crawler = crawler
+        self.started = 0.0
+        crawler.signals.connect(self.opened, signal=signals.spider_opened)
+        crawler.signals.connect(self.closed, signal=signals.spider_closed)
+
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> CrawlCpu:
+        return cls(crawler)
+
+    @staticmethod
+    def _cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    def opened(self, spider: Any) -> None:
+        self.started = self._cpu()
+
+    def closed(self, spider: Any) -> None:
+        self.crawler.stats.set_value("bench/crawl_cpu_s", round(self._cpu() - self.started, 3))

@@ -210,6 +210,8 @@ class Run:
     items: int = 0
     wall_s: float = 0.0
     crawler_cpu_s: float = 0.0
+    #: CPU seconds from spider open to close, per page (ms) (bench/crawl_profile.py CrawlCpu).
+    cpu_ms_per_page: float = 0.0
     server_cpu_s: float | None = None
     log: str = ""
     #: The project's components the crawl enabled (none for stock).
@@ -298,6 +300,9 @@ def crawl_command(kind: str, rundir: Path, settings: dict[str, Any], profile: Pa
         }
         cwd = PROJECT_DIR
     command += ["-a", f"url={START_URL}"]
+    # Every kind measures its CPU time from spider open to close (bench/crawl_profile.py).
+    extensions = json.loads(merged.get("EXTENSIONS", "{}"))
+    merged["EXTENSIONS"] = json.dumps({**extensions, "crawl_profile.CrawlCpu": 0})
     for name, value in merged.items():
         command += ["-s", f"{name}={value}"]
     if profile is not None:
@@ -349,6 +354,7 @@ def run_crawl(
     run.elapsed_s = float(stats["elapsed_time_seconds"])
     run.items = int(stats["item_scraped_count"])
     run.pages_per_s = run.responses / run.elapsed_s
+    run.cpu_ms_per_page = float(stats.get("bench/crawl_cpu_s", 0.0)) / run.responses * 1000
     server.check_alive()
     return run
 
@@ -440,7 +446,7 @@ def print_run(run: Run) -> None:
     server = "-" if run.server_cpu_s is None else f"{run.server_cpu_s:.1f}"
     print(
         f"{run.index:>3}  {run.pair:>4}  {run.kind:<10}  {run.responses:>9}  {run.elapsed_s:>9.2f}  "
-        f"{run.pages_per_s:>7.1f}  {run.crawler_cpu_s:>10.1f}  {server:>10}",
+        f"{run.pages_per_s:>7.1f}  {run.crawler_cpu_s:>10.1f}  {run.cpu_ms_per_page:>10.2f}  {server:>10}",
         flush=True,
     )
 
@@ -454,7 +460,11 @@ def summarise(runs: list[Run]) -> dict[str, Any]:
             by_kind = {r.kind: r.pages_per_s for r in runs if r.pair == pair}
             if top in by_kind and bottom in by_kind:
                 per_pair.append(by_kind[top] / by_kind[bottom])
-        ratios[f"{top}/{bottom}"] = {"ratio": medians[top] / medians[bottom], "pair_ratios": per_pair}
+        cpu = {kind: statistics.median(r.cpu_ms_per_page for r in runs if r.kind == kind) for kind in (top, bottom)}
+        ratios[f"{top}/{bottom}"] = {"ratio": medians[top] / medians[bottom], "pair_ratios": per_pair,
+                                     # pages per CPU second, top against bottom: the same ratio, measured in CPU time
+                                     "cpu_ratio": cpu[bottom] / cpu[top] if cpu[top] else 0.0,
+                                     "cpu_ms_per_page": cpu}  # fmt: skip
     first = ratios[f"{RATIOS[0][0]}/{RATIOS[0][1]}"]["ratio"]
     return {"median_pages_per_s": medians, "ratios": ratios, "ratio": first, "meets_target": first >= TARGET_RATIO}
 
@@ -665,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.profile:
             print(f"note: profiling into {args.profile}; pages/s under cProfile are not comparable to normal runs", flush=True)
-        print(f"{'run':>3}  {'pair':>4}  {'kind':<10}  {'responses':>9}  {'elapsed s':>9}  {'pages/s':>7}  {'crawl CPU s':>10}  {'web CPU s':>10}", flush=True)
+        print(f"{'run':>3}  {'pair':>4}  {'kind':<10}  {'responses':>9}  {'elapsed s':>9}  {'pages/s':>7}  {'crawl CPU s':>10}  {'CPU ms/page':>10}  {'web CPU s':>10}", flush=True)
         index = 0
         for pair in range(1, args.pairs + 1):
             for kind in KINDS:
@@ -678,6 +688,9 @@ def main(argv: list[str] | None = None) -> int:
         print("median pages/s: " + ", ".join(f"{kind} {medians[kind]:.1f}" for kind in KINDS))
         for name, figures in summary["ratios"].items():
             print(f"ratio {name}: {figures['ratio']:.3f} (per pair: " + ", ".join(f"{r:.3f}" for r in figures["pair_ratios"]) + ")")
+            cpu = figures["cpu_ms_per_page"]
+            print(f"  in CPU time (spider open to close, medians): {figures['cpu_ratio']:.3f} "
+                  f"(" + ", ".join(f"{kind} {ms:.2f} ms/page" for kind, ms in cpu.items()) + ")")  # fmt: skip
         print(verdict_line(summary))
         if args.gate_shares:
             shares_dir = workdir / "gate-shares"
