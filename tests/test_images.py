@@ -228,6 +228,25 @@ def test_scrub_reaches_bytes_sets_keys_and_image_words_in_names() -> None:
     assert removed == 8
 
 
+@pytest.mark.parametrize("own_pipeline", [False, True])
+def test_the_final_scrub_runs_only_when_a_pipeline_ran_after_the_first(tmp_path, own_pipeline: bool) -> None:  # type: ignore[no-untyped-def]
+    """With the add-on's pipelines alone the item cannot have changed since the first scrub; with a project's own
+    pipeline between them (any order from 101 up), the final scrub removes what that pipeline added."""
+    from scrapy.utils.test import get_crawler
+
+    from crawler.addon import ITEM_PIPELINES
+    from crawler.pipelines.images import FinalImageScrubPipeline
+
+    pipelines = {**ITEM_PIPELINES, **({"myproject.pipelines.Thumbnails": 300} if own_pipeline else {})}
+    crawler = get_crawler(settings_dict={"COMPLIANCE_CONTACT": "x@y.example", "COMPLIANCE_STORE": f"sqlite:///{tmp_path}/s.db",
+                                         "ITEM_PIPELINES": pipelines})  # fmt: skip
+    final = FinalImageScrubPipeline.from_crawler(crawler)
+    assert final.redundant is not own_pipeline
+    item = {"url": "http://shop.test/p", "title": "Lamp", "thumb": INLINE_PNG}
+    final.process_item(item)
+    assert ("thumb" in item) is not own_pipeline
+
+
 def test_pipelines_that_add_images_after_the_scrub_are_scrubbed_again(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The add-on runs the scrub again as the last pipeline before the store: late image fields never get stored."""
     from scrapy.utils.test import get_crawler

@@ -50,4 +50,23 @@ class ImageScrubPipeline:
 
 class FinalImageScrubPipeline(ImageScrubPipeline):
     """The same scrub, as the last pipeline before the store: fields that a
-    project's own pipelines added (``image_urls``, a thumbnail) are removed too."""
+    project's own pipelines added (``image_urls``, a thumbnail) are removed too.
+
+    When no pipeline runs between the first scrub and this one, nothing can
+    have added an image since, and the item is passed on as it is (the scrub
+    is a tenth of the stack's time per item).
+    """
+
+    def __init__(self, crawler: Crawler) -> None:
+        super().__init__(crawler)
+        from scrapy.utils.conf import build_component_list
+
+        order = [
+            c if isinstance(c, str) else f"{c.__module__}.{c.__qualname__}"
+            for c in build_component_list(crawler.settings.getwithbase("ITEM_PIPELINES"))
+        ]
+        first, last = f"{__name__}.ImageScrubPipeline", f"{__name__}.FinalImageScrubPipeline"
+        self.redundant = first in order and last in order and order.index(last) == order.index(first) + 1
+
+    def process_item(self, item: Any) -> Any:
+        return item if self.redundant else super().process_item(item)
