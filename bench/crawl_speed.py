@@ -558,6 +558,44 @@ def by_library(profiled: dict[str, tuple[Path, int]]) -> list[dict[str, Any]]:
     return rows
 
 
+def extra_work(profiled: dict[str, tuple[Path, int]], top: int = 25) -> dict[str, Any]:
+    """What the add-on adds to a crawl, function by function, priced at the plain crawl's speed.
+
+    Two profiled crawls ran at different moments of a shared machine: the same
+    work costs more in the slower one. The functions called exactly as often
+    in both (Scrapy's own work on the same pages) give the load factor between
+    the two profiles; every other function's time in the addon crawl, divided
+    by it, less its time in the plain crawl, is work the add-on added (its own
+    code, and the extra calls it causes in Scrapy, asyncio and the signal
+    dispatcher). ``ratio``: plain's time over plain's plus the extra, the
+    pages/s ratio this work predicts on a quiet machine.
+    """
+    import pstats
+    from collections import defaultdict
+
+    def totals(path: Path) -> dict[str, list[float]]:
+        found: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for (filename, _, name), entry in pstats.Stats(str(path)).stats.items():  # type: ignore[attr-defined]
+            where = filename.split("site-packages" + os.sep)[-1].split(os.sep + "lib" + os.sep)[-1]
+            found[f"{where}:{name}"][0] += entry[2]
+            found[f"{where}:{name}"][1] += entry[1]
+        return found
+
+    (plain_path, pages), (addon_path, _) = profiled["plain"], profiled["addon"]
+    plain, addon = totals(plain_path), totals(addon_path)
+    same = [k for k in plain if k in addon and plain[k][1] and abs(addon[k][1] - plain[k][1]) <= 0.02 * plain[k][1]]
+    scale = sum(addon[k][0] for k in same) / (sum(plain[k][0] for k in same) or 1.0)
+    extra = {k: (addon.get(k, [0.0, 0.0])[0] / scale - plain.get(k, [0.0, 0.0])[0]) / pages * 1e6
+             for k in set(plain) | set(addon) if k not in same}  # fmt: skip
+    plain_us = sum(v[0] for v in plain.values()) / pages * 1e6
+    added = sum(extra.values())
+    rows = sorted(extra.items(), key=lambda kv: -kv[1])[:top]
+    return {"load_factor": round(scale, 3), "plain_us_per_page": round(plain_us, 1), "extra_us_per_page": round(added, 1),
+            "ratio": round(plain_us / (plain_us + added), 3),
+            "top": [{"function": k, "extra_us_per_page": round(v, 1), "calls_per_page_plain": round(plain.get(k, [0, 0])[1] / pages, 1),
+                     "calls_per_page_addon": round(addon.get(k, [0, 0])[1] / pages, 1)} for k, v in rows]}  # fmt: skip
+
+
 def print_gate_shares(shares: dict[str, Any]) -> None:
     print(f"\nthe stack's share of one profiled addon crawl (spider open to close): {shares['stack_share']:.1%} of "
           f"{shares['profiled_s']:.1f} s ({shares['pages']} responses); by part (library callees included), under cProfile:")  # fmt: skip
@@ -568,6 +606,12 @@ def print_gate_shares(shares: dict[str, Any]) -> None:
         print(f"garbage collector in the profiled {kind} crawl: {sum(figures['gc_seconds']):.2f} s "
               f"(full passes: {figures['gc_runs'][2]}, {figures['gc_seconds'][2]:.2f} s); {figures['objects_at_open']:,} objects "
               f"at spider open, {figures['frozen']:,} frozen")  # fmt: skip
+    extra = shares["extra_work"]
+    print(f"\nwork the add-on adds, priced at the plain crawl's speed (load factor between the two profiles "
+          f"{extra['load_factor']:.2f}): {extra['extra_us_per_page']:.0f} us/page on {extra['plain_us_per_page']:.0f}, "
+          f"which predicts a ratio of {extra['ratio']:.3f}; the largest:")  # fmt: skip
+    for row in extra["top"]:
+        print(f"  {row['function'][:72]:<72} {row['extra_us_per_page']:>+8.1f} us  calls/page {row['calls_per_page_plain']:>6.1f} -> {row['calls_per_page_addon']:.1f}")
     print("\nown time per page by library, the same spider without and with the add-on (profiled; largest growth first):")
     print(f"  {'library':<32} {'plain us':>9} {'addon us':>9} {'growth':>8}")
     for row in shares["by_library"][:12] + shares["by_library"][-1:]:
@@ -704,6 +748,7 @@ def main(argv: list[str] | None = None) -> int:
                 profiled[kind] = (profile, run.responses)
             summary["gate_shares"] = gate_shares(*profiled["addon"])
             summary["gate_shares"]["by_library"] = by_library(profiled)
+            summary["gate_shares"]["extra_work"] = extra_work(profiled)
             summary["gate_shares"]["collector"] = {kind: json.loads(Path(str(path) + ".gc.json").read_text()) for kind, (path, _) in profiled.items()}
             print_gate_shares(summary["gate_shares"])
         print("(pages/s = response_received_count / elapsed_time_seconds; 'crawl CPU s' includes interpreter start-up)")

@@ -1,4 +1,4 @@
-"""The gate before scheduling leaves to Scrapy's dupefilter what it will drop anyway, and nothing else."""
+"""The gate before scheduling remembers the URLs it allowed; refusals and notice domains are decided every time."""
 
 from __future__ import annotations
 
@@ -25,13 +25,26 @@ def web() -> Iterator[TestWeb]:
         yield server
 
 
-def test_links_to_queued_pages_skip_the_gate_but_refused_links_do_not(web: TestWeb, crawl: Callable[..., ComplianceResult]) -> None:
-    """Every request the gate left to the dupefilter was one it dropped; a link to a refused URL is refused every time."""
+def test_links_to_allowed_pages_are_remembered_but_refused_links_are_not(web: TestWeb, crawl: Callable[..., ComplianceResult]) -> None:
+    """Every link the gate let through from memory was a repeat the dupefilter dropped; a link to a refused URL is refused every time."""
     result = crawl(["http://links.test/p/0"]).check()
     stats = result.stats
     assert sorted(i["url"] for i in result.store.iter_items()) == sorted(f"http://links.test/p/{i}" for i in range(PAGES))
-    skipped = int(stats["compliance/schedule/seen_skipped"])
+    skipped = int(stats["compliance/schedule/remembered"])
     assert skipped == int(stats["dupefilter/filtered"]) > 0, stats
-    # The picture was never queued (refused at the gate), so no page's link to it was left to the dupefilter.
+    # The picture is refused at the gate, so never remembered: every page's link to it is refused again.
     assert int(stats["compliance/refused/image.url"]) == PAGES, stats
     assert "/pic.png" not in {e.path for e in web.requests(host="links.test")}
+
+
+def test_a_domain_named_by_a_notice_is_decided_at_every_link(web: TestWeb, crawl: Callable[..., ComplianceResult], policy_dir) -> None:  # type: ignore[no-untyped-def]
+    """A notice not yet in force names links.test: its URLs are allowed today, but never from memory
+    (the notice could take effect between two links), so nothing is remembered and the crawl is whole."""
+    (policy_dir / "notices").mkdir(exist_ok=True)
+    (policy_dir / "notices" / "later.yaml").write_text(
+        "id: later\nsender_name: Links Inc.\ndate_received: 2026-11-20\nscope: {domains: [links.test]}\n"
+        "effective_at: 2999-01-01T00:00:00Z\n", encoding="utf-8")  # fmt: skip
+    result = crawl(["http://links.test/p/0"]).check()
+    stats = result.stats
+    assert int(stats["compliance/schedule/remembered"]) == 0 and int(stats["dupefilter/filtered"]) > 0, stats
+    assert len(list(result.store.iter_items())) == PAGES

@@ -285,13 +285,23 @@ class NoticeSet:
                 index.setdefault(domain, []).append(active)
         return cls(version, blocking, {k: tuple(v) for k, v in index.items()})
 
-    def decide(self, url: str, now: datetime | None = None) -> Decision:
-        if not self.by_domain:
-            return ALLOW
+    def _candidates(self, url: str) -> Any:
         host = urlsplit(url).hostname or ""
         if host.endswith(".") or not host.isascii():
             host = ascii_host(host)
-        candidates = self.by_domain.get(registered_domain(host))
+        return self.by_domain.get(registered_domain(host))
+
+    def timeless(self, url: str) -> bool:
+        """Whether :meth:`decide` answers the same for ``url`` at any moment: no notice names its domain.
+
+        (A notice can take effect later, and a pause expire: a URL of its domain is decided anew each time.)
+        """
+        return not self.by_domain or not self._candidates(url)
+
+    def decide(self, url: str, now: datetime | None = None) -> Decision:
+        if not self.by_domain:
+            return ALLOW
+        candidates = self._candidates(url)
         if not candidates:
             return ALLOW
         now = now or datetime.now(UTC)

@@ -9,26 +9,30 @@ request there. This is cheaper than a spider middleware, whose extra layer
 over every spider output cost about 0.2 ms per page in the benchmark, and
 it also covers redirect targets.
 
-Scrapy sends the signal before its dupefilter runs, and most links of a
-crawl point at pages already queued (on the benchmark site, nine of every
-ten): the dupefilter drops those anyway, so the gate skips them when it can
-tell, from Scrapy's own RFPDupeFilter, that the request was seen before
-(the fingerprint is cached on the request, so the scheduler does not compute
-it again). A request the gate refused never reaches the dupefilter, so a
-second link to a refused URL is refused again, as before. With another
-dupefilter (a distributed crawl's, a project's own) every request is gated.
+Most links of a crawl point at pages already linked (on the benchmark
+site, nine of every ten), and the gate's answer for a URL depends only on
+the URL, the notices in force, the platform policies and the day. So the
+URLs it allowed are remembered (the last :data:`MEMO_SIZE`) while those
+stay the same, and a link to one of them is let through without asking
+again (Scrapy's dupefilter then drops it). Not remembered: a refusal (a
+second link to a refused URL is refused again, as before), and a URL of a
+domain some notice names (a notice can take effect, or a pause expire, at
+any moment; those are decided every time).
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
-from scrapy.dupefilters import RFPDupeFilter
 
 from crawler.compliance.images import url_decision
 from crawler.runtime import ComplianceRuntime
+
+#: How many allowed URLs the gate remembers (the oldest are forgotten first).
+MEMO_SIZE = 100_000
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -40,39 +44,41 @@ class SchedulingGate:
         self.runtime = ComplianceRuntime.of(crawler)
         # Receivers are weak references; this bound method lives with self.
         crawler.signals.connect(self.request_scheduled, signal=signals.request_scheduled)
-        crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
         self.crawler = crawler
-        #: Scrapy's dupefilter's seen fingerprints and its fingerprint function, when they can be read (see the module text).
-        self._seen: Any = None
-        self._fingerprint: Any = None
-        self.skipped = 0  # requests left to the dupefilter (stat compliance/schedule/seen_skipped)
+        #: URLs the gate allowed, oldest first, valid for (notices, policies, day) as they were.
+        self._allowed: dict[str, None] = {}
+        self._allowed_under: tuple[Any, Any, int] | None = None
+        self.skipped = 0  # links let through from memory (stat compliance/schedule/remembered)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> SchedulingGate:
         return cls(crawler)
 
-    def spider_opened(self, spider: Any) -> None:
-        scheduler = getattr(self.crawler.engine, "scheduler", None)  # Scrapy >= 2.19
-        dupefilter = getattr(scheduler, "df", None)
-        seen, fingerprint = getattr(dupefilter, "_fingerprints", None), getattr(dupefilter, "_fingerprint", None)
-        if type(dupefilter) is RFPDupeFilter and isinstance(seen, set) and callable(fingerprint):
-            self._seen, self._fingerprint = seen, fingerprint
-
     def spider_closed(self, spider: Any) -> None:
-        self.crawler.stats.set_value("compliance/schedule/seen_skipped", self.skipped)
+        self.crawler.stats.set_value("compliance/schedule/remembered", self.skipped)
 
     def request_scheduled(self, request: Request, spider: Any = None) -> None:
-        if self._seen is not None and not request.dont_filter and self._fingerprint(request) in self._seen:
+        runtime, url = self.runtime, request.url
+        notices, policies, day = runtime.notices, runtime.policies, int(time.time() // 86_400)  # the UTC day
+        under = self._allowed_under
+        if under is None or under[0] is not notices or under[1] is not policies or under[2] != day:
+            self._allowed.clear()
+            self._allowed_under = (notices, policies, day)
+        elif url in self._allowed:
             self.skipped += 1
-            return  # queued before: the dupefilter drops it next
+            return
         # A notice in force: the platform never sees a request, not even for robots.txt.
-        decision = self.runtime.notices.decide(request.url)
+        decision = notices.decide(url)
         if decision.allowed:
-            decision = url_decision(request.url)
+            decision = url_decision(url)
         if decision.allowed:
             # Platform terms: a platform under a consent-required or
             # forbidden policy never sees a request, not even for robots.txt.
-            decision = self.runtime.policies.decide(request.url, datetime.now(UTC).date())
+            decision = policies.decide(url, datetime.now(UTC).date())
         if not decision.allowed:
-            self.runtime.refuse_request(decision, "schedule", request)
+            runtime.refuse_request(decision, "schedule", request)
+        if notices.timeless(url):
+            if len(self._allowed) >= MEMO_SIZE:
+                del self._allowed[next(iter(self._allowed))]
+            self._allowed[url] = None
