@@ -111,8 +111,46 @@ def test_setup_errors_are_one_line_from_crawl_and_runspider(tmp_path: Path) -> N
                           settings={**settings, "COMPLIANCE_CONTACT": "mailto:a@b.test", "COMPLIANCE_ROBOTS_TTL": "soon"})  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "error: crawl refused to start: COMPLIANCE_ROBOTS_TTL: expected a float, got 'soon'" in done.stderr
-    for flag in ("COMPLIANCE_SIGNING", "COMPLIANCE_DISTRIBUTED", "COMPLIANCE_GC_FREEZE"):  # boolean settings: no ValueError traceback
+    for flag in ("COMPLIANCE_SIGNING", "COMPLIANCE_DISTRIBUTED", "COMPLIANCE_GC_FREEZE", "ROBOTSTXT_OBEY", "COMPLIANCE_RETENTION_AUTO"):
         done = scrapy_command(["crawl", "site", "-a", "url=http://shop.test/"],
                               settings={**settings, "COMPLIANCE_CONTACT": "mailto:a@b.test", flag: "maybe"})  # fmt: skip
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
         assert f"error: crawl refused to start: {flag}: expected a boolean (true/false, 1/0), got 'maybe'" in done.stderr
+    # Settings read by the data-protection extension, a purge location that cannot be loaded, a store that is
+    # not a database and one that is a folder: refused before the crawl starts, in one line.
+    (tmp_path / "junk.sqlite3").write_bytes(b"not a database " * 100)
+    (tmp_path / "folder").mkdir()
+    for name, value, words in [
+        ("COMPLIANCE_RETENTION_INTERVAL", "abc", "COMPLIANCE_RETENTION_INTERVAL: expected a number, got 'abc'"),
+        ("COMPLIANCE_EXPORT_WEBHOOKS", '{"a": "ftp://x"}', "COMPLIANCE_EXPORT_WEBHOOKS: 'a': 'ftp://x' is not an http(s) URL"),
+        ("COMPLIANCE_PURGE_LOCATIONS", "nowhere.mod.Location", "COMPLIANCE_PURGE_LOCATIONS: cannot load purge location 'nowhere.mod.Location'"),
+        ("COMPLIANCE_STORE", f"sqlite:///{tmp_path / 'junk.sqlite3'}", "COMPLIANCE_STORE: cannot open"),
+        ("COMPLIANCE_STORE", f"sqlite:///{tmp_path / 'folder'}", "COMPLIANCE_STORE: cannot open"),
+    ]:  # fmt: skip
+        done = scrapy_command(["crawl", "site", "-a", "url=http://shop.test/"],
+                              settings={**settings, "COMPLIANCE_CONTACT": "mailto:a@b.test", name: value})  # fmt: skip
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (name, done.stderr[-2000:])
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and errors[0].startswith(f"error: crawl refused to start: {words}"), (name, errors)
+
+
+def test_compliance_init_writes_the_policy_folder_at_the_project_root(tmp_path: Path) -> None:
+    """From a subfolder of a new project: policies/ at the scrapy.cfg folder, every file named, nothing overwritten."""
+    project = tmp_path / "shop"
+    (project / "shop" / "spiders").mkdir(parents=True)
+    (project / "scrapy.cfg").write_text("[settings]\ndefault = shop.settings\n")
+    (project / "shop" / "__init__.py").write_text("")
+    (project / "shop" / "settings.py").write_text("BOT_NAME = 'shop'\nADDONS = {'crawler.addon.Compliance': 0}\n")
+    done = scrapy_command(["compliance", "init"], cwd=project / "shop" / "spiders")
+    assert done.returncode == 0, done.stderr
+    policies = project / "policies"
+    written = sorted(p.relative_to(project).as_posix() for p in policies.rglob("*") if p.is_file())
+    assert "policies/default.yaml" in written and "policies/schema.json" in written, written
+    assert any(w.startswith("policies/platforms/") for w in written) and (policies / "notices").is_dir()
+    for name in written:
+        assert name in done.stdout, (name, done.stdout)
+    (policies / "default.yaml").write_text((policies / "default.yaml").read_text() + "# edited by the project\n")
+    again = scrapy_command(["compliance", "init"], cwd=project)
+    assert again.returncode == 0 and "# edited by the project" in (policies / "default.yaml").read_text()
+    done = scrapy_command(["policy", "validate"], cwd=project)
+    assert done.returncode == 0, done.stdout + done.stderr

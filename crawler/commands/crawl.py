@@ -52,17 +52,49 @@ def preflight(settings: BaseSettings, spider_name: str | None, spargs: dict[str,
     from crawler.runtime import load_notices_or_fail, load_policies_or_fail
     from crawler.spiders.site import SiteSpider, StartUrlError, parse_start_urls
 
+    from crawler.cli import CommandFailed
+    from crawler.compliance.registry import StoreError
+    from crawler.config import flag
+    from crawler.dataprotection import settings as dp_settings
+    from crawler.notices_cli import extra_locations
+
     try:
         config = Config.from_settings(settings)
+        flag(settings, "ROBOTSTXT_OBEY")
+        dp_settings.read(settings)
         load_notices_or_fail(config.policy_dir, load_policies_or_fail(config.policy_dir, config.policy_dir_required))
         if settings.get("COMPLIANCE_CASSETTE"):
             check_cassette(str(settings.get("COMPLIANCE_CASSETTE")))
         if spider_name == SiteSpider.name:
             parse_start_urls(spargs.get("url"))
         check_identity(settings)
-    except (ConfigError, StartUrlError, CassetteError) as exc:
+        # The project's purge locations: a crawl whose copies a purge could not reach must not start.
+        extra_locations(settings)
+        check_store(config.store_url)
+    except (ConfigError, StartUrlError, CassetteError, CommandFailed, StoreError) as exc:
         return f"crawl refused to start: {exc}"
     return None
+
+
+def check_store(url: str) -> None:
+    """The store opens (created or migrated as a crawl would): a crawl never runs without one."""
+    from crawler.compliance.registry import StoreError
+    from crawler.compliance.store import Store
+
+    try:
+        store = Store(url)
+    except StoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a file that is not a database, a folder, a driver problem
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise StoreError(f"COMPLIANCE_STORE: cannot open {url!r}: {type(exc).__name__}: {first[:300]}") from None
+    try:
+        store.notice_rows()  # reads the registry the crawl enforces: a store that cannot be read stops here
+    except Exception as exc:  # noqa: BLE001
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise StoreError(f"COMPLIANCE_STORE: cannot read {url!r}: {type(exc).__name__}: {first[:300]}") from None
+    finally:
+        store.dispose()
 
 
 def check_identity(settings: BaseSettings) -> None:

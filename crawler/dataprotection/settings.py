@@ -25,6 +25,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+_TRUTH = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 @dataclass(frozen=True)
 class DataProtectionConfig:
     retention_auto: bool
@@ -92,7 +95,9 @@ def read(settings: Any) -> DataProtectionConfig:
         if not re.match(r"^https?://", url):
             raise ConfigError(f"COMPLIANCE_EXPORT_WEBHOOKS: {destination!r}: {url!r} is not an http(s) URL")
     raw_auto = settings.get("COMPLIANCE_RETENTION_AUTO", True)
-    auto = raw_auto if isinstance(raw_auto, bool) else str(raw_auto).strip().lower() in ("1", "true", "yes", "on")
+    auto = raw_auto if isinstance(raw_auto, bool) else _TRUTH.get(str(raw_auto).strip().lower())
+    if auto is None:  # not read as "off": retention would silently stop applying
+        raise ConfigError(f"COMPLIANCE_RETENTION_AUTO: expected a boolean (true/false, 1/0), got {raw_auto!r}")
     return DataProtectionConfig(
         retention_auto=auto,
         retention_interval=_number(settings, "COMPLIANCE_RETENTION_INTERVAL", 0),

@@ -145,12 +145,24 @@ class DataProtection:
             return
         self._checked_at = now
         store = self.runtime.store
-        if not force and self.suppressor is not None and list_version(store) == self.suppressor.version:
-            return
         key_path = self.config.erasure_key
         from pathlib import Path
 
-        self.suppressor = Suppressor.load(store, key_path or Path("(no project: COMPLIANCE_ERASURE_KEY)"), self.config.phone_region)
+        try:
+            if not force and self.suppressor is not None and list_version(store) == self.suppressor.version:
+                return
+            loaded = Suppressor.load(store, key_path or Path("(no project: COMPLIANCE_ERASURE_KEY)"), self.config.phone_region)
+        except Exception as exc:  # noqa: BLE001 - the store is briefly unreadable (locked, restarting)
+            if self.suppressor is None:
+                raise  # nothing to go by: the crawl's start fails (a store it cannot read is not crawled with)
+            # The list as last read stays in force and is read again after the interval; the item
+            # is checked against it, not dropped (an exception here would lose it, unrecorded).
+            logger.warning("Could not re-read the suppression list (%s: %s); the list as last read stays in force",
+                           type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")  # fmt: skip
+            if self.crawler.stats is not None:
+                self.crawler.stats.inc_value("compliance/erasure/reload_failed")
+            return
+        self.suppressor = loaded
         if self.suppressor.entries:
             logger.info("Suppression list: %d erased identifier(s) are refused", len(self.suppressor))
         if self.suppressor.broken:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from scrapy import signals
 
+from crawler.config import flag
 from crawler.runtime import ComplianceRuntime
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ class CrawlLifecycle:
         self.frozen = False
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
-        if crawler.settings.getbool("ROBOTSTXT_OBEY"):
+        if flag(crawler.settings, "ROBOTSTXT_OBEY"):
             logger.info(
                 "ROBOTSTXT_OBEY = True: robots.txt is obeyed by the compliance stack (RFC 9309: 5xx and 429 "
                 "disallow all, cached per scheme, host and port); Scrapy's RobotsTxtMiddleware stays off"
