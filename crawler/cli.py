@@ -110,6 +110,26 @@ class ComplianceCommand(ScrapyCommand):
         except ConfigError as exc:
             raise CommandFailed(str(exc)) from None
 
+    def policies_to_stop(self) -> PolicySet:
+        """The policies for filing a notice or purging: the project's, or the shipped ones when the project's are broken.
+
+        Stopping and deleting are always safe: a broken ``default.yaml`` (or any
+        policy file) must not keep a cease-and-desist from being filed or its
+        purge from running. The errors are printed; the shipped platform
+        policies (package data) resolve platform scopes meanwhile.
+        """
+        from crawler.compliance.policy import load_policies
+
+        try:
+            return self.policies()
+        except CommandFailed as exc:
+            shipped, errors = load_policies(None)
+            if shipped is None:  # pragma: no cover - the package's own files are tested
+                raise CommandFailed(f"{exc}\n(and the shipped policies cannot be read: {'; '.join(errors)})") from None
+            print(f"warning: {exc}\nwarning: the shipped platform policies are used for this command; fix the files above",
+                  file=sys.stderr)  # fmt: skip
+            return shipped
+
     def notice_registry(self, policies: PolicySet) -> NoticeSet:
         """The notices in force as a crawl would see them: the store's registry and the notice files."""
         from crawler.compliance.notices import Notice, NoticeSet, load_notice_files, merge_notices

@@ -154,3 +154,23 @@ def test_compliance_init_writes_the_policy_folder_at_the_project_root(tmp_path: 
     assert again.returncode == 0 and "# edited by the project" in (policies / "default.yaml").read_text()
     done = scrapy_command(["policy", "validate"], cwd=project)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_broken_policy_file_does_not_stop_a_notice_or_its_purge(tmp_path: Path) -> None:
+    """Stopping is always safe: with policies/default.yaml broken, `notice add` files the notice (warning, shipped
+    policies meanwhile) and `purge` runs; a crawl, which would collect under the broken policy, still refuses to start."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "default.yaml").write_text("rate: [broken\n")
+    settings = {"COMPLIANCE_STORE": f"sqlite:///{tmp_path / 's.sqlite3'}", "COMPLIANCE_POLICY_DIR": str(policies),
+                "COMPLIANCE_DATA_DIR": str(tmp_path / "var"), "COMPLIANCE_PROGRESS": "0"}  # fmt: skip
+    done = scrapy_command(["notice", "add", "--domain", "news.test", "--sender", "News Inc.", "--received", "2026-12-01"],
+                          settings=settings)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "default.yaml:2:1: YAML syntax error" in done.stderr and "the shipped platform policies are used" in done.stderr
+    listed = scrapy_command(["notice", "list"], settings=settings)
+    assert "news.test" in listed.stdout, listed.stdout
+    purged = scrapy_command(["purge", "--domain", "news.test", "--reason", "notice"], settings=settings)
+    assert purged.returncode == 0 and "the shipped platform policies are used" in purged.stderr, purged.stderr[-2000:]
+    crawl = scrapy_command(["crawl", "site", "-a", "url=http://shop.test/"], settings={**settings, "COMPLIANCE_CONTACT": "mailto:a@b.test"})
+    assert crawl.returncode == 2 and "default.yaml:2:1" in crawl.stderr

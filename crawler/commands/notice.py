@@ -85,7 +85,7 @@ class Command(ComplianceCommand):
             lumen_type, tags = notice_type(opts.type)
         except ValueError as exc:
             raise CommandFailed(f"--type: {exc}") from None
-        policies = self.policies()
+        policies = self.policies_to_stop()
         scope = scope_from_options(opts, policies)
         store = self.open_signing_store()
         directory = self.notices_dir()

@@ -34,7 +34,7 @@ class Command(ComplianceCommand):
         assert self.settings is not None
         if args:
             raise CommandFailed(f"unexpected argument {args[0]!r}; see `scrapy purge -h`")
-        policies = self.policies()
+        policies = self.policies_to_stop()
         store = self.open_signing_store() if not opts.dry_run else self.open_store()
         resolved: list[str] = []
         if opts.notice:
