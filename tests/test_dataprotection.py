@@ -157,6 +157,48 @@ def test_erase_finds_purges_and_keeps_no_identifier_in_clear(any_store_url: str,
     assert key.stat().st_mode & 0o777 == 0o600
 
 
+def test_find_reads_every_kind_through_the_index(any_store_url: str) -> None:
+    """The index narrows (on SQLite without token positions) and the check is exact: every written form is found, near misses are not."""
+    from crawler.dataprotection.search import find
+
+    store = Store(any_store_url)
+    texts = {
+        "gmail": "mail J.A.N.E.doe+news@GoogleMail.com", "outlook": "or jdoe+x@outlook.com", "plain": "or Jane.Doe@Example.org",
+        "phone": "call +1 (415) 555-2671", "name": "by JANE  Q. DOE, editor", "handle": "follow @JaneDoe!",
+        "near": "Jane and Doe and Q apart; janedoe@example.org; jdoe@hotmail.com; (415) 555-2670; @JaneDoe2",
+    }  # fmt: skip
+    store.write([row(f"http://{key}.test/p", text) for key, text in texts.items()] + [row("HTTP://Profile.Test:80/JaneDoe#x", "profile")], [])
+    wanted = {"email": ["janedoe@gmail.com", "jdoe@outlook.com", "jane.doe@example.org"], "phone": ["+14155552671"],
+              "name": ["Jane Q Doe"], "handle": ["@janedoe"], "url": ["http://profile.test/JaneDoe"]}  # fmt: skip
+    identifiers = [normalise(kind, value) for kind, values in wanted.items() for value in values]
+    found = find(store, identifiers, None)
+    assert sorted(url for url, _ in found.values()) == sorted(
+        ["http://gmail.test/p", "http://outlook.test/p", "http://plain.test/p", "http://phone.test/p", "http://name.test/p",
+         "http://handle.test/p", "HTTP://Profile.Test:80/JaneDoe#x"]
+    )  # fmt: skip
+
+
+def test_an_index_of_an_older_shape_is_rebuilt_in_place(store_url: str) -> None:
+    """A store whose FTS5 index keeps positions (as before) gets the new shape on first use, filled from its items; later writes are indexed."""
+    from crawler.dataprotection import tables
+    from crawler.dataprotection.search import find
+
+    store = Store(store_url)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE VIRTUAL TABLE items_fts USING fts5(url, title, text, content='items', content_rowid='id', "
+                             "tokenize='unicode61 remove_diacritics 2')")  # fmt: skip
+        for trigger in tables._SQLITE_TRIGGERS:
+            conn.exec_driver_sql(trigger)
+    store.write([row("http://a.test/1", PERSON), row("http://a.test/2", OTHERS[0])], [])
+    reopened = Store(store_url)
+    person = [normalise("email", "janedoe@gmail.com")]
+    assert [url for url, _ in find(reopened, person, None).values()] == ["http://a.test/1"]
+    with reopened.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'items_fts'").scalar() == tables._SQLITE_FTS
+    reopened.write([row("http://a.test/3", "write to janedoe@gmail.com")], [])
+    assert sorted(url for url, _ in find(reopened, person, None).values()) == ["http://a.test/1", "http://a.test/3"]
+
+
 def test_erase_input_mistakes_exit_2(tmp_path: Path, store_url: str) -> None:
     """A malformed identifier, no identifier, or no reason: one line, exit 2, nothing recorded."""
     args = settings_args(store_url, tmp_path)
