@@ -190,8 +190,22 @@ class Suppressor:
         with store.engine.connect() as conn:
             rows = conn.execute(sa.select(suppression.c.hash, suppression.c.kind, suppression.c.words, suppression.c.request_id,
                                           suppression.c.hint)).all()  # fmt: skip
-        entries = {r.hash: r.request_id for r in rows}
-        wanted = Wanted(frozenset(r.kind for r in rows), frozenset(int(r.words) for r in rows if r.kind == "name"), region)
+        entries: dict[str, str] = {}
+        kinds: set[str] = set()
+        lengths: set[int] = set()
+        hints: dict[str, set[str] | None] = {"phone": set(), "name": set()}
+        for digest, kind, words_in_name, request_id, hinted in rows:  # one pass: a crawl loads the list as it opens
+            entries[digest] = request_id
+            kinds.add(kind)
+            if kind == "name":
+                lengths.add(int(words_in_name))
+            known = hints.get(kind)
+            if known is not None:
+                if hinted is None:
+                    hints[kind] = None  # an entry without a hint: its kind is checked without the pre-filter
+                else:
+                    known.add(hinted)
+        wanted = Wanted(frozenset(kinds), frozenset(lengths), region)
         if not entries:
             return cls(None, {}, wanted, version)
         try:
@@ -202,12 +216,9 @@ class Suppressor:
         if recorded is not None and recorded != fingerprint(key):
             return cls(None, entries, wanted, version,
                        broken=f"erasure.key-mismatch: {key_path} is not the key the suppression list was made with")  # fmt: skip
-
-        def hints(kind: str) -> frozenset[str] | None:
-            of_kind = [r.hint for r in rows if r.kind == kind]
-            return None if None in of_kind else frozenset(of_kind)
-
-        return cls(key, entries, wanted, version, phone_tails=hints("phone"), name_firsts=hints("name"))
+        phone_tails, name_firsts = hints["phone"], hints["name"]
+        return cls(key, entries, wanted, version, phone_tails=None if phone_tails is None else frozenset(phone_tails),
+                   name_firsts=None if name_firsts is None else frozenset(name_firsts))  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.entries)
