@@ -507,28 +507,28 @@ def test_phone_prefilter_passes_every_number_libphonenumber_reads(tmp_path: Path
     assert read > 1000
 
 
-def test_a_list_from_before_hints_is_checked_without_them(tmp_path: Path, store_url: str) -> None:
+def test_a_list_from_before_hints_is_checked_without_them(tmp_path: Path, any_store_url: str) -> None:
     """A store whose suppression table predates the hint column gains it in place; its entries are still matched (no pre-filter),
     and an identifier erased again gets its hint."""
     from crawler.dataprotection.suppression import Suppressor, add_entries, load_or_create_key
 
     listed = [normalise("phone", "+14155552671"), normalise("name", "Jane Doe"), normalise("email", "jane@example.org")]
     key_path = tmp_path / "var" / "erasure-key"
-    add_entries(Store(store_url), load_or_create_key(key_path), listed, "er-old")
-    with Store(store_url).engine.begin() as conn:
+    add_entries(Store(any_store_url), load_or_create_key(key_path), listed, "er-old")
+    with Store(any_store_url).engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE dp_suppression DROP COLUMN hint")  # the table as an older version made it
-    old = Suppressor.load(Store(store_url), key_path, "US")  # a new Store: its first use adds the column back
+    old = Suppressor.load(Store(any_store_url), key_path, "US")  # a new Store: its first use adds the column back
     assert old.phone_tails is None and old.name_firsts is None
     for text in ("call (415) 555-2671", "by Jane Doe", "jane@example.org"):
         assert old.check("http://x.test/", [text]).reason == "erasure.er-old", text
     assert old.check("http://x.test/", ["Jane Smith, (212) 555-2671"]) is None
-    add_entries(Store(store_url), load_or_create_key(key_path), listed[:1], "er-again")
-    again = Suppressor.load(Store(store_url), key_path, "US")
+    add_entries(Store(any_store_url), load_or_create_key(key_path), listed[:1], "er-again")
+    again = Suppressor.load(Store(any_store_url), key_path, "US")
     assert again.phone_tails is not None and again.name_firsts is None
     assert again.check("http://x.test/", ["call (415) 555-2671"]).reason == "erasure.er-old"
     # A number too short for a hint (Niue's 4 digits) turns the phone pre-filter off again.
-    add_entries(Store(store_url), load_or_create_key(key_path), [normalise("phone", "+683 7012")], "er-short")
-    short = Suppressor.load(Store(store_url), key_path, "US")
+    add_entries(Store(any_store_url), load_or_create_key(key_path), [normalise("phone", "+683 7012")], "er-short")
+    short = Suppressor.load(Store(any_store_url), key_path, "US")
     assert short.phone_tails is None
     assert short.check("http://x.test/", ["Niue: +683 7012"]).reason == "erasure.er-short"
 
