@@ -430,7 +430,7 @@ def test_phone_spans_and_words_agree_with_the_plain_regexes() -> None:
     plain_span, plain_word = re.compile(r"\+?\(?\d[\d\s().\-/]{4,}\d"), re.compile(r"\w+")
     rng = random.Random(19)
     for _ in range(3000):
-        alphabet = "0123456789+() -./x_\n," + ("\u0663é" if rng.random() < 0.5 else "")
+        alphabet = "0123456789+() -./x_\n\t\x1c," + ("\u0663é\u00a0" if rng.random() < 0.5 else "")
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         assert [s for s, _ in phone_spans(text)] == [m for m in plain_span.findall(text) if sum(c.isdigit() for c in m) >= 6], text
         assert words(text) == plain_word.findall(text), text

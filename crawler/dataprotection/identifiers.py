@@ -217,13 +217,15 @@ def candidates(url: str, texts: Iterable[str], wanted: Wanted) -> Iterator[Ident
 #: this regex a few µs). The regex starts at a digit (the engine then skips to digits quickly,
 #: 3x faster than with the optional prefix in the pattern); the prefix is taken by hand.
 _PHONE_SPAN = re.compile(r"\d[\d\s().\-/]{4,}\d")
+#: The same on ASCII text, where ``\d`` is 0-9 and ``\s`` these eleven characters (a third faster).
+_PHONE_SPAN_ASCII = re.compile(r"[0-9][0-9\t\n\v\f\r\x1c-\x1f ().\-/]{4,}[0-9]")
 _DIGIT = re.compile(r"\d")
 
 
 def phone_spans(text: str) -> Iterator[tuple[str, str]]:
     """The parts of ``text`` that may hold a phone number (``+(`` optional, then digits and separators, 6+ digits),
     each with its digits (see :func:`span_digits`)."""
-    for match in _PHONE_SPAN.finditer(text):
+    for match in (_PHONE_SPAN_ASCII if text.isascii() else _PHONE_SPAN).finditer(text):
         span = match.group(0)
         digits = span_digits(span)
         if len(digits) < 6:

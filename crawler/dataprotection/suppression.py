@@ -232,6 +232,7 @@ class Suppressor:
             return Decision.refuse(reason, rule="the suppression list cannot be checked: every item is refused", detail=detail)
         key, entries, kinds = self.key, self.entries, self.wanted.kinds
         texts = [t for t in texts if t]
+        joined = "\0".join(texts)
         # Phone numbers and names through their pre-filters (below) when every entry has a hint.
         plain = kinds - {"name"} - ({"phone"} if self.phone_tails is not None else set())
         if plain:
@@ -241,14 +242,14 @@ class Suppressor:
                     return _refusal(request, candidate.kind)
         if "phone" in kinds and self.phone_tails is not None:
             # One pass over all texts: no span crosses the NUL between two of them.
-            for span, digits in phone_spans("\0".join(texts)):
+            for span, digits in phone_spans(joined):
                 if self._tail_written(digits):
                     for candidate in phones_in(span, self.wanted.region):
                         request = entries.get(keyed_hash(key, candidate.key))
                         if request is not None:
                             return _refusal(request, "phone")
         if self.wanted.name_lengths:
-            request = self._name_in(texts)
+            request = self._name_in(texts, joined)
             if request is not None:
                 return _refusal(request, "name")
         return None
@@ -268,10 +269,10 @@ class Suppressor:
             )  # fmt: skip
         return answer
 
-    def _name_in(self, texts: list[str]) -> str | None:
+    def _name_in(self, texts: list[str], joined: str) -> str | None:
         """The request id of a listed name among the texts' word n-grams, or None.
 
-        With hints, the words of all texts are first tested as first words
+        With hints, the words of all texts (``joined``: no word crosses the NUL) are first tested as first words
         (each distinct word once per crawl, bounded; set operations, so a page
         of words already seen costs a few microseconds), and only n-grams
         starting at a listed first word are hashed.
@@ -281,7 +282,7 @@ class Suppressor:
         firsts: set[str] | None = None
         if self.name_firsts is not None:
             seen, firsts = self._words_seen, self._first_words
-            distinct = set(words(fold("\n".join(texts))))
+            distinct = set(words(fold(joined)))
             if len(seen) > SEEN_LIMIT:
                 seen.clear()
                 firsts.clear()
