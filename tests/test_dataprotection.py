@@ -436,6 +436,27 @@ def test_phone_spans_and_words_agree_with_the_plain_regexes() -> None:
         assert words(text) == plain_word.findall(text), text
 
 
+def test_item_texts_reads_every_string_of_any_item_type() -> None:
+    """The check walks the item itself (no plain copy): dicts, lists, dataclasses and scrapy Items nested in each other."""
+    from dataclasses import dataclass
+
+    import scrapy
+
+    from crawler.dataprotection.suppression import item_texts
+
+    @dataclass
+    class Person:
+        name: str
+        phones: list[object]
+
+    class Card(scrapy.Item):
+        owner = scrapy.Field()
+        note = scrapy.Field()
+
+    item = Card(owner=Person("Jane Doe", ["415-555-2671", {"fax": ("+1 415 555 2672", 7)}]), note=b"bytes are not text")
+    assert item_texts({"card": item, "when": NOW, "n": 3}) == ["Jane Doe", "415-555-2671", "+1 415 555 2672"]
+
+
 def _suppressor(store_url: str, tmp_path: Path, identifiers: list[Any], region: str | None = None) -> Any:
     from crawler.dataprotection.suppression import Suppressor, add_entries, load_or_create_key
 
