@@ -7,11 +7,12 @@ from typing import Any
 
 from itemadapter import ItemAdapter
 
-_PLAIN = (str, bytes, int, float, bool, type(None), datetime, date)
+#: Values that are never items (answered without asking ItemAdapter).
+PLAIN = (str, bytes, int, float, bool, type(None), datetime, date)
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, _PLAIN):
+    if isinstance(value, PLAIN):
         return value
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}

@@ -42,6 +42,8 @@ _EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
 _HANDLE_IN_TEXT = re.compile(r"(?<![\w@.])@([\w][\w.]{0,63})")
 _HANDLE = re.compile(r"^[\w][\w.]{0,63}$")
 _WORD = re.compile(r"\w+")
+#: For ASCII text, ``\w`` is exactly letters, digits and ``_``: everything else becomes a space (4x faster than the regex).
+_ASCII_NON_WORD = str.maketrans({chr(c): " " for c in range(128) if not (chr(c).isalnum() or chr(c) == "_")})
 _URL_IN_TEXT = re.compile(r"https?://[^\s<>\"')\]]+", re.IGNORECASE)
 
 
@@ -66,6 +68,11 @@ class Identifier:
 
 def fold(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold()
+
+
+def words(folded: str) -> list[str]:
+    """The words (``\\w+``) of a folded text, in order."""
+    return folded.translate(_ASCII_NON_WORD).split() if folded.isascii() else _WORD.findall(folded)
 
 
 def normal_email(text: str) -> str | None:
@@ -100,8 +107,8 @@ def normal_handle(text: str) -> str | None:
 
 
 def normal_name(text: str) -> str | None:
-    words = _WORD.findall(fold(text))
-    return " ".join(words) if len(words) >= 2 else None
+    found = words(fold(text))
+    return " ".join(found) if len(found) >= 2 else None
 
 
 def normal_url(text: str) -> str | None:
@@ -199,24 +206,54 @@ def candidates(url: str, texts: Iterable[str], wanted: Wanted) -> Iterator[Ident
         if "phone" in kinds:
             yield from _phones(text, wanted.region)
         if "name" in kinds and wanted.name_lengths:
-            words = _WORD.findall(folded)
+            found = words(folded)
             for n in wanted.name_lengths:
-                for start in range(len(words) - n + 1):
-                    yield Identifier("name", " ".join(words[start : start + n]))
+                for start in range(len(found) - n + 1):
+                    yield Identifier("name", " ".join(found[start : start + n]))
 
 
-#: Where a phone number may be: a digit run of 6+ digits allowing the usual separators (a cheap filter:
-#: libphonenumber's matcher costs ~1 ms per page of prose, this regex a few µs).
-_PHONE_SPAN = re.compile(r"\+?\(?\d[\d\s().\-/]{4,}\d")
+#: Where a phone number may be: a digit run of 6+ digits allowing the usual separators, after an
+#: optional ``+`` and ``(`` (a cheap filter: libphonenumber's matcher costs ~1 ms per page of prose,
+#: this regex a few µs). The regex starts at a digit (the engine then skips to digits quickly,
+#: 3x faster than with the optional prefix in the pattern); the prefix is taken by hand.
+_PHONE_SPAN = re.compile(r"\d[\d\s().\-/]{4,}\d")
+#: The same on ASCII text, where ``\d`` is 0-9 and ``\s`` these eleven characters (a third faster).
+_PHONE_SPAN_ASCII = re.compile(r"[0-9][0-9\t\n\v\f\r\x1c-\x1f ().\-/]{4,}[0-9]")
+_DIGIT = re.compile(r"\d")
+
+
+def phone_spans(text: str) -> Iterator[tuple[str, str]]:
+    """The parts of ``text`` that may hold a phone number (``+(`` optional, then digits and separators, 6+ digits),
+    each with its digits (see :func:`span_digits`)."""
+    for match in (_PHONE_SPAN_ASCII if text.isascii() else _PHONE_SPAN).finditer(text):
+        span = match.group(0)
+        digits = span_digits(span)
+        if len(digits) < 6:
+            continue
+        start = match.start()
+        if start and text[start - 1] == "(":
+            start -= 1
+        if start and text[start - 1] == "+":
+            start -= 1
+        yield text[start : match.end()], digits
+
+
+def span_digits(span: str) -> str:
+    """A span's digits in order, as ASCII (``\\d`` matches every script's digits; libphonenumber reads them too)."""
+    digits = "".join(_DIGIT.findall(span))
+    return digits if digits.isascii() else "".join(str(unicodedata.decimal(c)) for c in digits)
+
+
+def phones_in(span: str, region: str | None) -> Iterator[Identifier]:
+    """The valid phone numbers libphonenumber reads in a span, in E.164."""
+    import phonenumbers
+
+    # Without a default region only numbers written with +country code can be read.
+    matcher = phonenumbers.PhoneNumberMatcher(span, region or None, leniency=phonenumbers.Leniency.VALID)
+    for match in matcher:
+        yield Identifier("phone", phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164))
 
 
 def _phones(text: str, region: str | None) -> Iterator[Identifier]:
-    import phonenumbers
-
-    for span in _PHONE_SPAN.finditer(text):
-        if sum(c.isdigit() for c in span.group(0)) < 6:
-            continue
-        # Without a default region only numbers written with +country code can be read.
-        matcher = phonenumbers.PhoneNumberMatcher(span.group(0), region or None, leniency=phonenumbers.Leniency.VALID)
-        for match in matcher:
-            yield Identifier("phone", phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164))
+    for span, _ in phone_spans(text):
+        yield from phones_in(span, region)

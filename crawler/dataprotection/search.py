@@ -11,8 +11,9 @@ Two steps, so that the index does the work and the rules stay one:
    item is found when one of them is one of the person's.
 
 Why a superset and not the exact form: the index sees tokens
-(``john.doe+x@gmail.com`` is ``john doe x gmail com`` to FTS5), while the
-normal form ignores Gmail's dots and tags and a phone number's spacing.
+(``john.doe+x@gmail.com`` is ``john doe x gmail com`` to FTS5), and on
+SQLite only which items hold them, not where; while the normal form ignores
+Gmail's dots and tags and a phone number's spacing.
 """
 
 from __future__ import annotations
@@ -31,36 +32,45 @@ _TOKEN = re.compile(r"[^\W_]+")
 READ_CHUNK = 500
 
 
-def _phrase(words: Iterable[str]) -> str:
-    """An FTS5 phrase: the words in order (each quoted, so no word is read as an operator)."""
-    return '"' + " ".join(w.replace('"', '""') for w in words) + '"'
+def _term(word: str) -> str:
+    """One FTS5 term (quoted, so no word is read as an operator)."""
+    return '"' + word.replace('"', '""') + '"'
 
 
-def fts5_query(identifier: Identifier) -> str:
-    """The FTS5 MATCH expression every item holding ``identifier`` satisfies."""
+def _all(words: Iterable[str]) -> str:
+    return " AND ".join(_term(w) for w in words)
+
+
+def fts5_query(identifier: Identifier) -> str | None:
+    """The FTS5 MATCH expression every item holding ``identifier`` satisfies (None: no token to narrow by).
+
+    The index keeps which items hold a token, not where (``detail=none``: a
+    third of the write cost), so phrases are written as every token of
+    them; the check of each candidate (see :func:`find`) is exact.
+    """
     kind, value = identifier.kind, identifier.value
     if kind == "email":
         local, _, domain = value.rpartition("@")
         if domain == "gmail.com":
-            # Dots may split the local part anywhere: its first token is a prefix of it.
+            # Dots may split the local part anywhere: the first token written is a prefix of it.
             local_alnum = "".join(_TOKEN.findall(local))
-            clauses = []
-            for written in sorted(GMAIL_DOMAINS):
-                domain_phrase = _phrase(_TOKEN.findall(written))
-                for end in range(1, len(local_alnum) + 1):
-                    clauses.append(f"NEAR({_phrase([local_alnum[:end]])} {domain_phrase}, {len(local_alnum) + 12})")
-            return " OR ".join(clauses)
+            prefixes = " OR ".join(_term(local_alnum[:end]) for end in range(1, len(local_alnum) + 1))
+            domains = " OR ".join(f"({_all(_TOKEN.findall(written))})" for written in sorted(GMAIL_DOMAINS))
+            return f"({prefixes}) AND ({domains})" if prefixes else None
         if domain in PLUS_TAG_DOMAINS:
-            return f"NEAR({_phrase(_TOKEN.findall(local))} {_phrase(_TOKEN.findall(domain))}, 12)"
-        return _phrase(_TOKEN.findall(value))
-    if kind == "phone":
+            tokens = _TOKEN.findall(local) + _TOKEN.findall(domain)
+        else:
+            tokens = _TOKEN.findall(value)
+    elif kind == "phone":
         digits = value.lstrip("+")
         # However the number is grouped, its last group is a suffix of its digits.
-        return " OR ".join(_phrase([digits[-n:]]) for n in range(2, len(digits) + 1))
-    if kind == "url":
+        return " OR ".join(_term(digits[-n:]) for n in range(2, len(digits) + 1))
+    elif kind == "url":
         tokens = _TOKEN.findall(value)
-        return _phrase(tokens[1:] if tokens and tokens[0] in ("http", "https") else tokens)
-    return _phrase(_TOKEN.findall(value))  # name, handle
+        tokens = tokens[1:] if tokens and tokens[0] in ("http", "https") else tokens
+    else:  # name, handle
+        tokens = _TOKEN.findall(value)
+    return _all(tokens) or None
 
 
 def _pg_literal(text: str) -> str:
@@ -99,7 +109,11 @@ def candidate_ids(store: Store, identifier: Identifier) -> list[int]:
     ensure_schema(store)
     with store.engine.connect() as conn:
         if store.is_sqlite:
-            rows = conn.execute(sa.text("SELECT rowid FROM items_fts WHERE items_fts MATCH :q"), {"q": fts5_query(identifier)})
+            query = fts5_query(identifier)
+            if query is None:  # nothing the index could narrow by: every item is a candidate
+                rows = conn.execute(sa.select(items.c.id))
+            else:
+                rows = conn.execute(sa.text("SELECT rowid FROM items_fts WHERE items_fts MATCH :q"), {"q": query})
         else:
             rows = conn.execute(sa.select(items.c.id).where(pg_condition(identifier)))
         return sorted(int(r[0]) for r in rows)

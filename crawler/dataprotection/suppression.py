@@ -8,6 +8,15 @@ signing key: a file under ``var/`` (``COMPLIANCE_ERASURE_KEY``), mode 0600,
 refused when others may read it. What the list does show: each entry's kind,
 and for names their number of words (the matcher needs both).
 
+The check runs on every item a crawl stores, so each entry also holds a
+second keyed hash, its *hint*, that is cheap to test first (no clear text
+either): for a phone number, its last :data:`PHONE_TAIL` digits (libphonenumber
+reads a span only when one of the span's digit windows is such a tail); for a
+name, its first word (n-grams are hashed only where such a word starts).
+Entries written before hints existed have none: their kind is then checked
+without the pre-filter (slower, as exact). Equal hints show that two entries
+share their last digits or first word, nothing more.
+
 Every machine of a cluster needs the same secret (copy the file, as for the
 signing key). The store records the secret's fingerprint with the first
 entry; a process whose secret differs cannot match anything, so it refuses
@@ -26,17 +35,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
+from itemadapter import ItemAdapter
 
 from crawler.compliance.decision import Decision
 from crawler.compliance.store import Store, store_meta, utcnow
-from crawler.dataprotection.identifiers import _WORD, Identifier, Wanted, candidates, fold
+from crawler.dataprotection.identifiers import Identifier, Wanted, candidates, fold, phone_spans, phones_in, words
 from crawler.dataprotection.tables import bump_meta_counter, ensure_schema, meta_value, suppression
+from crawler.itemfields import PLAIN
 
 KEY_FORMAT = "ethical-crawler-erasure-key/1"
 VERSION_KEY = "suppression_version"
 FINGERPRINT_KEY = "suppression_key_id"
-#: How many n-grams' answers a crawl keeps (then starts again).
+#: How many answers (n-grams, words, digit strings) a crawl keeps (then starts again).
 SEEN_LIMIT = 200_000
+#: A phone number's hint: its last digits. Five, because libphonenumber only ever adds digits
+#: in front of what is written (national prefix rules, e.g. Norfolk Island's 5-digit local
+#: numbers gain a leading 3), so the last five digits of the E.164 form are always written.
+PHONE_TAIL = 5
 
 
 class SuppressionKeyError(ValueError):
@@ -95,6 +110,22 @@ def keyed_hash(key: bytes, identifier_key: str) -> str:
     return hmac.digest(key, identifier_key.encode("utf-8"), "sha256").hex()
 
 
+def hint(identifier: Identifier) -> str | None:
+    """What the entry's pre-filter hash is made of (before keying), or None when the kind has no pre-filter.
+
+    ``phone-tail:<last digits>`` for a phone number whose national number has
+    that many digits, ``name-first:<first word>`` for a name.
+    """
+    if identifier.kind == "phone":
+        import phonenumbers
+
+        national = len(identifier.value) - 1 - len(str(phonenumbers.parse(identifier.value).country_code))
+        return f"phone-tail:{identifier.value[-PHONE_TAIL:]}" if national >= PHONE_TAIL else None
+    if identifier.kind == "name":
+        return "name-first:" + identifier.value.split(" ", 1)[0]
+    return None
+
+
 # -- the list in the store -----------------------------------------------------------------
 
 
@@ -115,10 +146,16 @@ def add_entries(store: Store, key: bytes, identifiers: Iterable[Identifier], req
         now = utcnow()
         for identifier in identifiers:
             digest = keyed_hash(key, identifier.key)
-            if conn.execute(sa.select(suppression.c.hash).where(suppression.c.hash == digest)).first() is None:
+            made_of = hint(identifier)
+            hinted = keyed_hash(key, made_of) if made_of else None
+            present = conn.execute(sa.select(suppression.c.hint).where(suppression.c.hash == digest)).first()
+            if present is None:
                 conn.execute(suppression.insert().values(hash=digest, kind=identifier.kind, words=identifier.words,
-                                                         request_id=request_id, created_at=now))  # fmt: skip
+                                                         request_id=request_id, created_at=now, hint=hinted))  # fmt: skip
                 added += 1
+            elif present.hint is None and hinted is not None:
+                # Listed before hints existed: given again, it gains one.
+                conn.execute(suppression.update().where(suppression.c.hash == digest).values(hint=hinted))
         bump_meta_counter(conn, VERSION_KEY)
     return added
 
@@ -130,7 +167,7 @@ def list_version(store: Store) -> int:
 
 @dataclass
 class Suppressor:
-    """The list as a crawl holds it: hashes to request ids, and which candidates to extract."""
+    """The list as a crawl holds it: hashes to request ids, the hints, and which candidates to extract."""
 
     key: bytes | None
     entries: dict[str, str]
@@ -138,17 +175,37 @@ class Suppressor:
     version: int = 0
     #: Why nothing can be matched although the list is not empty (refuse everything).
     broken: str = ""
-    _names: frozenset[int] = field(default=frozenset())
+    #: The hints of the phone numbers and of the names; None when some entry of the kind has none.
+    phone_tails: frozenset[str] | None = None
+    name_firsts: frozenset[str] | None = None
     _seen: dict[str, str | None] = field(default_factory=dict)
+    _words_seen: set[str] = field(default_factory=set)
+    _first_words: set[str] = field(default_factory=set)
+    _tails_seen: dict[str, bool] = field(default_factory=dict)
 
     @classmethod
     def load(cls, store: Store, key_path: Path, region: str | None) -> Suppressor:
         ensure_schema(store)
         version = list_version(store)
         with store.engine.connect() as conn:
-            rows = conn.execute(sa.select(suppression.c.hash, suppression.c.kind, suppression.c.words, suppression.c.request_id)).all()
-        entries = {r.hash: r.request_id for r in rows}
-        wanted = Wanted(frozenset(r.kind for r in rows), frozenset(int(r.words) for r in rows if r.kind == "name"), region)
+            rows = conn.execute(sa.select(suppression.c.hash, suppression.c.kind, suppression.c.words, suppression.c.request_id,
+                                          suppression.c.hint)).all()  # fmt: skip
+        entries: dict[str, str] = {}
+        kinds: set[str] = set()
+        lengths: set[int] = set()
+        hints: dict[str, set[str] | None] = {"phone": set(), "name": set()}
+        for digest, kind, words_in_name, request_id, hinted in rows:  # one pass: a crawl loads the list as it opens
+            entries[digest] = request_id
+            kinds.add(kind)
+            if kind == "name":
+                lengths.add(int(words_in_name))
+            known = hints.get(kind)
+            if known is not None:
+                if hinted is None:
+                    hints[kind] = None  # an entry without a hint: its kind is checked without the pre-filter
+                else:
+                    known.add(hinted)
+        wanted = Wanted(frozenset(kinds), frozenset(lengths), region)
         if not entries:
             return cls(None, {}, wanted, version)
         try:
@@ -159,7 +216,9 @@ class Suppressor:
         if recorded is not None and recorded != fingerprint(key):
             return cls(None, entries, wanted, version,
                        broken=f"erasure.key-mismatch: {key_path} is not the key the suppression list was made with")  # fmt: skip
-        return cls(key, entries, wanted, version, _names=wanted.name_lengths)
+        phone_tails, name_firsts = hints["phone"], hints["name"]
+        return cls(key, entries, wanted, version, phone_tails=None if phone_tails is None else frozenset(phone_tails),
+                   name_firsts=None if name_firsts is None else frozenset(name_firsts))  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -171,32 +230,86 @@ class Suppressor:
         if self.key is None:
             reason, _, detail = self.broken.partition(": ")
             return Decision.refuse(reason, rule="the suppression list cannot be checked: every item is refused", detail=detail)
-        key, entries = self.key, self.entries
+        key, entries, kinds = self.key, self.entries, self.wanted.kinds
         texts = [t for t in texts if t]
-        other = Wanted(self.wanted.kinds - {"name"}, frozenset(), self.wanted.region)
-        for candidate in candidates(url, texts, other):
-            request = entries.get(keyed_hash(key, candidate.key))
+        joined = "\0".join(texts)
+        # Phone numbers and names through their pre-filters (below) when every entry has a hint.
+        plain = kinds - {"name"} - ({"phone"} if self.phone_tails is not None else set())
+        if plain:
+            for candidate in candidates(url, texts, Wanted(plain, frozenset(), self.wanted.region)):
+                request = entries.get(keyed_hash(key, candidate.key))
+                if request is not None:
+                    return _refusal(request, candidate.kind)
+        if "phone" in kinds and self.phone_tails is not None:
+            # One pass over all texts: no span crosses the NUL between two of them.
+            for span, digits in phone_spans(joined):
+                if self._tail_written(digits):
+                    for candidate in phones_in(span, self.wanted.region):
+                        request = entries.get(keyed_hash(key, candidate.key))
+                        if request is not None:
+                            return _refusal(request, "phone")
+        if self.wanted.name_lengths:
+            request = self._name_in(texts, joined)
             if request is not None:
-                return _refusal(request, candidate.kind)
-        if self._names:
-            # The hot path: word n-grams of every text, each distinct one hashed once. Common
-            # n-grams recur from page to page, so their answers are kept (bounded; the list's
-            # answers only: a new list version builds a new Suppressor).
-            digest, seen = hmac.digest, self._seen
-            grams: set[str] = set()
-            for text in texts:
-                words = _WORD.findall(fold(text))
-                for n in self._names:
-                    grams.update(" ".join(words[start : start + n]) for start in range(len(words) - n + 1))
+                return _refusal(request, "name")
+        return None
+
+    def _tail_written(self, digits: str) -> bool:
+        """Whether a window of ``digits`` is the tail of a listed phone number (each digit string answered once)."""
+        seen = self._tails_seen
+        answer = seen.get(digits)
+        if answer is None:
             if len(seen) > SEEN_LIMIT:
                 seen.clear()
-            for gram in grams:
-                if gram in seen:
-                    request = seen[gram]
-                else:
-                    request = seen[gram] = entries.get(digest(key, ("name:" + gram).encode(), "sha256").hex())
-                if request is not None:
-                    return _refusal(request, "name")
+            key, tails = self.key, self.phone_tails
+            assert key is not None and tails is not None
+            answer = seen[digits] = any(
+                keyed_hash(key, "phone-tail:" + digits[start : start + PHONE_TAIL]) in tails
+                for start in range(len(digits) - PHONE_TAIL + 1)
+            )  # fmt: skip
+        return answer
+
+    def _name_in(self, texts: list[str], joined: str) -> str | None:
+        """The request id of a listed name among the texts' word n-grams, or None.
+
+        With hints, the words of all texts (``joined``: no word crosses the NUL) are first tested as first words
+        (each distinct word once per crawl, bounded; set operations, so a page
+        of words already seen costs a few microseconds), and only n-grams
+        starting at a listed first word are hashed.
+        """
+        key = self.key
+        assert key is not None
+        firsts: set[str] | None = None
+        if self.name_firsts is not None:
+            seen, firsts = self._words_seen, self._first_words
+            distinct = set(words(fold(joined)))
+            if len(seen) > SEEN_LIMIT:
+                seen.clear()
+                firsts.clear()
+            for word in distinct.difference(seen):
+                if keyed_hash(key, "name-first:" + word) in self.name_firsts:
+                    firsts.add(word)
+            seen.update(distinct)
+            if not distinct & firsts:
+                return None
+        # Common n-grams recur from page to page, so their answers are kept (bounded; the list's
+        # answers only: a new list version builds a new Suppressor).
+        seen_grams, entries, digest = self._seen, self.entries, hmac.digest
+        if len(seen_grams) > SEEN_LIMIT:
+            seen_grams.clear()
+        grams: set[str] = set()
+        for text in texts:
+            found = words(fold(text))
+            starts = range(len(found)) if firsts is None else [i for i, word in enumerate(found) if word in firsts]
+            for n in self.wanted.name_lengths:
+                grams.update(" ".join(found[i : i + n]) for i in starts if i + n <= len(found))
+        for gram in grams:
+            if gram in seen_grams:
+                request = seen_grams[gram]
+            else:
+                request = seen_grams[gram] = entries.get(digest(key, ("name:" + gram).encode(), "sha256").hex())
+            if request is not None:
+                return request
         return None
 
 
@@ -206,20 +319,29 @@ def _refusal(request_id: str, kind: str) -> Decision:
     )
 
 
-def item_texts(fields: dict[str, object]) -> list[str]:
-    """Every string an item holds (nested lists and dicts too): what the check reads."""
+def item_texts(item: object) -> list[str]:
+    """Every string an item holds (any item type; nested lists, dicts and items too): what the check reads.
+
+    Walks the item as it is, without a plain copy (:func:`crawler.itemfields.item_fields`
+    costs more than the check itself): strings, numbers and dates are answered without
+    asking ItemAdapter.
+    """
     found: list[str] = []
 
     def walk(value: object) -> None:
         if isinstance(value, str):
             found.append(value)
+        elif isinstance(value, PLAIN):
+            pass
         elif isinstance(value, dict):
             for inner in value.values():
                 walk(inner)
         elif isinstance(value, list | tuple):
             for inner in value:
                 walk(inner)
+        elif ItemAdapter.is_item(value):
+            for inner in ItemAdapter(value).values():
+                walk(inner)
 
-    walk(fields)
+    walk(item)
     return found
-

@@ -173,13 +173,13 @@ class DataProtection:
         self._reload()
         return self.suppressor is not None and bool(self.suppressor.entries)
 
-    def check(self, url: str, fields: dict[str, Any]) -> Decision | None:
-        """A refusal when the item holds an erased identifier; None when it may be stored."""
+    def check(self, url: str, item: Any) -> Decision | None:
+        """A refusal when the item (any item type) holds an erased identifier; None when it may be stored."""
         from crawler.dataprotection.suppression import item_texts
 
         if not self.active():
             return None
-        return self.suppressor.check(url, item_texts(fields))
+        return self.suppressor.check(url, item_texts(item))
 
     # -- feed manifests ------------------------------------------------------------------
 

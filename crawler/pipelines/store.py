@@ -63,8 +63,8 @@ class StorePipeline:
             raise DropItem(str(decision), log_level="INFO")
         # The suppression list (erasure requests): an erased person's data is neither stored nor exported.
         gate = self._erasures()
-        if gate is not None and gate.active():
-            refusal = gate.check(url, item_fields(item))
+        if gate is not None:
+            refusal = gate.check(url, item)
             if refusal is not None:
                 refusal = refusal.at("store", url)
                 self.runtime.refuse(refusal)
