@@ -123,6 +123,13 @@ def test_the_portal_killed_mid_way_loses_nothing_and_the_crawls_never_need_it(ow
     try:
         with running_portal(owned.env(), settings, tmp_path / "portal.log") as portal:
             owned.wait_for_requests("owner.test", 10, process=crawl)
+            # Some of the host's pages are in the store before the objection (items wait in a batch for
+            # up to COMPLIANCE_STORE_FLUSH_INTERVAL; a pause refuses those still waiting): then "nothing
+            # deleted" below can be seen. Waited for by what the store holds, not by time.
+            deadline = time.monotonic() + 60
+            while Store(store_url).count_items("owner.test") == 0:
+                assert crawl.poll() is None and time.monotonic() < deadline, "no page of owner.test was stored"
+                time.sleep(0.05)
             assert crawl.poll() is None, "the crawl ended before the objection could be filed"
             page = file_objection(client, portal.url)
             assert 'id="status">pending<' in page.text, page.text[-2000:]
