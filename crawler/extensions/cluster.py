@@ -3,7 +3,9 @@
 - Every second the worker says it is alive in Redis and puts back in the
   queue the requests leased by workers that stopped beating (SIGKILL, crash).
 - A response's lease is released once its output was handled and its items
-  written (see :mod:`crawler.cluster`); a failed download's at once.
+  written (see :mod:`crawler.cluster`); a failed download's with the next
+  exchange (within ``FLUSH_EVERY`` seconds: a retry it causes usually goes
+  to the queue in the same step).
 - While other workers still hold requests (their output may add more), an idle
   worker stays open instead of closing early; it looks for new work every
   0.25 s instead of Scrapy's default 5 s.
@@ -82,7 +84,7 @@ class ClusterWorker:
         request.meta["compliance_downloaded"] = True
 
     def request_left_downloader(self, request: Request, spider: Any = None) -> None:
-        """A failed download will produce nothing more: release its lease now."""
+        """A failed download will produce nothing more (but its retry, queued anew): release its lease."""
         lease = request.meta.get(LEASE_META)
         if lease and not request.meta.get("compliance_downloaded"):
             self.cluster.ack_now(lease)

@@ -15,8 +15,10 @@ ten): the dupefilter drops those anyway, so the gate skips them when it can
 tell, from Scrapy's own RFPDupeFilter, that the request was seen before
 (the fingerprint is cached on the request, so the scheduler does not compute
 it again). A request the gate refused never reaches the dupefilter, so a
-second link to a refused URL is refused again, as before. With another
-dupefilter (a distributed crawl's, a project's own) every request is gated.
+second link to a refused URL is refused again, as before. A distributed
+crawl's scheduler (crawler/clusterqueue.py) keeps the fingerprints its
+worker queued, and is read the same way. With another dupefilter (a
+project's own) every request is gated.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ class SchedulingGate:
         seen, fingerprint = getattr(dupefilter, "_fingerprints", None), getattr(dupefilter, "_fingerprint", None)
         if type(dupefilter) is RFPDupeFilter and isinstance(seen, set) and callable(fingerprint):
             self._seen, self._fingerprint = seen, fingerprint
+        elif isinstance(getattr(scheduler, "seen", None), set) and callable(getattr(scheduler, "fingerprint", None)):
+            # A distributed crawl's scheduler (crawler/clusterqueue.py): the fingerprints this worker queued.
+            self._seen, self._fingerprint = scheduler.seen, scheduler.fingerprint
 
     def spider_closed(self, spider: Any) -> None:
         self.crawler.stats.set_value("compliance/schedule/seen_skipped", self.skipped)
