@@ -207,6 +207,8 @@ class Cluster:
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         #: Per host: (courtesy generation, failures in a row) as this worker's last acquire found them.
         self._courtesy: dict[str, tuple[int, int]] = {}
+        #: Host keys with a delay between requests (Crawl-delay, the policy's): their places go back at once.
+        self._paced: set[str] = set()
 
     def ping(self) -> None:
         self.redis.ping()
@@ -247,7 +249,12 @@ class Cluster:
                 self._held[host] = self._held.get(host, 0) + 1
                 if len(self._courtesy) >= _MAX_HOSTS:
                     self._courtesy.clear()
+                    self._paced.clear()
                 self._courtesy[courtesy_host] = (int(generation), int(failures))
+                if delay > 0:
+                    self._paced.add(host)
+                else:
+                    self._paced.discard(host)
                 return token, int(generation)
             await asyncio.sleep(wait_ms / 1000)
 
@@ -293,8 +300,16 @@ class Cluster:
         return raw.decode("utf-8", "replace"), max(int(left), 0) / 1000
 
     def release(self, host: str, token: str) -> None:
-        """A transfer ended: its place under the host's cap goes back with the next acquire or exchange."""
-        self._releases.setdefault(host, []).append(token)
+        """A transfer ended: its place under the host's cap goes back with the next acquire or exchange.
+
+        A paced host's goes back at once: its next request waits for the delay
+        anyway (one round trip per delay costs nothing), and the workers then
+        race for the next turn on equal terms.
+        """
+        if host in self._paced:
+            self.redis.zrem(self.keys["pace"] + host + ":holders", token)
+        else:
+            self._releases.setdefault(host, []).append(token)
         held = self._held.get(host, 0) - 1
         if held > 0:
             self._held[host] = held

@@ -14,9 +14,9 @@ batched (see :meth:`crawler.cluster.Cluster.exchange`):
 - the fingerprints this worker sent are kept here (the seen-set only grows):
   a link to one of them is a duplicate without asking Redis, and the
   scheduling gate leaves it to the dupefilter (crawler/extensions/scheduling.py);
-- a pop leases up to a quarter of ``CONCURRENT_REQUESTS`` more than the engine
-  asks for, kept here in order (a worker holds at most that many requests it
-  has not started; a dead worker's go back to the queue like the rest).
+- a pop leases as many requests as the engine has room for now (it asks for
+  them one by one until its downloader is full): a worker takes no more than
+  before, in fewer round trips.
 
 The fingerprints and the queue's format are scrapy-redis' own, so
 ``scrapy purge`` and a crawl resumed from Redis read them as before.
@@ -59,8 +59,9 @@ class ClusterScheduler(Scheduler):
         from scrapy.utils.asyncio import create_looping_call
 
         self.cluster = ComplianceRuntime.of(spider.crawler).cluster
+        self.crawler = spider.crawler
+        #: Leased for the engine, which takes them right away (see :meth:`_room`).
         self.reserve: deque[Request] = deque()
-        self.reserve_size = max(spider.crawler.settings.getint("CONCURRENT_REQUESTS") // 4, 0)
         #: The fingerprints this worker queued (read by the scheduling gate, crawler/extensions/scheduling.py).
         self.seen: set[str] = set()
         self._fingerprints: WeakKeyDictionary[Request, str] = WeakKeyDictionary()
@@ -104,17 +105,25 @@ class ClusterScheduler(Scheduler):
 
     def next_request(self) -> Request | None:
         if not self.reserve:
-            self._exchange(1 + self.reserve_size)
+            self._exchange(self._room())
         if not self.reserve:
             return None
         if self.stats:
             self.stats.inc_value("scheduler/dequeued/redis")
         return self.reserve.popleft()
 
+    def _room(self) -> int:
+        """How many requests the engine takes now: it asks until its downloader holds CONCURRENT_REQUESTS."""
+        downloader = getattr(self.crawler.engine, "downloader", None)
+        total = getattr(downloader, "total_concurrency", 0)
+        if downloader is None or total <= 0:
+            return 1
+        return max(total - len(downloader.active), 1)
+
     def flush(self) -> None:
-        """Every FLUSH_EVERY seconds: send what waits to be sent, and top the reserve up with it."""
+        """Every FLUSH_EVERY seconds: send what waits to be sent."""
         try:
-            self._exchange(self.reserve_size - len(self.reserve), only_if_pending=True)
+            self._exchange(0, only_if_pending=True)
         except Exception as exc:  # noqa: BLE001 - kept for the next exchange; said once until it works again
             if not self._failing:
                 logger.error("Could not reach Redis (%s: %s); retrying every %.2f s", type(exc).__name__, exc, FLUSH_EVERY)

@@ -452,8 +452,9 @@ def test_a_lease_with_items_waits_for_them_across_exchanges(redis_job: str) -> N
 
 
 def test_pace_places_go_back_later_never_sooner_and_a_worker_waits_for_its_own(redis_job: str) -> None:
-    """A finished transfer's place under the cap stays taken in Redis until the worker's next acquire or exchange;
-    at its own cap the worker waits for its own transfer, then takes the place it gave back."""
+    """A finished transfer's place under the cap stays taken in Redis until the worker's next acquire or exchange
+    (a paced host's goes back at once); at its own cap the worker waits for its own transfer, then takes the place
+    it gave back."""
     import asyncio
 
     import redis
@@ -478,10 +479,16 @@ def test_pace_places_go_back_later_never_sooner_and_a_worker_waits_for_its_own(r
         cluster.release("a.test", token)
         cluster.exchange()
         events.append(f"given back with an exchange: {client.zcard(holders) == 0}")
+        paced = await cluster.acquire("paced.test", 0.2, 1, 60)
+        assert paced is not None
+        cluster.release("paced.test", paced[0])
+        events.append(f"a paced host's at release: {client.zcard(paced_holders) == 0}")
         return events
 
+    paced_holders = keys_for(redis_job)["pace"] + "paced.test:holders"
     assert asyncio.run(scenario()) == ["second waiting: True", "given back at release: False",
-                                       "given back with the next acquire: True", "given back with an exchange: True"]  # fmt: skip
+                                       "given back with the next acquire: True", "given back with an exchange: True",
+                                       "a paced host's at release: True"]  # fmt: skip
 
 
 def test_a_success_resets_the_back_off_only_of_its_own_generation(redis_job: str) -> None:
