@@ -65,24 +65,52 @@ FLUSH_EVERY = 0.1
 # its next free moment is in the future, answer how many ms to wait;
 # otherwise take a place and set the next free moment. The second value is
 # the host's courtesy generation, which the request leaving now belongs to,
-# the third its failures in a row (see Cluster.host_succeeded).
+# the third its failures in a row (see Cluster.host_succeeded), the fourth
+# whether a worker found the host at its cap in the last second (KEYS[6]):
+# then places go back as soon as they are free (see Cluster.release).
+#
+# Turns of a paced host go first come, first served: a request told to wait
+# for a pause or for the next free moment joins the host's line (KEYS[7]: by
+# when it first asked; KEYS[8]: by when it will have asked again, or it
+# leaves the line), and a free moment goes to the head of the line. Without
+# it, the worker whose own download slot wakes its next request at the very
+# moment took every turn.
 _ACQUIRE = """
 if #ARGV > 4 then redis.call('ZREM', KEYS[2], unpack(ARGV, 5)) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('EXISTS', KEYS[4]) == 1 then return {-1, 0, 0} end
+local function wait_in_line(ms)
+  redis.call('ZADD', KEYS[7], 'NX', now, ARGV[3])
+  redis.call('HSET', KEYS[8], ARGV[3], now + ms + 1000)
+  redis.call('PEXPIRE', KEYS[7], ms + 60000)
+  redis.call('PEXPIRE', KEYS[8], ms + 60000)
+  return {ms, 0, 0, 0}
+end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {-1, 0, 0, 0} end
 local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
-if paused > now then return {paused - now, 0, 0} end
+if paused > now then return wait_in_line(paused - now) end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return {20, 0, 0} end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[6], 1, 'PX', 1000)
+  return {20, 0, 0, 0}
+end
 local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
-if nxt > now then return {nxt - now, 0, 0} end
+if nxt > now then return wait_in_line(nxt - now) end
+while true do
+  local head = redis.call('ZRANGE', KEYS[7], 0, 0)[1]
+  if not head or head == ARGV[3] then break end
+  if tonumber(redis.call('HGET', KEYS[8], head) or '0') >= now then return wait_in_line(5) end
+  redis.call('ZREM', KEYS[7], head)
+  redis.call('HDEL', KEYS[8], head)
+end
+redis.call('ZREM', KEYS[7], ARGV[3])
+redis.call('HDEL', KEYS[8], ARGV[3])
 local delay = tonumber(ARGV[1])
 redis.call('SET', KEYS[1], now + delay, 'PX', delay + 60000)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]) + 60000)
 local state = redis.call('HMGET', KEYS[5], 'gen', 'failures')
-return {0, tonumber(state[1] or '0'), tonumber(state[2] or '0')}
+return {0, tonumber(state[1] or '0'), tonumber(state[2] or '0'), redis.call('EXISTS', KEYS[6])}
 """
 
 # One round trip for the scheduler's traffic (see Cluster.exchange), atomically:
@@ -207,8 +235,10 @@ class Cluster:
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         #: Per host: (courtesy generation, failures in a row) as this worker's last acquire found them.
         self._courtesy: dict[str, tuple[int, int]] = {}
-        #: Host keys with a delay between requests (Crawl-delay, the policy's): their places go back at once.
-        self._paced: set[str] = set()
+        #: Host keys whose places go back at once (see :meth:`release`): paced, or contended by other workers.
+        self._prompt: set[str] = set()
+        #: Per host key: the lock one request holds while it asks Redis for a turn, and how many want it.
+        self._asking: dict[str, tuple[asyncio.Lock, int]] = {}
 
     def ping(self) -> None:
         self.redis.ping()
@@ -225,38 +255,67 @@ class Cluster:
         One round trip, unless the host must be waited for.
         """
         cap = max(cap, 1)
+        courtesy_host = courtesy_host or host
+        token = f"{self.worker_id}:{time.monotonic_ns()}"
+        keys = self._pace_keys(host, courtesy_host)
+        args = [int(delay * 1000), cap, token, int(lease * 1000)]
+        wait_ms = 0
+        if host not in self._asking:
+            await self._own_place(host, cap)
+            wait_ms, generation = self._ask(host, keys, args, delay, courtesy_host)
+            if wait_ms <= 0:
+                return None if wait_ms < 0 else (token, generation)
+        # The host must be waited for: one request of this worker at a time
+        # waits and asks again; the others queue here instead of polling too.
+        lock, users = self._asking.get(host) or (asyncio.Lock(), 0)
+        self._asking[host] = (lock, users + 1)
+        try:
+            async with lock:
+                while True:
+                    if wait_ms:
+                        await asyncio.sleep(wait_ms / 1000)
+                    await self._own_place(host, cap)
+                    wait_ms, generation = self._ask(host, keys, args, delay, courtesy_host)
+                    if wait_ms <= 0:
+                        return None if wait_ms < 0 else (token, generation)
+        finally:
+            lock, users = self._asking[host]
+            if users > 1:
+                self._asking[host] = (lock, users - 1)
+            else:
+                del self._asking[host]
+
+    def _pace_keys(self, host: str, courtesy_host: str) -> list[str]:
+        pace, courtesy = self.keys["pace"] + host, self.keys["pace"] + courtesy_host
+        return [pace + ":next", pace + ":holders", courtesy + ":paused", courtesy + ":skipped", courtesy + ":courtesy",
+                pace + ":contended", pace + ":line", pace + ":line:until"]  # fmt: skip
+
+    async def _own_place(self, host: str, cap: int) -> None:
+        """Wait while this worker's own transfers fill the host's cap (for one of them to end, not on Redis)."""
         while self._held.get(host, 0) >= cap:
-            # This worker's own transfers fill the cap: wait for one to end, not on Redis.
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(host, []).append(waiter)
             await waiter
-        token = f"{self.worker_id}:{time.monotonic_ns()}"
-        courtesy_host = courtesy_host or host
-        courtesy = self.keys["pace"] + courtesy_host
-        keys = [self.keys["pace"] + host + ":next", self.keys["pace"] + host + ":holders",
-                courtesy + ":paused", courtesy + ":skipped", courtesy + ":courtesy"]  # fmt: skip
-        while True:
-            given_back = self._releases.pop(host, [])
-            try:
-                wait_ms, generation, failures = self._acquire(keys=keys, args=[int(delay * 1000), cap, token, int(lease * 1000), *given_back])
-            except BaseException:
-                self._releases.setdefault(host, [])[:0] = given_back
-                raise
-            wait_ms = int(wait_ms)
-            if wait_ms < 0:
-                return None
-            if wait_ms == 0:
-                self._held[host] = self._held.get(host, 0) + 1
-                if len(self._courtesy) >= _MAX_HOSTS:
-                    self._courtesy.clear()
-                    self._paced.clear()
-                self._courtesy[courtesy_host] = (int(generation), int(failures))
-                if delay > 0:
-                    self._paced.add(host)
-                else:
-                    self._paced.discard(host)
-                return token, int(generation)
-            await asyncio.sleep(wait_ms / 1000)
+
+    def _ask(self, host: str, keys: list[str], args: list[Any], delay: float, courtesy_host: str) -> tuple[int, int]:
+        """One pace decision (a round trip): (0, the courtesy generation) when the place is taken, else (ms to wait, 0), -1: skipped."""
+        given_back = self._releases.pop(host, [])
+        try:
+            wait_ms, generation, failures, contended = self._acquire(keys=keys, args=[*args, *given_back])
+        except BaseException:
+            self._releases.setdefault(host, [])[:0] = given_back
+            raise
+        if int(wait_ms) == 0:
+            self._held[host] = self._held.get(host, 0) + 1
+            if len(self._courtesy) >= _MAX_HOSTS:
+                self._courtesy.clear()
+                self._prompt.clear()
+            self._courtesy[courtesy_host] = (int(generation), int(failures))
+            if delay > 0 or int(contended):
+                self._prompt.add(host)
+            else:
+                self._prompt.discard(host)
+        return int(wait_ms), int(generation)
 
     # -- courtesy: one state per host for every worker ---------------------------------
 
@@ -302,11 +361,13 @@ class Cluster:
     def release(self, host: str, token: str) -> None:
         """A transfer ended: its place under the host's cap goes back with the next acquire or exchange.
 
-        A paced host's goes back at once: its next request waits for the delay
-        anyway (one round trip per delay costs nothing), and the workers then
-        race for the next turn on equal terms.
+        It goes back at once when the host is paced (its next request waits
+        for the delay anyway, so one round trip per delay costs nothing, and
+        every worker then races for the next turn on equal terms) or when
+        another worker found it at its cap in the last second (waiting for the
+        place this one holds).
         """
-        if host in self._paced:
+        if host in self._prompt:
             self.redis.zrem(self.keys["pace"] + host + ":holders", token)
         else:
             self._releases.setdefault(host, []).append(token)

@@ -310,9 +310,14 @@ def test_a_lease_outlives_output_until_its_item_is_stored(tmp_path: Path, redis_
 
 class StrainedHost(Site):
     """A paced host (Crawl-delay 0.2) that answers 503 ``Retry-After: 2`` once, to the first page request
-    sent after both workers have asked it for pages; everything else is answered normally."""
+    sent after both workers have asked it for pages; everything else is answered normally.
 
-    def __init__(self, pages: int = 30) -> None:
+    The home page (the links to all the others) is answered once ``ready()`` says both workers are up:
+    a worker that started late on a busy machine would otherwise find the pages all taken by the other.
+    """
+
+    def __init__(self, ready: Any, pages: int = 30) -> None:
+        self.ready = ready
         self.site = StaticSite({
             "/robots.txt": WebResponse(headers=[("Content-Type", "text/plain")], body="User-agent: *\nCrawl-delay: 0.2\n"),
             "/": WebResponse(headers=[("Content-Type", "text/html")],
@@ -326,6 +331,10 @@ class StrainedHost(Site):
         self.workers_after: set[str] = set()
 
     def handle(self, req: WebRequest) -> WebResponse:
+        if req.path == "/":
+            deadline = time.time() + 60
+            while not self.ready() and time.time() < deadline:
+                time.sleep(0.05)
         if req.path.startswith("/p/") or req.path == "/":
             with self.lock:
                 worker = req.headers.get("x-test-worker", "?")
@@ -346,7 +355,10 @@ def test_a_retry_after_pauses_the_host_for_every_worker(tmp_path: Path, redis_jo
     request was on the wire when the 503 was answered. Gaps are on the test
     web's clock; 0.02 s covers timer granularity only.
     """
-    site = StrainedHost()
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    site = StrainedHost(ready=lambda: client.hlen(f"compliance:{redis_job}:workers") >= 2)
     policies = policy_dir_with_pace(tmp_path / "policies", 0, 1)
     with TestWeb({"strained.test": site}) as web:
         workers = start_workers(web, 2, ["http://strained.test/"], pg_store, redis_job, policies, tmp_path,
@@ -541,3 +553,40 @@ def test_a_notice_takes_back_the_requests_a_worker_has_not_sent(tmp_path: Path, 
     assert [(r["url"], r["gate"], r["reason"]) for r in Store(pg_store).refusals()] == [
         ("http://bigsocial.test/u/1", "schedule", "notice.cd-unsent")
     ]
+
+
+def test_turns_of_a_paced_host_go_first_come_first_served(redis_job: str) -> None:
+    """The request told first to wait for a paced host's next free moment gets it, even if another asks before it
+    comes back; one that never comes back leaves the line a second after its turn."""
+    import asyncio
+
+    from crawler.cluster import Cluster
+
+    first, second = Cluster(REDIS_URL, redis_job, "w1"), Cluster(REDIS_URL, redis_job, "w2")
+    keys = first._pace_keys("p.test", "p.test")
+
+    def ask(cluster: Cluster, token: str) -> int:
+        return cluster._ask("p.test", keys, [300, 1, token, 60_000], 0.3, "p.test")[0]
+
+    async def scenario() -> list[str]:
+        events = []
+        turn = await first.acquire("p.test", 0.3, 1, 60)
+        assert turn is not None
+        first.release("p.test", turn[0])
+        wait = ask(second, "second-1")
+        events.append(f"the second waits: {wait > 0}")
+        await asyncio.sleep(wait / 1000 + 0.02)
+        events.append(f"the first, asking before the second comes back, waits: {ask(first, 'first-2') > 0}")
+        events.append(f"the second gets its turn: {ask(second, 'second-1') == 0}")
+        second.release("p.test", "second-1")
+        # The first is in line now (it asked); it never comes back: after its turn and a second, the line moves on.
+        await asyncio.sleep(0.3 + 0.02)
+        events.append(f"the second waits behind the first: {ask(second, 'second-2') > 0}")
+        await asyncio.sleep(1.1)
+        events.append(f"the first left the line: {ask(second, 'second-2') == 0}")
+        return events
+
+    assert asyncio.run(scenario()) == [
+        "the second waits: True", "the first, asking before the second comes back, waits: True", "the second gets its turn: True",
+        "the second waits behind the first: True", "the first left the line: True",
+    ]  # fmt: skip
