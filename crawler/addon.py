@@ -97,7 +97,7 @@ def distributed_settings(crawl_id: str, redis_url: str) -> dict[str, object]:
 
     keys = keys_for(crawl_id)
     return {
-        "SCHEDULER": "scrapy_redis.scheduler.Scheduler",
+        "SCHEDULER": "crawler.clusterqueue.ClusterScheduler",
         "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
         "SCHEDULER_QUEUE_CLASS": "crawler.clusterqueue.LeasedPriorityQueue",
         "SCHEDULER_QUEUE_KEY": keys["requests"],

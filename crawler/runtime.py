@@ -93,7 +93,7 @@ class ComplianceRuntime:
         if self._cluster is None and self.config.distributed:
             from crawler.cluster import Cluster
 
-            self._cluster = Cluster(self.config.redis_url, self.config.crawl_id, self.worker_id)
+            self._cluster = Cluster(self.config.redis_url, self.config.crawl_id, self.worker_id, self.crawler.stats)
         return self._cluster
 
     @property
@@ -185,6 +185,13 @@ class ComplianceRuntime:
         # notice was known: check them again, or they would be written
         # under the new registry version unchecked.
         self._items = self._drop_refused(self._items, self._refusals)
+        if self._cluster is not None and self.notices.notices:
+            # Requests this worker has not sent to the shared queue yet: a
+            # purge of the queue running now cannot see them, so they go here.
+            for url in self._cluster.drop_pushes(lambda url: not self.notices.decide(url).allowed):
+                decision = self.notices.decide(url).at("schedule", url)
+                self._report(decision)
+                self._refusals.append(self._refusal_row(decision))
         for active in self.notices.notices:
             if active.notice.id not in before:
                 logger.warning(

@@ -143,10 +143,15 @@ def test_notice_stops_every_worker_and_empties_the_queue(tmp_path: Path, redis_j
         wait_all(workers, tmp_path)
         late = [round(e.time - returned, 2) for e in web.log if e.host.endswith("bigsocial.test") and e.time > returned + 1.0]
     assert not late, f"a worker kept going after the notice: {late[:5]}"
-    redis_location = next(k for k in receipt["counts"] if k.startswith("redisqueue:"))
-    assert receipt["counts"][redis_location] > 0, "in-scope requests were waiting in Redis and were purged"
     assert not waiting
+    # In-scope requests were waiting in Redis: the purge removed them, or a
+    # worker that already knew the notice took them and refused them (which
+    # of the two comes first is a race; test_purge_while_workers_are_down
+    # has the purge alone).
+    redis_location = next(k for k in receipt["counts"] if k.startswith("redisqueue:"))
     store = Store(pg_store)
+    taken_and_refused = [r["url"] for r in store.refusals() if r["reason"] == "notice.cd-cluster" and r["gate"] in ("download", "transfer")]
+    assert receipt["counts"][redis_location] + len(taken_and_refused) > 0, "no in-scope request was waiting in Redis"
     assert store.count_items("bigsocial.test") == 0 and store.count_items("bystander.test") == 11
     for n in range(2):
         assert "notice.cd-cluster" in (tmp_path / f"worker{n}.log").read_text()
@@ -305,9 +310,14 @@ def test_a_lease_outlives_output_until_its_item_is_stored(tmp_path: Path, redis_
 
 class StrainedHost(Site):
     """A paced host (Crawl-delay 0.2) that answers 503 ``Retry-After: 2`` once, to the first page request
-    sent after both workers have asked it for pages; everything else is answered normally."""
+    sent after both workers have asked it for pages; everything else is answered normally.
 
-    def __init__(self, pages: int = 30) -> None:
+    The home page (the links to all the others) is answered once ``ready()`` says both workers are up:
+    a worker that started late on a busy machine would otherwise find the pages all taken by the other.
+    """
+
+    def __init__(self, ready: Any, pages: int = 30) -> None:
+        self.ready = ready
         self.site = StaticSite({
             "/robots.txt": WebResponse(headers=[("Content-Type", "text/plain")], body="User-agent: *\nCrawl-delay: 0.2\n"),
             "/": WebResponse(headers=[("Content-Type", "text/html")],
@@ -321,6 +331,10 @@ class StrainedHost(Site):
         self.workers_after: set[str] = set()
 
     def handle(self, req: WebRequest) -> WebResponse:
+        if req.path == "/":
+            deadline = time.time() + 60
+            while not self.ready() and time.time() < deadline:
+                time.sleep(0.05)
         if req.path.startswith("/p/") or req.path == "/":
             with self.lock:
                 worker = req.headers.get("x-test-worker", "?")
@@ -341,7 +355,10 @@ def test_a_retry_after_pauses_the_host_for_every_worker(tmp_path: Path, redis_jo
     request was on the wire when the 503 was answered. Gaps are on the test
     web's clock; 0.02 s covers timer granularity only.
     """
-    site = StrainedHost()
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    site = StrainedHost(ready=lambda: client.hlen(f"compliance:{redis_job}:workers") >= 2)
     policies = policy_dir_with_pace(tmp_path / "policies", 0, 1)
     with TestWeb({"strained.test": site}) as web:
         workers = start_workers(web, 2, ["http://strained.test/"], pg_store, redis_job, policies, tmp_path,
@@ -394,3 +411,182 @@ def test_every_request_of_every_worker_is_signed(tmp_path: Path, redis_job: str,
     assert set(by_worker) == {"0", "1"}, by_worker
     key_id = json.loads(directory["body"])["keys"][0]["kid"]
     assert all(f'keyid="{key_id}"' in r.headers["signature-input"] for r in seen if r.host == "fleet.test")
+
+
+# -- the batched round trips (crawler/cluster.py, crawler/clusterqueue.py), on the real Redis ------------------
+
+
+def test_one_exchange_queues_new_requests_then_releases_their_lease_and_leases_the_next(redis_job: str) -> None:
+    """Nothing reaches Redis before the exchange; then, in one step: new requests queued once each, the lease released, more leased."""
+    import redis
+
+    from crawler.cluster import Cluster, keys_for
+
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = keys_for(redis_job)
+    cluster = Cluster(REDIS_URL, redis_job, "w1")
+    cluster.push("fp-home", 0, b"home", "http://a.test/")
+    [(data, lease)] = cluster.exchange(pops=1)
+    assert data == b"home" and client.hexists(keys["leases"] + "w1", lease)
+    # The home page yields two links and a link back home; a dont_filter request is always queued.
+    for fingerprint, data in (("fp-1", b"one"), ("fp-2", b"two"), ("fp-home", b"home again"), ("", b"forced")):
+        cluster.push(fingerprint, 0, data, "http://a.test/")
+    cluster.output_done(lease)
+    assert client.zcard(keys["requests"]) == 0 and client.hexists(keys["leases"] + "w1", lease), "sent before the exchange"
+    assert cluster.exchange(pops=0) == []
+    assert sorted(client.zrange(keys["requests"], 0, -1)) == [b"forced", b"one", b"two"]
+    assert client.smembers(keys["dupefilter"]) == {b"fp-home", b"fp-1", b"fp-2"}
+    assert not client.hexists(keys["leases"] + "w1", lease)
+    leased = cluster.exchange(pops=2)
+    assert len(leased) == 2 and client.hlen(keys["leases"] + "w1") == 2 and client.zcard(keys["requests"]) == 1
+    assert not cluster.pending()
+
+
+def test_a_lease_with_items_waits_for_them_across_exchanges(redis_job: str) -> None:
+    """A response whose item is not stored yet keeps its lease through exchanges; the settling queues its release."""
+    import redis
+
+    from crawler.cluster import Cluster, keys_for
+
+    client = redis.Redis.from_url(REDIS_URL)
+    lease_key = keys_for(redis_job)["leases"] + "w1"
+    cluster = Cluster(REDIS_URL, redis_job, "w1")
+    cluster.push("fp-page", 0, b"page", "http://a.test/p")
+    [(_, lease)] = cluster.exchange(pops=1)
+    cluster.item_opened(lease)
+    cluster.output_done(lease)
+    cluster.exchange()
+    assert client.hexists(lease_key, lease), "released before its item was stored"
+    cluster.items_settled([lease])
+    assert client.hexists(lease_key, lease)
+    cluster.exchange()
+    assert not client.hexists(lease_key, lease)
+
+
+def test_pace_places_go_back_later_never_sooner_and_a_worker_waits_for_its_own(redis_job: str) -> None:
+    """A finished transfer's place under the cap stays taken in Redis until the worker's next acquire or exchange
+    (a paced host's goes back at once); at its own cap the worker waits for its own transfer, then takes the place
+    it gave back."""
+    import asyncio
+
+    import redis
+
+    from crawler.cluster import Cluster, keys_for
+
+    client = redis.Redis.from_url(REDIS_URL)
+    holders = keys_for(redis_job)["pace"] + "a.test:holders"
+    cluster = Cluster(REDIS_URL, redis_job, "w1")
+
+    async def scenario() -> list[str]:
+        events: list[str] = []
+        first = await cluster.acquire("a.test", 0.0, 1, 60)
+        assert first is not None
+        second = asyncio.ensure_future(cluster.acquire("a.test", 0.0, 1, 60))
+        await asyncio.sleep(0.05)
+        events.append(f"second waiting: {not second.done()}")
+        cluster.release("a.test", first[0])
+        events.append(f"given back at release: {client.zscore(holders, first[0]) is None}")
+        token, _ = await second  # type: ignore[misc]
+        events.append(f"given back with the next acquire: {client.zrange(holders, 0, -1) == [token.encode()]}")
+        cluster.release("a.test", token)
+        cluster.exchange()
+        events.append(f"given back with an exchange: {client.zcard(holders) == 0}")
+        paced = await cluster.acquire("paced.test", 0.2, 1, 60)
+        assert paced is not None
+        cluster.release("paced.test", paced[0])
+        events.append(f"a paced host's at release: {client.zcard(paced_holders) == 0}")
+        return events
+
+    paced_holders = keys_for(redis_job)["pace"] + "paced.test:holders"
+    assert asyncio.run(scenario()) == ["second waiting: True", "given back at release: False",
+                                       "given back with the next acquire: True", "given back with an exchange: True",
+                                       "a paced host's at release: True"]  # fmt: skip
+
+
+def test_a_success_resets_the_back_off_only_of_its_own_generation(redis_job: str) -> None:
+    """The courtesy count: a success of a stale generation leaves another worker's failure counted; a current one resets it."""
+    import asyncio
+
+    from crawler.cluster import Cluster
+
+    mine, other = Cluster(REDIS_URL, redis_job, "w1"), Cluster(REDIS_URL, redis_job, "w2")
+
+    async def turn(cluster: Cluster) -> tuple[str, int]:
+        found = await cluster.acquire("a.test", 0.0, 8, 60)
+        assert found is not None
+        cluster.release("a.test", found[0])
+        return found
+
+    _, generation = asyncio.run(turn(mine))
+    assert other.host_failed("a.test", generation) == 1  # the other worker's request of the same generation failed
+    assert mine.host_succeeded("a.test", generation) == 0, "a stale success reset the count"
+    _, current = asyncio.run(turn(mine))
+    assert current == generation + 1
+    assert mine.host_succeeded("a.test", current) == 1
+    assert other.host_failed("a.test", current) == 1, "the success reset the count"
+
+
+def test_a_notice_takes_back_the_requests_a_worker_has_not_sent(tmp_path: Path, redis_job: str, pg_store: str) -> None:
+    """Requests waiting to be sent to the shared queue when a notice is adopted are refused there, not sent (a purge of
+    the queue running meanwhile would not see them)."""
+    import redis
+    from scrapy.utils.test import get_crawler
+
+    from crawler.cluster import keys_for
+    from crawler.runtime import ComplianceRuntime
+
+    policies = policy_dir_with_pace(tmp_path / "policies", 0, 4)
+    settings = {"COMPLIANCE_CONTACT": "x@y.example", "COMPLIANCE_STORE": pg_store, "COMPLIANCE_POLICY_DIR": str(policies),
+                "COMPLIANCE_DISTRIBUTED": True, "COMPLIANCE_CRAWL_ID": redis_job, "COMPLIANCE_REDIS_URL": REDIS_URL}  # fmt: skip
+    runtime = ComplianceRuntime.of(get_crawler(settings_dict=settings))
+    runtime.refresh_notices()
+    cluster = runtime.cluster
+    cluster.push("fp-1", 0, b"social", "http://bigsocial.test/u/1")
+    cluster.push("fp-2", 0, b"bystander", "http://bystander.test/b/1")
+    done = scrapy_command(["notice", "add", "--domain", "bigsocial.test", "--sender", "BigSocial", "--received", "2026-11-26",
+                           "--id", "cd-unsent"], settings={"COMPLIANCE_STORE": pg_store, "COMPLIANCE_POLICY_DIR": str(policies)})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert runtime.refresh_notices()
+    cluster.exchange()
+    assert redis.Redis.from_url(REDIS_URL).zrange(keys_for(redis_job)["requests"], 0, -1) == [b"bystander"]
+    runtime.flush()
+    assert [(r["url"], r["gate"], r["reason"]) for r in Store(pg_store).refusals()] == [
+        ("http://bigsocial.test/u/1", "schedule", "notice.cd-unsent")
+    ]
+
+
+def test_turns_of_a_paced_host_go_first_come_first_served(redis_job: str) -> None:
+    """The request told first to wait for a paced host's next free moment gets it, even if another asks before it
+    comes back; one that never comes back leaves the line a second after its turn."""
+    import asyncio
+
+    from crawler.cluster import Cluster
+
+    first, second = Cluster(REDIS_URL, redis_job, "w1"), Cluster(REDIS_URL, redis_job, "w2")
+    keys = first._pace_keys("p.test", "p.test")
+
+    def ask(cluster: Cluster, token: str) -> int:
+        return cluster._ask("p.test", keys, [300, 1, token, 60_000], 0.3, "p.test")[0]
+
+    async def scenario() -> list[str]:
+        events = []
+        turn = await first.acquire("p.test", 0.3, 1, 60)
+        assert turn is not None
+        first.release("p.test", turn[0])
+        wait = ask(second, "second-1")
+        events.append(f"the second waits: {wait > 0}")
+        await asyncio.sleep(wait / 1000 + 0.02)
+        events.append(f"the first, asking before the second comes back, waits: {ask(first, 'first-2') > 0}")
+        events.append(f"the second gets its turn: {ask(second, 'second-1') == 0}")
+        second.release("p.test", "second-1")
+        # The first is in line now (it asked); it never comes back: after its turn and a second, the line moves on.
+        await asyncio.sleep(0.3 + 0.02)
+        events.append(f"the second waits behind the first: {ask(second, 'second-2') > 0}")
+        await asyncio.sleep(1.1)
+        events.append(f"the first left the line: {ask(second, 'second-2') == 0}")
+        return events
+
+    assert asyncio.run(scenario()) == [
+        "the second waits: True", "the first, asking before the second comes back, waits: True", "the second gets its turn: True",
+        "the second waits behind the first: True", "the first left the line: True",
+    ]  # fmt: skip

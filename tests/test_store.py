@@ -170,3 +170,38 @@ def test_a_version_4_store_gets_the_ledger_kind_index(any_store_url: str) -> Non
                 "EXPLAIN QUERY PLAN SELECT seq FROM ledger WHERE kind IN ('notice.added', 'notice.withdrawn') ORDER BY seq")))  # fmt: skip
             assert "ix_ledger_kind_seq" in plan, plan
     assert [e.seq for e in store.ledger_entries()] == [1]
+
+
+def test_the_registry_poll_on_postgresql_is_one_statement_and_outlives_a_dropped_connection() -> None:
+    """Crawls poll the registry version every 0.25 s: on PostgreSQL one SELECT each (no ping, BEGIN or ROLLBACK
+    around it), each sees a bump committed elsewhere, and a connection the server closed (a restart) is
+    replaced within the same poll."""
+    import sqlalchemy as sa
+
+    from conftest import POSTGRES_URL, postgres_schema_url
+
+    for url in postgres_schema_url():
+        store, other = Store(url), Store(url)
+        sent: list[str] = []
+        sa.event.listen(store.engine, "before_cursor_execute", lambda conn, cursor, text, *rest: sent.append(text.split()[0]))
+        sa.event.listen(store.engine, "begin", lambda conn: sent.append("BEGIN"))
+        sa.event.listen(store.engine.pool, "checkout", lambda *args: sent.append("CHECKOUT"))
+        versions = []
+        for _ in range(3):
+            versions.append(store.registry_version())
+            with other.engine.begin() as conn:
+                other._bump_registry(conn)
+        assert versions == [0, 1, 2]
+        assert [s for s in sent if s != "BEGIN"] == ["CHECKOUT", "SELECT", "SELECT", "SELECT"], sent
+        # The server drops the poll's connection (only that one: other tests share the server).
+        assert store._poll is not None
+        pid = store._poll.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+        admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            assert conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})").scalar()
+        admin.dispose()
+        sent.clear()
+        assert store.registry_version() == 3
+        assert [s for s in sent if s != "BEGIN"] == ["SELECT", "CHECKOUT", "SELECT"], sent
+        store.dispose()
+        other.dispose()

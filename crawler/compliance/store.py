@@ -325,6 +325,8 @@ class Store:
                 self.engine = sa.create_engine(parsed, pool_pre_ping=True)
             except Exception as exc:  # noqa: BLE001 - report any driver problem as one line
                 raise StoreError(f"COMPLIANCE_STORE: cannot use {url!r}: {exc}") from None
+        #: The registry poll's own connection (PostgreSQL; see :meth:`registry_version`).
+        self._poll: sa.Connection | None = None
         self._create_schema()
 
     def _create_schema(self) -> None:
@@ -437,6 +439,7 @@ class Store:
         return self.engine.connect().execution_options(compliance_read=True)
 
     def dispose(self) -> None:
+        self._drop_poll_connection()
         self.engine.dispose()
 
     # -- crawls -------------------------------------------------------------
@@ -534,9 +537,35 @@ class Store:
         return int(conn.execute(query).scalar() or 0)
 
     def registry_version(self) -> int:
-        """Bumped by every notice added or withdrawn; crawls poll it (one indexed row)."""
-        with self._read() as conn:
-            return self._registry_version(conn)
+        """Bumped by every notice added or withdrawn; crawls poll it (one indexed row).
+
+        On PostgreSQL, where each call is a network round trip and crawls poll
+        every 0.25 s, the poll keeps a connection of its own in autocommit: one
+        round trip per poll, where a pooled connection adds a ping, a BEGIN and
+        a ROLLBACK. A connection the server dropped is replaced once at once,
+        as the pool's ping would; a second failure is the caller's.
+        """
+        if self.is_sqlite:
+            with self._read() as conn:
+                return self._registry_version(conn)
+        for attempt in (1, 2):
+            if self._poll is None:
+                self._poll = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                return self._registry_version(self._poll)
+            except sa.exc.DBAPIError:
+                self._drop_poll_connection()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _drop_poll_connection(self) -> None:
+        conn, self._poll = self._poll, None
+        if conn is not None:
+            try:
+                conn.invalidate()
+            except Exception:  # noqa: BLE001, S110 - a broken connection is being thrown away
+                pass
 
     def _bump_registry(self, conn: sa.Connection) -> int:
         current = int(

@@ -3,7 +3,10 @@
 - Every second the worker says it is alive in Redis and puts back in the
   queue the requests leased by workers that stopped beating (SIGKILL, crash).
 - A response's lease is released once its output was handled and its items
-  written (see :mod:`crawler.cluster`); a failed download's at once.
+  written (see :mod:`crawler.cluster`); a failed transfer's by the transfer
+  gate (crawler/extensions/notices.py), with the next exchange (within
+  ``FLUSH_EVERY`` seconds: a retry it causes usually goes to the queue in
+  the same step).
 - While other workers still hold requests (their output may add more), an idle
   worker stays open instead of closing early; it looks for new work every
   0.25 s instead of Scrapy's default 5 s.
@@ -19,11 +22,9 @@ from scrapy import signals
 from scrapy.exceptions import DontCloseSpider, NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
-from crawler.cluster import LEASE_META
 from crawler.runtime import ComplianceRuntime
 
 if TYPE_CHECKING:
-    from scrapy import Request
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger("crawler.compliance")
@@ -46,8 +47,6 @@ class ClusterWorker:
             (self.spider_opened, signals.spider_opened),
             (self.spider_idle, signals.spider_idle),
             (self.spider_closed, signals.spider_closed),
-            (self.response_downloaded, signals.response_downloaded),
-            (self.request_left_downloader, signals.request_left_downloader),
         ):
             crawler.signals.connect(handler, signal=signal)
 
@@ -77,15 +76,6 @@ class ClusterWorker:
             self._requeue_dead()
         except Exception:  # noqa: BLE001 - Redis hiccup: logged, retried next second
             logger.exception("Cluster heartbeat failed; retrying in 1 s")
-
-    def response_downloaded(self, response: Any, request: Request, spider: Any = None) -> None:
-        request.meta["compliance_downloaded"] = True
-
-    def request_left_downloader(self, request: Request, spider: Any = None) -> None:
-        """A failed download will produce nothing more: release its lease now."""
-        lease = request.meta.get(LEASE_META)
-        if lease and not request.meta.get("compliance_downloaded"):
-            self.cluster.ack_now(lease)
 
     def spider_idle(self) -> None:
         """Stay open while the shared queue has requests or a live worker holds some."""

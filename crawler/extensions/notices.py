@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from scrapy import signals
+from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.asyncio import call_later, create_looping_call
 
+from crawler.cluster import LEASE_META
 from crawler.compliance.decision import Decision
 from crawler.compliance.notices import CLOCK_SKEW, CompiledScope, Notice, Scope
 from crawler.compliance.purge import Location, label, scan
@@ -135,6 +137,13 @@ class NoticeWatcher:
                     courtesy.resign(request)
                 # Judged before the release: the host's next request waits for the pause this answer causes.
                 return await self._transfer(inner, request)
+            except IgnoreRequest:
+                raise  # refused: its lease is released already
+            except Exception:
+                # A failed transfer yields nothing more (a retry is queued anew): its lease goes.
+                if request.meta.get(LEASE_META):
+                    cluster.ack_now(request.meta[LEASE_META])
+                raise
             finally:
                 cluster.release(key, token)
 
