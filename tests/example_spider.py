@@ -41,3 +41,18 @@ class UrlLessSpider(scrapy.Spider):
         for href in response.css("a::attr(href)").getall():
             if href.startswith("/"):
                 yield response.follow(href)
+
+
+class StartItemsSpider(scrapy.Spider):
+    """Yields items from start(), with no response behind them: one with a url field, one without."""
+
+    name = "startitems"
+
+    async def start(self) -> AsyncIterator[Any]:
+        yield {"note": "configuration echo"}
+        yield {"url": self.start_urls[0] + "about", "note": "announced page"}
+        for url in self.start_urls:
+            yield scrapy.Request(url)
+
+    def parse(self, response: Any) -> Iterator[Any]:
+        yield {"heading": response.css("h1::text").get("") if hasattr(response, "css") else ""}

@@ -16,7 +16,7 @@ from crawler.compliance.store import Store
 from crawler.testing.assertions import assert_no_disallowed_fetch, assert_stored
 from crawler.testing.runner import scrapy_command
 
-from example_spider import UrlLessSpider
+from example_spider import StartItemsSpider, UrlLessSpider
 
 
 def test_items_without_url_are_filed_under_their_page(run_compliance_crawl) -> None:  # type: ignore[no-untyped-def]
@@ -29,6 +29,15 @@ def test_items_without_url_are_filed_under_their_page(run_compliance_crawl) -> N
         assert item["host"] == "shop.test" and item["domain"] == "shop.test" and "item_url" not in item
         assert "heading" in item and item["provenance"]["status"] == 200 and item["provenance"]["robots"]["reason"].startswith("robots.")
     assert_stored(result, "http://shop.test/about")
+
+
+def test_an_item_with_no_response_and_no_url_is_refused_not_stored_without_a_site(run_compliance_crawl) -> None:  # type: ignore[no-untyped-def]
+    """An item yielded from start() with no url could never be purged by site: refused, `provenance.unknown`."""
+    result = run_compliance_crawl(StartItemsSpider, ["http://shop.test/"], {"FEEDS": {}}).check()
+    assert "" not in {i["url"] for i in result.items} and all(i["domain"] == "shop.test" for i in result.items)
+    assert {i["url"] for i in result.items} >= {"http://shop.test/", "http://shop.test/about"}
+    refused = [r for r in result.refusals if r["reason"] == "provenance.unknown"]
+    assert len(refused) == 1 and refused[0]["gate"] == "store" and "from start()" in refused[0]["detail"], result.refusals
 
 
 def _poisoned_store(path: Path) -> str:

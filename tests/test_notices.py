@@ -218,6 +218,34 @@ def test_a_damaged_notice_row_is_one_error_line_not_a_traceback(tmp_path: Path) 
         assert len(lines) == 1 and lines[0].startswith("error: "), (command, lines)
 
 
+def test_listing_trusts_only_filed_domains_and_skips_the_suffix_list_for_them(tmp_path: Path) -> None:
+    """`notice list` checks a filed notice's domains without loading the suffix list; any other file is checked in full."""
+    from crawler.compliance.notices import FILED_DOMAINS, load_notice_files
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    settings = ["-s", f"COMPLIANCE_STORE={url}", "-s", f"COMPLIANCE_POLICY_DIR={policies}"]
+    added = scrapy_command(["notice", "add", "--domain", "news.test", "--sender", "S", "--received", "2026-11-26",
+                            "--id", "n1", "--keep-existing", *settings])  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    # A filed notice only: its domain is the ledger's, and the list never imports tldextract (issue #13's startup target).
+    listed = scrapy_command(["notice", "list", *settings], env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert listed.returncode == 0 and "n1" in listed.stdout and "domain news.test" in listed.stdout, listed.stderr
+    assert "| tldextract" not in listed.stderr and "| crawler.compliance.notices" in listed.stderr
+    # A file the store does not hold, naming a public suffix: checked in full, so reported, never listed as valid.
+    (policies / "notices" / "n2.yaml").write_text((policies / "notices" / "n1.yaml").read_text()
+                                                 .replace("n1", "n2").replace("news.test", "co.uk"))  # fmt: skip
+    listed = scrapy_command(["notice", "list", *settings])
+    assert listed.returncode == 0 and "n1" in listed.stdout, listed.stderr
+    assert re.search(r"warning: .*n2\.yaml:\d+: scope: .*'co\.uk' is a public suffix", listed.stdout), listed.stdout
+    assert "n2 " not in listed.stdout
+    # Trust covers exactly the domains given: the same file passes only when its own domain is vouched for.
+    assert [n.notice.id for n in load_notice_files(policies, filed_domains={"news.test"})[0]] == ["n1"]
+    assert sorted(n.notice.id for n in load_notice_files(policies, filed_domains={"news.test", "co.uk"})[0]) == ["n1", "n2"]
+    with pytest.raises(ValueError, match="public suffix"):
+        Notice.model_validate({**notice().as_record(), "scope": {"domains": ["co.uk"]}}, context={FILED_DOMAINS: {"news.test"}})
+
+
 @pytest.mark.parametrize(
     "url",
     ["http://x.test/%7Eann/1", "http://x.test/%7eann/1", "http://x.test/~ann/1", "https://x.test:8443/%7Eann/2"],

@@ -561,3 +561,87 @@ def test_receipts_count_exactly_what_was_deleted_after_a_sigkill_anywhere(env: d
     assert sorted(p.name for p in cache.parent.iterdir()) == ["site"], "no trash folder left"
     assert not [p for p in feed.parent.iterdir() if ".purge-" in p.name]
     assert [e.kind for e in store.ledger_entries()] == ["purge.started", "purge.completed"]
+
+
+ENTRY_POINT_LOCATION = '''
+import json, os
+
+
+class UrlFile:
+    """A project's own store: one JSON line per record, in the file named by $URL_FILE."""
+
+    name = "url-file"
+
+    def _lines(self):
+        with open(os.environ["URL_FILE"], encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+    def count(self, scope):
+        return sum(scope.matches(r["url"]) for r in self._lines())
+
+    def delete(self, scope):
+        lines = self._lines()
+        kept = [r for r in lines if not scope.matches(r["url"])]
+        with open(os.environ["URL_FILE"], "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(r) + "\\n" for r in kept)
+        return len(lines) - len(kept)
+
+
+class Unreachable(UrlFile):
+    name = "bucket"
+
+    def count(self, scope):
+        raise ConnectionError("bucket.example unreachable")
+
+    delete = count
+'''
+
+
+def installed_locations(tmp: Path, **points: str) -> dict[str, str]:
+    """A distribution whose ``ethical_crawler.purge_locations`` entry points name ``points``, found on PYTHONPATH."""
+    site = tmp / "site"
+    (site / "projectlocations-1.0.dist-info").mkdir(parents=True)
+    (site / "projectlocations.py").write_text(ENTRY_POINT_LOCATION, encoding="utf-8")
+    (site / "projectlocations-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: projectlocations\nVersion: 1.0\n")
+    (site / "projectlocations-1.0.dist-info" / "entry_points.txt").write_text(
+        "[ethical_crawler.purge_locations]\n" + "".join(f"{name} = projectlocations:{target}\n" for name, target in points.items())
+    )
+    records = tmp / "own-records.jl"
+    records.write_text("".join(json.dumps({"url": u}) + "\n" for u in URLS), encoding="utf-8")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH", "")])), "URL_FILE": str(records)}
+
+
+def test_a_location_registered_by_entry_point_is_counted_purged_and_verified(env: dict[str, Any]) -> None:
+    """An installed package's entry point adds its own store to dry runs, purges, receipts and --verify."""
+    extra = installed_locations(env["tmp"], urls="UrlFile")
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "r", "--dry-run", extra_env=extra)
+    assert code == 0 and receipt is not None, out
+    assert receipt["in_scope"]["custom:url-file"] == {"remaining": 4}
+    assert len(Path(extra["URL_FILE"]).read_text().splitlines()) == len(URLS)
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "r", "--verify", extra_env=extra)
+    assert code == 0 and receipt is not None, out
+    assert receipt["counts"]["custom:url-file"] == 4 and receipt["counts"]["store"] == 4
+    left = [json.loads(line)["url"] for line in Path(extra["URL_FILE"]).read_text().splitlines()]
+    assert left == ["http://b.test/1", "http://b.test/2", "http://ba.test/1"]
+    # The project's own location is re-counted by --verify like the built-in ones: nothing of a.test is left there.
+    assert receipt["verify"]["verified"] is True and receipt["verify"]["remaining"]["custom:url-file"] == {"remaining": 0}
+
+
+def test_a_failing_location_is_reported_for_manual_action_never_called_done(env: dict[str, Any]) -> None:
+    """A location whose code raises is named with its error; the purge is not reported complete; --verify fails."""
+    extra = installed_locations(env["tmp"], urls="UrlFile", bucket="Unreachable")
+    code, out, receipt = purge(env, "--domain", "a.test", "--reason", "r", extra_env=extra)
+    assert receipt is not None and "Traceback" not in out, out
+    manual = {m["location"]: m["why"] for m in receipt["manual_action_required"]}
+    assert manual["custom:bucket"] == "Unreachable.delete() failed: ConnectionError: bucket.example unreachable"
+    assert receipt["counts"]["custom:url-file"] == 4  # the others were still purged
+    code, out, _ = purge(env, "--domain", "a.test", "--reason", "r", "--dry-run", "--verify", extra_env=extra)
+    assert code == 1 and "custom:bucket" in out, out
+    # An entry point that cannot be loaded stops the purge before anything is deleted: one line naming it.
+    broken = {**extra}
+    Path(extra["PYTHONPATH"].split(os.pathsep)[0], "projectlocations-1.0.dist-info", "entry_points.txt").write_text(
+        "[ethical_crawler.purge_locations]\nghost = projectlocations:Missing\n")
+    code, out, _ = purge(env, "--domain", "b.test", "--reason", "r", extra_env=broken)
+    assert code == 1 and "Traceback" not in out
+    assert "entry point ethical_crawler.purge_locations:ghost: cannot load purge location" in out, out
+    assert urls_left(env["store"]) == ["http://b.test/1", "http://b.test/2", "http://ba.test/1"]

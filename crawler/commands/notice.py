@@ -171,18 +171,22 @@ class Command(ComplianceCommand):
     # -- list, show, withdraw ---------------------------------------------------------
 
     def _all(self) -> dict[str, tuple[Notice, str]]:
-        from crawler.compliance.notices import Notice, load_notice_files
+        from crawler.compliance.notices import FILED_DOMAINS, Notice, load_notice_files
 
         assert self.settings is not None
         found: dict[str, tuple[Notice, str]] = {}
-        files, errors = load_notice_files(self.notices_dir().parent)
+        rows = self.notice_rows()
+        # The domains of notices the ledger records as filed, unaltered, were checked
+        # against the suffix list when filed: listing them again need not load it.
+        filed = frozenset(d for row in rows if not row.disagreements for d in _scope_domains(row.data))
+        files, errors = load_notice_files(self.notices_dir().parent, filed_domains=filed)
         for loaded in files:
             found[loaded.notice.id] = (loaded.notice, "file only (not in the store)")
-        for row in self.notice_rows():
+        for row in rows:
             if row.disagreements:
                 print(f"warning: notice {row.id}: the registry disagrees with the ledger ({'; '.join(row.disagreements)}); "
                       "shown and enforced as active; see `scrapy ledger verify`")  # fmt: skip
-            found[row.id] = (Notice.model_validate(row.data), "store")
+            found[row.id] = (Notice.model_validate(row.data, context={FILED_DOMAINS: filed}), "store")
         for error in errors:
             print(f"warning: {error}")
         return found
@@ -251,6 +255,12 @@ def _day(option: str, value: str | None, required: bool = False) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise CommandFailed(f"{option}: {value!r} is not a date; write YYYY-MM-DD") from None
+
+
+def _scope_domains(record: dict[str, Any]) -> list[str]:
+    scope = record.get("scope")
+    domains = scope.get("domains") if isinstance(scope, dict) else None
+    return [d for d in domains if isinstance(d, str)] if isinstance(domains, list) else []
 
 
 def purges_with_proof(rows: list[dict[str, Any]], entries: Iterable[Entry]) -> list[dict[str, Any]]:

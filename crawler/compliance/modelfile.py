@@ -92,8 +92,13 @@ def validation_errors(loaded: LoadedYaml, exc: ValidationError, top: type[BaseMo
     return [message for _, message in sorted(found, key=lambda pair: pair[0])]
 
 
-def parse_model_file(path: Path, model: type[BaseModel], errors: list[str], missing: str) -> tuple[Any, LoadedYaml] | None:
-    """``(instance, loaded)`` for a valid file, or None with every problem appended to ``errors``."""
+def parse_model_file(
+    path: Path, model: type[BaseModel], errors: list[str], missing: str, context: dict[str, Any] | None = None
+) -> tuple[Any, LoadedYaml] | None:
+    """``(instance, loaded)`` for a valid file, or None with every problem appended to ``errors``.
+
+    ``context`` is pydantic's validation context, passed to the model's validators.
+    """
     name = str(path)
     try:
         loaded = load_yaml(name, read_regular_file(path).decode("utf-8"))
@@ -117,7 +122,7 @@ def parse_model_file(path: Path, model: type[BaseModel], errors: list[str], miss
         errors.append(f"{name}:1: (file): expected a mapping of fields, got {type(loaded.data).__name__}")
         return None
     try:
-        return model.model_validate(loaded.data), loaded
+        return model.model_validate(loaded.data, context=context), loaded
     except ValidationError as exc:
         errors.extend(validation_errors(loaded, exc, model))
         return None

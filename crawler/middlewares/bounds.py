@@ -48,7 +48,7 @@ class BoundedHttpCompressionMiddleware(HttpCompressionMiddleware):
 
     def process_response(self, request: Request, response: Response, spider: Any = None) -> Any:
         try:
-            return super().process_response(request, response, spider)
+            return super().process_response(request, response)  # no spider: Scrapy 2.19 deprecates passing it
         except IgnoreRequest as exc:
             if exc.__cause__ is None or type(exc.__cause__).__name__ != "_DecompressionMaxSizeExceeded":
                 raise

@@ -9,12 +9,15 @@ from scrapy.exceptions import DropItem
 from scrapy.http import Response
 
 from crawler.cluster import LEASE_META
+from crawler.compliance.decision import Decision
 from crawler.itemfields import item_fields
 from crawler.runtime import ComplianceRuntime
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
+#: The refusal of an item nothing could file under a site (see StorePipeline.process_item).
+UNKNOWN_SOURCE = "provenance.unknown"
 
 class StorePipeline:
     """The last pipeline: a last notice check; the item is stored once every pipeline has passed it.
@@ -24,7 +27,8 @@ class StorePipeline:
     fetch time and provenance are those of the response that produced the
     item (Scrapy's ``item_scraped`` signal names it), so a purge of that site
     finds the item. The item itself, as the project's pipelines and feeds see
-    it, is never changed.
+    it, is never changed. An item with neither (yielded from ``start()``
+    with no ``url``) is refused, ``provenance.unknown``.
 
     Batches are written when ``COMPLIANCE_STORE_BATCH_SIZE`` rows are waiting
     or ``COMPLIANCE_STORE_FLUSH_INTERVAL`` seconds have passed, and at spider
@@ -56,6 +60,15 @@ class StorePipeline:
         # arrived is not stored. The store's write checks once more inside
         # its transaction (see Store.write).
         url = self._source_url(item)
+        if not url:
+            # No response produced it (an item yielded from start()) and it names no
+            # url: no notice, purge or erasure by site could ever reach it. Fail closed.
+            refusal = Decision.refuse(
+                UNKNOWN_SOURCE, rule="an item must come from a response or carry a url field",
+                source="StorePipeline", detail=f"{type(item).__name__} yielded with no response (from start()?) and no url",
+            ).at("store", "")
+            self.runtime.refuse(refusal)
+            raise DropItem(str(refusal), log_level="INFO")
         decision = self.runtime.notices.decide(url)
         if not decision.allowed:
             decision = decision.at("store", url)
