@@ -645,3 +645,40 @@ def test_a_failing_location_is_reported_for_manual_action_never_called_done(env:
     assert code == 1 and "Traceback" not in out
     assert "entry point ethical_crawler.purge_locations:ghost: cannot load purge location" in out, out
     assert urls_left(env["store"]) == ["http://b.test/1", "http://b.test/2", "http://ba.test/1"]
+
+
+def test_purged_text_is_gone_from_the_sqlite_files_not_only_from_queries(tmp_path: Path) -> None:
+    """After a purge, the store's files hold no byte of the purged items: not in free pages, the search index or the WAL."""
+    from crawler.dataprotection.tables import ensure_schema
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    store = Store(url)
+    ensure_schema(store)  # the full-text index a crawl keeps (crawler/dataprotection/tables.py)
+    secret, host = "zanzibarlighthousekeeper", "victim-site.test"  # one word: the index keeps it whole
+    from crawler.compliance.domains import host_of, registered_domain
+
+    def rows(urls: list[str], extra: str = "") -> list[dict[str, Any]]:
+        return [item_row({"url": u, "host": host_of(u), "domain": registered_domain(host_of(u)), "crawl_id": "c1",
+                          "title": "t", "text": f"ordinary words {n} {extra}"}) for n, u in enumerate(urls)]  # fmt: skip
+
+    store.write(rows([f"http://{host}/p/{n}" for n in range(5)], secret), [])
+    for batch in range(4):  # later writes: the victim's words sit in an older index segment and older pages
+        store.write(rows([f"http://other.test/{batch}/{n}" for n in range(50)]), [])
+    store.dispose()
+
+    def files_holding(needle: bytes) -> list[str]:
+        return [p.name for p in sorted(tmp_path.glob("store.sqlite3*")) if needle in p.read_bytes()]
+
+    # The purge's own records name the domain (its scope); the items' URLs and words must go.
+    page = f"{host}/p/".encode()
+    assert files_holding(secret.encode()) and files_holding(page), "the test must start with the text on disk"
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    done = scrapy_command(["purge", "--domain", host, "--reason", "objection", "-s", f"COMPLIANCE_STORE={url}",
+                           "-s", f"COMPLIANCE_POLICY_DIR={policies}"])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    receipt = json.loads(done.stdout)
+    assert receipt["counts"]["store"] == 5
+    assert "search index rewritten" in receipt["notes"]["store"] and "checkpointed and emptied" in receipt["notes"]["store"]
+    assert files_holding(secret.encode()) == [] and files_holding(page) == [], "purged text left in the store's files"
+    left = Store(url)
+    assert left.count_items("other.test") == 200 and left.count_items(host) == 0

@@ -850,7 +850,10 @@ def scan(store: Store, scope: CompiledScope, location: Location, *, delete: bool
     """What ``scope`` holds at ``location``; with ``delete``, delete it (``tally`` is told each count as it is committed)."""
     if location.kind == "store":
         if delete:
-            return Outcome("done", purge_store(store, scope, purge_id, tally), recorded=True)
+            deleted = purge_store(store, scope, purge_id, tally)
+            # Scrubbed when this purge deleted anything, in this run or in an earlier, interrupted one.
+            earlier = any(s["location"] == (name or "store") and s["count"] for s in store.purge_steps(purge_id)) if purge_id else False
+            return Outcome("done", deleted, store.scrub_deleted() if deleted or earlier else "", recorded=True)
         return Outcome("done", count_store(store, scope))
     scanner = SCANNERS.get(location.kind)
     if scanner is None:
