@@ -126,6 +126,8 @@ class Compliance:
         settings["DOWNLOADER_MIDDLEWARES"].set(STOCK_ROBOTS_MIDDLEWARE, None, priority="cmdline")
         for name, value in SIZE_LIMITS.items():
             settings.set(name, value, priority="addon")
+        # A host's max_concurrency held on the asyncio reactor (see crawler.pacing).
+        settings.set("DOWNLOADER", "crawler.pacing.SlotBoundDownloader", priority="addon")
         if settings.get("COMPLIANCE_CASSETTE"):
             # Replay a recorded site offline (crawler/cassettes.py).
             handler = "crawler.cassettes.CassetteDownloadHandler"

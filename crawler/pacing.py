@@ -10,11 +10,35 @@ low as half the delay.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from scrapy.core.downloader import Downloader
 
 if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.crawler import Crawler
+
+#: Scrapy's own downloader, which the add-on replaces with :class:`SlotBoundDownloader`.
+STOCK_DOWNLOADER = "scrapy.core.downloader.Downloader"
+
+
+class SlotBoundDownloader(Downloader):
+    """Scrapy's downloader, with a slot's concurrency held on the asyncio reactor.
+
+    Scrapy 2.19 takes requests from a slot's queue while
+    ``free_transfer_slots()`` (the slot's concurrency less its requests in
+    transfer) is above zero, but counts a request as in transfer only when
+    its download task first runs, which on the asyncio reactor is after the
+    loop: with no delay, every queued request of a host started at once (12
+    in flight under a policy's ``max_concurrency: 2``, in
+    tests/test_e2e_courtesy.py). Here a request counts as in transfer from
+    the moment it leaves the queue; Scrapy's ``_download`` adds it again
+    (a set) and removes it when the transfer ends, as before.
+    """
+
+    def _wait_for_download(self, slot: Any, request: Any, queue_dfd: Any) -> Any:
+        slot.transferring.add(request)
+        return super()._wait_for_download(slot, request, queue_dfd)
 
 
 def pace(crawler: Crawler, request: Request, delay: float = 0.0, concurrency: int | None = None) -> None:

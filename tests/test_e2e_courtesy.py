@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,49 @@ def test_retry_after_above_the_cap_skips_the_host_with_a_reason(web, crawl, tmp_
     assert "Skipping host closed.test" in run.log
     assert run.stats["compliance/courtesy/skipped_hosts"] == "1"
     assert "retry/count" not in run.stats
+
+
+class CountsInFlight(Site):
+    """A host that counts the requests it is answering at once (each answer takes 0.3 s); its front page links to 12 pages."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def handle(self, req: WebRequest) -> WebResponse:
+        if req.path == "/robots.txt":
+            return ROBOTS
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            time.sleep(0.3)
+        finally:
+            with self.lock:
+                self.now -= 1
+        links = "".join(f'<a href="/p/{i}">page {i}</a>' for i in range(12)) if req.path == "/" else ""
+        return html(f"<p>{req.path}</p>{links}")
+
+
+@pytest.mark.parametrize("limit", [2, 8])
+def test_a_policy_max_concurrency_is_held_with_no_delay(web, crawl, tmp_path: Path, limit: int) -> None:
+    """max_concurrency N and min_delay 0: the host never answers more than N requests at once (counted by the host)."""
+    site = CountsInFlight()
+    web.add_site("wide.test", site)
+    policies = policy_dir_with_pace(tmp_path / f"at-most-{limit}", 0, limit)
+    crawl(["http://wide.test/"], {"COMPLIANCE_POLICY_DIR": str(policies), "CONCURRENT_REQUESTS": 32,
+                                 "CONCURRENT_REQUESTS_PER_DOMAIN": 32}).check()  # fmt: skip
+    assert len([e for e in web.log if e.host == "wide.test" and e.path.startswith("/p/")]) == 12
+    assert site.most <= limit, f"{site.most} requests in flight at once; the policy allows {limit}"
+    if limit == 8:
+        # The host does see requests side by side (so the bound above is the policy's, not a serial crawl).
+        assert site.most > 2
+
+
+def test_a_project_downloader_that_cannot_hold_the_pace_is_named(web, crawl, tmp_path: Path) -> None:
+    """A project that sets its own DOWNLOADER (here Scrapy's) gets one warning naming it and what it risks."""
+    web.add_site("wide.test", CountsInFlight())
+    run = crawl(["http://wide.test/"], {"DOWNLOADER": "scrapy.core.downloader.Downloader",
+                                       "COMPLIANCE_POLICY_DIR": str(policy_dir_with_pace(tmp_path / "p", 0, 2))}).check()  # fmt: skip
+    assert "DOWNLOADER is scrapy.core.downloader.Downloader, not crawler.pacing.SlotBoundDownloader" in run.log

@@ -83,6 +83,15 @@ class CrawlLifecycle:
         self.runtime.store.start_crawl(config.crawl_id, spider.name, start_urls, config.user_agent)
         self.crawler.stats.set_value("compliance/crawl_id", config.crawl_id)
         spider.logger.info("Compliance crawl %s as %r, store %s", config.crawl_id, config.user_agent, config.store_url)
+        from crawler.pacing import SlotBoundDownloader
+
+        downloader = getattr(self.crawler.engine, "downloader", None)
+        if downloader is not None and not isinstance(downloader, SlotBoundDownloader):
+            logger.warning(
+                "DOWNLOADER is %s.%s, not crawler.pacing.SlotBoundDownloader (or a subclass): on the asyncio reactor "
+                "Scrapy's downloader may exceed a policy's max_concurrency per host when no delay is set",
+                type(downloader).__module__, type(downloader).__qualname__,
+            )  # fmt: skip
         if config.gc_freeze:
             _StartupFreeze.opened()
             self.frozen = True
