@@ -166,6 +166,10 @@ def test_find_reads_every_kind_through_the_index(any_store_url: str) -> None:
         "gmail": "mail J.A.N.E.doe+news@GoogleMail.com", "outlook": "or jdoe+x@outlook.com", "plain": "or Jane.Doe@Example.org",
         "phone": "call +1 (415) 555-2671", "name": "by JANE  Q. DOE, editor", "handle": "follow @JaneDoe!",
         "near": "Jane and Doe and Q apart; janedoe@example.org; jdoe@hotmail.com; (415) 555-2670; @JaneDoe2",
+        # Full-width forms (as Japanese and Chinese pages write them): the same identifiers under Unicode NFKC.
+        "fwemail": "連絡先：ｊａｎｅｄｏｅ＠ｇｍａｉｌ．ｃｏｍ", "fwphone": "電話 ＋１ （４１５） ５５５－２６７１",
+        "fwname": "ＪＡＮＥ Ｑ． ＤＯＥ 編集", "fwhandle": "フォロー ＠ＪａｎｅＤｏｅ",
+        "fwnear": "ｊａｎｅｄｏｅ＠ｅｘａｍｐｌｅ．ｏｒｇ ＋１ （４１５） ５５５－２６７０ ＠ＪａｎｅＤｏｅ２",
     }  # fmt: skip
     store.write([row(f"http://{key}.test/p", text) for key, text in texts.items()] + [row("HTTP://Profile.Test:80/JaneDoe#x", "profile")], [])
     wanted = {"email": ["janedoe@gmail.com", "jdoe@outlook.com", "jane.doe@example.org"], "phone": ["+14155552671"],
@@ -174,7 +178,8 @@ def test_find_reads_every_kind_through_the_index(any_store_url: str) -> None:
     found = find(store, identifiers, None)
     assert sorted(url for url, _ in found.values()) == sorted(
         ["http://gmail.test/p", "http://outlook.test/p", "http://plain.test/p", "http://phone.test/p", "http://name.test/p",
-         "http://handle.test/p", "HTTP://Profile.Test:80/JaneDoe#x"]
+         "http://handle.test/p", "HTTP://Profile.Test:80/JaneDoe#x",
+         "http://fwemail.test/p", "http://fwphone.test/p", "http://fwname.test/p", "http://fwhandle.test/p"]
     )  # fmt: skip
 
 
@@ -421,9 +426,13 @@ def test_suppression_check_cost_does_not_depend_on_list_size_for_non_matching_te
 
 
 def test_phone_spans_and_words_agree_with_the_plain_regexes() -> None:
-    """The faster span finder (prefix taken by hand) and word splitter (ASCII fast path) find what the plain regexes find."""
+    """The faster span finder (prefix taken by hand) and word splitter (ASCII fast path) find what the plain regexes find.
+
+    Spans are read in the text's Unicode NFKC form (full-width digits, a no-break space as a space).
+    """
     import random
     import re
+    import unicodedata
 
     from crawler.dataprotection.identifiers import phone_spans, words
 
@@ -432,7 +441,8 @@ def test_phone_spans_and_words_agree_with_the_plain_regexes() -> None:
     for _ in range(3000):
         alphabet = "0123456789+() -./x_\n\t\x1c," + ("\u0663é\u00a0" if rng.random() < 0.5 else "")
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
-        assert [s for s, _ in phone_spans(text)] == [m for m in plain_span.findall(text) if sum(c.isdigit() for c in m) >= 6], text
+        normal = unicodedata.normalize("NFKC", text)
+        assert [s for s, _ in phone_spans(text)] == [m for m in plain_span.findall(normal) if sum(c.isdigit() for c in m) >= 6], text
         assert words(text) == plain_word.findall(text), text
 
 

@@ -662,6 +662,8 @@ def test_purged_text_is_gone_from_the_sqlite_files_not_only_from_queries(tmp_pat
                           "title": "t", "text": f"ordinary words {n} {extra}"}) for n, u in enumerate(urls)]  # fmt: skip
 
     store.write(rows([f"http://{host}/p/{n}" for n in range(5)], secret), [])
+    # Full-width text: its NFKC form is kept and indexed too (the erasure search's second index).
+    store.write(rows([f"http://{host}/fw/{n}" for n in range(2)], "ｍａｒｍａｌａｄｅｋｅｅｐｅｒ"), [])
     for batch in range(4):  # later writes: the victim's words sit in an older index segment and older pages
         store.write(rows([f"http://other.test/{batch}/{n}" for n in range(50)]), [])
     store.dispose()
@@ -672,13 +674,15 @@ def test_purged_text_is_gone_from_the_sqlite_files_not_only_from_queries(tmp_pat
     # The purge's own records name the domain (its scope); the items' URLs and words must go.
     page = f"{host}/p/".encode()
     assert files_holding(secret.encode()) and files_holding(page), "the test must start with the text on disk"
+    assert files_holding(b"marmaladekeeper"), "the NFKC form is on disk before the purge"
     policies = policy_dir_with_pace(tmp_path / "policies")
     done = scrapy_command(["purge", "--domain", host, "--reason", "objection", "-s", f"COMPLIANCE_STORE={url}",
                            "-s", f"COMPLIANCE_POLICY_DIR={policies}"])  # fmt: skip
     assert done.returncode == 0, done.stderr
     receipt = json.loads(done.stdout)
-    assert receipt["counts"]["store"] == 5
+    assert receipt["counts"]["store"] == 7
     assert "search index rewritten" in receipt["notes"]["store"] and "checkpointed and emptied" in receipt["notes"]["store"]
     assert files_holding(secret.encode()) == [] and files_holding(page) == [], "purged text left in the store's files"
+    assert files_holding(b"marmaladekeeper") == [] and files_holding("ｍａｒｍａｌａｄｅ".encode()) == []
     left = Store(url)
     assert left.count_items("other.test") == 200 and left.count_items(host) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -253,6 +254,17 @@ def database_url(url: str) -> URL:
     return parsed
 
 
+#: The SQL function (SQLite) that returns a text's NFKC form, or NULL when NFKC leaves it unchanged.
+NFKC_FUNCTION = "compliance_nfkc"
+
+
+def nfkc_if_changed(text: str | None) -> str | None:
+    """``text`` in Unicode NFKC (full-width letters, ligatures, ...: ``ｊａｎｅ`` -> ``jane``), or None if that changes nothing."""
+    if not text or unicodedata.is_normalized("NFKC", text):
+        return None
+    return unicodedata.normalize("NFKC", text)
+
+
 def _enable_sqlite_concurrency(engine: Engine) -> None:
     """WAL, a busy timeout and BEGIN IMMEDIATE for several processes.
 
@@ -276,6 +288,9 @@ def _enable_sqlite_concurrency(engine: Engine) -> None:
         # behind; no measurable cost on the crawl's writes, see bench/README.md).
         cursor.execute("PRAGMA secure_delete = ON")
         cursor.close()
+        # The erasure search's second index holds items whose text changes under
+        # Unicode NFKC (crawler/dataprotection/tables.py): its triggers call this.
+        dbapi_connection.create_function(NFKC_FUNCTION, 1, nfkc_if_changed, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -1005,8 +1020,11 @@ class Store:
                     "VACUUM FULL items rewrites the table without them")  # fmt: skip
         done = ["deleted rows overwritten (secure_delete)"]
         with self.engine.begin() as conn:
-            if conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'items_fts'").first():
-                conn.exec_driver_sql("INSERT INTO items_fts(items_fts) VALUES ('optimize')")
+            indexes = [name for (name,) in conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('items_fts', 'items_nfkc_fts')")]  # fmt: skip
+            for name in sorted(indexes):
+                conn.exec_driver_sql(f"INSERT INTO {name}({name}) VALUES ('optimize')")
+            if indexes:
                 done.append("search index rewritten without their words")
         raw = self.engine.raw_connection()
         try:

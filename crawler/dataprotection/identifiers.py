@@ -225,7 +225,14 @@ _DIGIT = re.compile(r"\d")
 def phone_spans(text: str) -> Iterator[tuple[str, str]]:
     """The parts of ``text`` that may hold a phone number (``+(`` optional, then digits and separators, 6+ digits),
     each with its digits (see :func:`span_digits`)."""
-    for match in (_PHONE_SPAN_ASCII if text.isascii() else _PHONE_SPAN).finditer(text):
+    if text.isascii():
+        pattern = _PHONE_SPAN_ASCII
+    else:
+        pattern = _PHONE_SPAN
+        if not unicodedata.is_normalized("NFKC", text):
+            # Full-width ＋（４１５）５５５－０１００ reads as +(415)555-0100, as an erasure request writes it.
+            text = unicodedata.normalize("NFKC", text)
+    for match in pattern.finditer(text):
         span = match.group(0)
         digits = span_digits(span)
         if len(digits) < 6:

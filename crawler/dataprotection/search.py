@@ -113,7 +113,9 @@ def candidate_ids(store: Store, identifier: Identifier) -> list[int]:
             if query is None:  # nothing the index could narrow by: every item is a candidate
                 rows = conn.execute(sa.select(items.c.id))
             else:
-                rows = conn.execute(sa.text("SELECT rowid FROM items_fts WHERE items_fts MATCH :q"), {"q": query})
+                # The text as written, and the NFKC form of the items NFKC changes (crawler/dataprotection/tables.py).
+                rows = conn.execute(sa.text("SELECT rowid FROM items_fts WHERE items_fts MATCH :q UNION "
+                                            "SELECT rowid FROM items_nfkc_fts WHERE items_nfkc_fts MATCH :q"), {"q": query})  # fmt: skip
         else:
             rows = conn.execute(sa.select(items.c.id).where(pg_condition(identifier)))
         return sorted(int(r[0]) for r in rows)

@@ -31,7 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from crawler.compliance.store import Store, store_meta, utcnow
+from crawler.compliance.store import NFKC_FUNCTION, Store, store_meta, utcnow
 
 logger = logging.getLogger("crawler.compliance")
 
@@ -137,8 +137,39 @@ _SQLITE_TRIGGERS = (
     "INSERT INTO items_fts(items_fts, rowid, url, title, text) VALUES ('delete', old.id, old.url, old.title, old.text); "
     "INSERT INTO items_fts(rowid, url, title, text) VALUES (new.id, new.url, new.title, new.text); END",
 )
-#: What PostgreSQL indexes: the same text on both indexes (and in the queries, so the planner uses them).
-PG_DOCUMENT = "(url || ' ' || title || ' ' || text)"
+#: The second index: items whose text Unicode NFKC changes (full-width letters and digits, ligatures,
+#: compatibility forms: ``ｊａｎｅｄｏｅ＠ｇｍａｉｌ．ｃｏｍ``), their document in NFKC, indexed alike.
+#: FTS5's tokenizer folds case and diacritics but not these, and SQLite has no NFKC of its own: the
+#: triggers call ``compliance_nfkc`` (crawler.compliance.store.nfkc_if_changed, registered on every
+#: connection of the store), which returns NULL for text already in NFKC, so most items cost one check.
+_NFKC_DOCUMENT = "{0}.url || ' ' || coalesce({0}.title, '') || ' ' || coalesce({0}.text, '')"
+_SQLITE_NFKC = (
+    "CREATE TABLE IF NOT EXISTS items_nfkc (id INTEGER PRIMARY KEY, doc TEXT NOT NULL)",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS items_nfkc_fts USING fts5(doc, content='items_nfkc', content_rowid='id', "
+    "columnsize=0, detail=none, tokenize='unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER IF NOT EXISTS items_nfkc_fts_ai AFTER INSERT ON items_nfkc BEGIN "
+    "INSERT INTO items_nfkc_fts(rowid, doc) VALUES (new.id, new.doc); END",
+    "CREATE TRIGGER IF NOT EXISTS items_nfkc_fts_ad AFTER DELETE ON items_nfkc BEGIN "
+    "INSERT INTO items_nfkc_fts(items_nfkc_fts, rowid, doc) VALUES ('delete', old.id, old.doc); END",
+    "CREATE TRIGGER IF NOT EXISTS items_nfkc_ai AFTER INSERT ON items BEGIN "
+    f"INSERT INTO items_nfkc(id, doc) SELECT new.id, d FROM (SELECT {NFKC_FUNCTION}({_NFKC_DOCUMENT.format('new')}) AS d) "
+    "WHERE d IS NOT NULL; END",
+    "CREATE TRIGGER IF NOT EXISTS items_nfkc_ad AFTER DELETE ON items BEGIN DELETE FROM items_nfkc WHERE id = old.id; END",
+    "CREATE TRIGGER IF NOT EXISTS items_nfkc_au AFTER UPDATE ON items BEGIN DELETE FROM items_nfkc WHERE id = old.id; "
+    f"INSERT INTO items_nfkc(id, doc) SELECT new.id, d FROM (SELECT {NFKC_FUNCTION}({_NFKC_DOCUMENT.format('new')}) AS d) "
+    "WHERE d IS NOT NULL; END",
+)
+#: The items already stored when the second index is created (a store of an older version).
+_SQLITE_NFKC_BACKFILL = (
+    f"INSERT INTO items_nfkc(id, doc) SELECT id, d FROM (SELECT id, {NFKC_FUNCTION}({_NFKC_DOCUMENT.format('items')}) AS d "
+    "FROM items) WHERE d IS NOT NULL"
+)
+#: What PostgreSQL indexes: the same text on both indexes (and in the queries, so the planner uses them),
+#: in Unicode NFKC (``normalize``, PostgreSQL 13 and later, a UTF-8 database), so full-width and other
+#: compatibility forms are found as what they stand for.
+PG_DOCUMENT = "normalize(url || ' ' || title || ' ' || text, NFKC)"
+#: The indexes of earlier versions, on the text as written: dropped for the ones above.
+_PG_OLD_INDEXES = ("ix_items_tsv", "ix_items_trgm")
 
 
 def ensure_schema(store: Store) -> None:
@@ -173,6 +204,13 @@ def _add_missing_columns(store: Store) -> None:
 
 def _sqlite_index(store: Store) -> None:
     with store.engine.begin() as conn:
+        if conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'items_nfkc'").first() is None:
+            for statement in _SQLITE_NFKC:
+                conn.exec_driver_sql(statement)
+            conn.exec_driver_sql(_SQLITE_NFKC_BACKFILL)
+        else:
+            for statement in _SQLITE_NFKC:
+                conn.exec_driver_sql(statement)
         found = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'items_fts'").scalar()
         if found == _SQLITE_FTS:
             for trigger in _SQLITE_TRIGGERS:
@@ -191,8 +229,10 @@ def _sqlite_index(store: Store) -> None:
 
 def _postgres_index(store: Store) -> None:
     with store.engine.begin() as conn:
+        for name in _PG_OLD_INDEXES:
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
         conn.exec_driver_sql(
-            f"CREATE INDEX IF NOT EXISTS ix_items_tsv ON items USING gin (to_tsvector('simple', {PG_DOCUMENT}))"
+            f"CREATE INDEX IF NOT EXISTS ix_items_tsv_nfkc ON items USING gin (to_tsvector('simple', {PG_DOCUMENT}))"
         )
     schema = None
     with store.engine.connect() as conn:
@@ -212,7 +252,7 @@ def _postgres_index(store: Store) -> None:
     if schema is not None:
         with store.engine.begin() as conn:
             conn.exec_driver_sql(
-                f'CREATE INDEX IF NOT EXISTS ix_items_trgm ON items USING gin ({PG_DOCUMENT} "{schema}".gin_trgm_ops)'
+                f'CREATE INDEX IF NOT EXISTS ix_items_trgm_nfkc ON items USING gin (({PG_DOCUMENT}) "{schema}".gin_trgm_ops)'
             )
     TRIGRAM[store.engine] = schema is not None
 
