@@ -188,16 +188,22 @@ def test_scope_ipv6_literal_matches_its_urls() -> None:
     assert scope.match("http://[::1]:8080/x") is not None and scope.match("http://[::2]/x") is None
 
 
+def filed_notice(tmp_path: Path, domain: str) -> tuple[str, Path, list[str]]:
+    """A SQLite store and policy folder with notice ``n1`` on ``domain`` filed by `scrapy notice add`: (url, policies, -s args)."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    settings = ["-s", f"COMPLIANCE_STORE={url}", "-s", f"COMPLIANCE_POLICY_DIR={policies}"]
+    added = scrapy_command(["notice", "add", "--domain", domain, "--sender", "S", "--received", "2026-11-26",
+                            "--id", "n1", "--keep-existing", *settings])  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    return url, policies, settings
+
+
 def test_a_damaged_notice_row_is_one_error_line_not_a_traceback(tmp_path: Path) -> None:
     """A damaged notice row is read as the ledger recorded it (with a warning); with no ledger entry either, one line and exit 1."""
     from crawler.compliance.store import Store
 
-    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
-    policies = policy_dir_with_pace(tmp_path / "policies")
-    settings = ["-s", f"COMPLIANCE_STORE={url}", "-s", f"COMPLIANCE_POLICY_DIR={policies}"]
-    added = scrapy_command(["notice", "add", "--domain", "bigsocial.test", "--sender", "S", "--received", "2026-11-26",
-                            "--id", "n1", "--keep-existing", *settings])  # fmt: skip
-    assert added.returncode == 0, added.stderr
+    url, policies, settings = filed_notice(tmp_path, "bigsocial.test")
     store = Store(url)
     with store.engine.begin() as conn:
         conn.exec_driver_sql("""UPDATE notices SET data = '{"id": "n1", "unexpected": 1}'""")
@@ -222,12 +228,7 @@ def test_listing_trusts_only_filed_domains_and_skips_the_suffix_list_for_them(tm
     """`notice list` checks a filed notice's domains without loading the suffix list; any other file is checked in full."""
     from crawler.compliance.notices import FILED_DOMAINS, load_notice_files
 
-    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
-    policies = policy_dir_with_pace(tmp_path / "policies")
-    settings = ["-s", f"COMPLIANCE_STORE={url}", "-s", f"COMPLIANCE_POLICY_DIR={policies}"]
-    added = scrapy_command(["notice", "add", "--domain", "news.test", "--sender", "S", "--received", "2026-11-26",
-                            "--id", "n1", "--keep-existing", *settings])  # fmt: skip
-    assert added.returncode == 0, added.stderr
+    _, policies, settings = filed_notice(tmp_path, "news.test")
     # A filed notice only: its domain is the ledger's, and the list never imports tldextract (issue #13's startup target).
     listed = scrapy_command(["notice", "list", *settings], env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert listed.returncode == 0 and "n1" in listed.stdout and "domain news.test" in listed.stdout, listed.stderr
