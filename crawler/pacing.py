@@ -41,6 +41,27 @@ class SlotBoundDownloader(Downloader):
         return super()._wait_for_download(slot, request, queue_dfd)
 
 
+def downloader_problem(downloader: type = Downloader) -> str | None:
+    """Why :class:`SlotBoundDownloader` cannot work with the installed Scrapy, or None.
+
+    It overrides a private method of Scrapy's downloader; a Scrapy release
+    that renames it or changes its arguments would leave requests counted
+    as in transfer for ever (a host stalls) or fail inside the downloader. The
+    crawl command checks this before a compliance crawl starts.
+    """
+    import inspect
+
+    import scrapy
+
+    method = getattr(downloader, "_wait_for_download", None)
+    wanted = ["self", "slot", "request", "queue_dfd"]
+    if method is None or not inspect.iscoroutinefunction(method) or list(inspect.signature(method).parameters) != wanted:
+        return (f"Scrapy {scrapy.__version__}'s downloader has no _wait_for_download(slot, request, queue_dfd) coroutine, "
+                "which crawler.pacing.SlotBoundDownloader relies on to hold a policy's max_concurrency; "
+                "install a Scrapy version this package supports (see pyproject.toml)")  # fmt: skip
+    return None
+
+
 def pace(crawler: Crawler, request: Request, delay: float = 0.0, concurrency: int | None = None) -> None:
     """Make ``request``'s slot at least ``delay`` apart and at most ``concurrency`` wide."""
     downloader = crawler.engine.downloader

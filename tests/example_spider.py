@@ -56,3 +56,34 @@ class StartItemsSpider(scrapy.Spider):
 
     def parse(self, response: Any) -> Iterator[Any]:
         yield {"heading": response.css("h1::text").get("") if hasattr(response, "css") else ""}
+
+
+class CopyingPipeline:
+    """A project pipeline that returns a new item object (as a pipeline normalising into a new dict does)."""
+
+    def process_item(self, item: Any) -> Any:
+        return {**item, "normalised": True}
+
+
+class CopyingSpiderMiddleware:
+    """A project spider middleware (at the template's 543) that yields a copy of each item."""
+
+    async def process_spider_output(self, response: Any, result: Any) -> AsyncIterator[Any]:
+        async for entry in result:
+            yield {**entry, "seen_by_middleware": True} if isinstance(entry, dict) else entry
+
+
+class ErrbackSpider(scrapy.Spider):
+    """Yields an item from the errback of a request that fails (a 404)."""
+
+    name = "errback"
+
+    async def start(self) -> AsyncIterator[Any]:
+        for url in self.start_urls:
+            yield scrapy.Request(url + "no-such-page", errback=self.failed)
+
+    def parse(self, response: Any) -> Iterator[Any]:
+        yield {"heading": "never: the page is missing"}
+
+    def failed(self, failure: Any) -> Iterator[Any]:
+        yield {"failed": type(failure.value).__name__}

@@ -15,8 +15,9 @@ import sqlalchemy as sa
 from crawler.compliance.store import Store
 from crawler.testing.assertions import assert_no_disallowed_fetch, assert_stored
 from crawler.testing.runner import scrapy_command
+from crawler.testing.web import Site, WebRequest, WebResponse, text
 
-from example_spider import StartItemsSpider, UrlLessSpider
+from example_spider import ErrbackSpider, StartItemsSpider, UrlLessSpider
 
 
 def test_items_without_url_are_filed_under_their_page(run_compliance_crawl) -> None:  # type: ignore[no-untyped-def]
@@ -37,7 +38,36 @@ def test_an_item_with_no_response_and_no_url_is_refused_not_stored_without_a_sit
     assert "" not in {i["url"] for i in result.items} and all(i["domain"] == "shop.test" for i in result.items)
     assert {i["url"] for i in result.items} >= {"http://shop.test/", "http://shop.test/about"}
     refused = [r for r in result.refusals if r["reason"] == "provenance.unknown"]
-    assert len(refused) == 1 and refused[0]["gate"] == "store" and "from start()" in refused[0]["detail"], result.refusals
+    assert len(refused) == 1 and refused[0]["gate"] == "store" and "(from start())" in refused[0]["detail"], result.refusals
+
+
+def test_items_a_project_replaces_on_the_way_are_still_filed_under_their_page(run_compliance_crawl) -> None:  # type: ignore[no-untyped-def]
+    """A pipeline or spider middleware that hands on a new object: the item is stored under its page, not refused."""
+    settings = {"FEEDS": {}, "ITEM_PIPELINES": {"example_spider.CopyingPipeline": 300},
+                "SPIDER_MIDDLEWARES": {"example_spider.CopyingSpiderMiddleware": 543}}  # fmt: skip
+    result = run_compliance_crawl(UrlLessSpider, ["http://shop.test/"], settings).check()
+    assert not [r for r in result.refusals if r["reason"] == "provenance.unknown"], result.refusals
+    assert result.items and all(i["domain"] == "shop.test" and i["url"].startswith("http://shop.test/") for i in result.items)
+    assert "http://shop.test/about" in {i["url"] for i in result.items}
+
+
+class _Drops(Site):
+    """Allows everything in robots.txt, then closes every other connection without an answer."""
+
+    def handle(self, req: WebRequest) -> WebResponse:
+        return text("User-agent: *\nAllow: /\n") if req.path == "/robots.txt" else WebResponse(drop=True)
+
+
+def test_an_errback_item_is_filed_under_the_request_that_failed(run_compliance_crawl, compliance_web) -> None:  # type: ignore[no-untyped-def]
+    """An errback's item: under the error response when there is one (404), else under the failed request's URL."""
+    compliance_web.add_site("drops.test", _Drops())
+    result = run_compliance_crawl(ErrbackSpider, ["http://shop.test/", "http://drops.test/"], {"FEEDS": {}, "RETRY_ENABLED": False}).check()
+    items = {i["url"]: i for i in result.items}
+    assert set(items) == {"http://shop.test/no-such-page", "http://drops.test/no-such-page"}, result.refusals
+    assert items["http://shop.test/no-such-page"]["provenance"]["status"] == 404
+    dropped = items["http://drops.test/no-such-page"]
+    assert dropped["domain"] == "drops.test" and dropped["provenance"]["status"] is None and dropped["provenance"]["failure"]
+    assert not [r for r in result.refusals if r["reason"] == "provenance.unknown"]
 
 
 def _poisoned_store(path: Path) -> str:

@@ -194,3 +194,22 @@ def test_a_project_downloader_that_cannot_hold_the_pace_is_named(web, crawl, tmp
     run = crawl(["http://wide.test/"], {"DOWNLOADER": "scrapy.core.downloader.Downloader",
                                        "COMPLIANCE_POLICY_DIR": str(policy_dir_with_pace(tmp_path / "p", 0, 2))}).check()  # fmt: skip
     assert "DOWNLOADER is scrapy.core.downloader.Downloader, not crawler.pacing.SlotBoundDownloader" in run.log
+
+
+def test_the_crawl_checks_the_scrapy_downloader_it_relies_on() -> None:
+    """The installed Scrapy's downloader has the method SlotBoundDownloader overrides; one that lacks it is named."""
+    from scrapy.core.downloader import Downloader
+
+    from crawler.pacing import downloader_problem
+
+    assert downloader_problem() is None
+
+    class Renamed(Downloader):
+        _wait_for_download = None  # type: ignore[assignment]
+
+    class Reshaped(Downloader):
+        async def _wait_for_download(self, slot: Any, request: Any) -> None:  # type: ignore[override]
+            return None
+
+    for changed in (Renamed, Reshaped):
+        assert "has no _wait_for_download(slot, request, queue_dfd) coroutine" in (downloader_problem(changed) or "")

@@ -686,3 +686,39 @@ def test_purged_text_is_gone_from_the_sqlite_files_not_only_from_queries(tmp_pat
     assert files_holding(b"marmaladekeeper") == [] and files_holding("ｍａｒｍａｌａｄｅ".encode()) == []
     left = Store(url)
     assert left.count_items("other.test") == 200 and left.count_items(host) == 0
+
+
+def test_a_scrub_a_reader_holds_up_is_reported_and_retried_by_the_next_purge(tmp_path: Path) -> None:
+    """A reader with an open snapshot keeps the log from being emptied: the receipt says so, and the next purge finishes it."""
+    import sqlite3
+
+    from crawler.compliance.domains import host_of, registered_domain
+    from crawler.compliance.store import SCRUB_INCOMPLETE
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    store = Store(url)
+    store.write([item_row({"url": f"http://{h}/p", "host": host_of(f"http://{h}/p"), "domain": registered_domain(h), "crawl_id": "c1",
+                           "title": "t", "text": "quixoticmarmoset"}) for h in ("victim.test", "other.test")], [])  # fmt: skip
+    store.dispose()
+    policies = policy_dir_with_pace(tmp_path / "policies")
+    args = ["-s", f"COMPLIANCE_STORE={url}", "-s", f"COMPLIANCE_POLICY_DIR={policies}"]
+    reader = sqlite3.connect(tmp_path / "store.sqlite3", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM items").fetchone() == (2,)  # a snapshot from before the purge
+        done = scrapy_command(["purge", "--domain", "victim.test", "--reason", "objection", *args])
+        assert done.returncode == 0, done.stderr
+        note = json.loads(done.stdout)["notes"]["store"]
+        assert SCRUB_INCOMPLETE in note and "the next purge of this store retries" in note, note
+    finally:
+        reader.close()
+    # The next purge (of something else, deleting nothing here) finishes the scrub.
+    done = scrapy_command(["purge", "--domain", "absent.test", "--reason", "unrelated", *args])
+    assert done.returncode == 0, done.stderr
+    receipt = json.loads(done.stdout)
+    assert receipt["counts"]["store"] == 0 and "checkpointed and emptied" in receipt["notes"]["store"], receipt["notes"]
+    assert SCRUB_INCOMPLETE not in receipt["notes"]["store"]
+    # And the one after that has nothing owed: no scrub, no note.
+    done = scrapy_command(["purge", "--domain", "absent.test", "--reason", "unrelated again", *args])
+    assert json.loads(done.stdout)["notes"] == {}
+    assert Store(url).count_items("other.test") == 1

@@ -68,6 +68,10 @@ def preflight(settings: BaseSettings, spider_name: str | None, spargs: dict[str,
         if spider_name == SiteSpider.name:
             parse_start_urls(spargs.get("url"))
         check_identity(settings)
+        from crawler.pacing import downloader_problem
+
+        if (problem := downloader_problem()) is not None:
+            raise ConfigError(problem)
         # The project's purge locations: a crawl whose copies a purge could not reach must not start.
         extra_locations(settings)
         check_store(config.store_url)

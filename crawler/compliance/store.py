@@ -254,6 +254,11 @@ def database_url(url: str) -> URL:
     return parsed
 
 
+#: Written in a purge's store note when the scrub of deleted text could not finish; the next purge retries it.
+SCRUB_INCOMPLETE = "scrub incomplete"
+#: How long the scrub's checkpoint waits for readers (ms) before it leaves the log for later.
+CHECKPOINT_WAIT_MS = 1000
+
 #: The SQL function (SQLite) that returns a text's NFKC form, or NULL when NFKC leaves it unchanged.
 NFKC_FUNCTION = "compliance_nfkc"
 
@@ -1028,15 +1033,33 @@ class Store:
                 done.append("search index rewritten without their words")
         raw = self.engine.raw_connection()
         try:
-            busy, _log, _moved = raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            cursor = raw.cursor()
+            # A truncating checkpoint holds off new writers while it waits for readers: a crawl
+            # writing to this store must not freeze for the store's 30 s busy timeout.
+            cursor.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+            try:
+                busy, _log, _moved = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                cursor.execute("PRAGMA busy_timeout = 30000")
         finally:
             raw.close()
         if busy:
-            done.append("the write-ahead log could not be emptied while other connections read it: deleted pages "
-                        "stay in it until the next checkpoint (run the purge again to retry)")  # fmt: skip
+            done.append(f"{SCRUB_INCOMPLETE}: the write-ahead log could not be emptied while other connections read it "
+                        "(deleted pages stay in it until SQLite reuses them); the next purge of this store retries")  # fmt: skip
         else:
             done.append("write-ahead log checkpointed and emptied")
         return "; ".join(done)
+
+    def scrub_owed(self, purge_id: str) -> bool:
+        """Whether the store's previous purge (before ``purge_id``) left its scrub incomplete (see :meth:`scrub_deleted`)."""
+        with self._read() as conn:
+            detail = conn.execute(
+                sa.select(purge_steps.c.detail)
+                .join(purges, purges.c.id == purge_steps.c.purge_id)
+                .where(purge_steps.c.location == "store", purge_steps.c.purge_id != purge_id)
+                .order_by(purges.c.started_at.desc()).limit(1)
+            ).scalar()  # fmt: skip
+        return SCRUB_INCOMPLETE in (detail or "")
 
     def delete_items_chunk(self, condition: sa.ColumnElement[bool], purge_id: str, location: str, limit: int) -> int:
         """Delete up to ``limit`` matching items and add the count to the step, in one transaction."""

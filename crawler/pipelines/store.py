@@ -10,6 +10,7 @@ from scrapy.http import Response
 
 from crawler.cluster import LEASE_META
 from crawler.compliance.decision import Decision
+from crawler.compliance.domains import filed_under
 from crawler.itemfields import item_fields
 from crawler.runtime import ComplianceRuntime
 
@@ -27,8 +28,9 @@ class StorePipeline:
     fetch time and provenance are those of the response that produced the
     item (Scrapy's ``item_scraped`` signal names it), so a purge of that site
     finds the item. The item itself, as the project's pipelines and feeds see
-    it, is never changed. An item with neither (yielded from ``start()``
-    with no ``url``) is refused, ``provenance.unknown``.
+    it, is never changed. An errback's item is filed under the request that
+    failed; one with no response, request or ``url`` (yielded from
+    ``start()``) is not stored, ``provenance.unknown``.
 
     Batches are written when ``COMPLIANCE_STORE_BATCH_SIZE`` rows are waiting
     or ``COMPLIANCE_STORE_FLUSH_INTERVAL`` seconds have passed, and at spider
@@ -60,15 +62,6 @@ class StorePipeline:
         # arrived is not stored. The store's write checks once more inside
         # its transaction (see Store.write).
         url = self._source_url(item)
-        if not url:
-            # No response produced it (an item yielded from start()) and it names no
-            # url: no notice, purge or erasure by site could ever reach it. Fail closed.
-            refusal = Decision.refuse(
-                UNKNOWN_SOURCE, rule="an item must come from a response or carry a url field",
-                source="StorePipeline", detail=f"{type(item).__name__} yielded with no response (from start()?) and no url",
-            ).at("store", "")
-            self.runtime.refuse(refusal)
-            raise DropItem(str(refusal), log_level="INFO")
         decision = self.runtime.notices.decide(url)
         if not decision.allowed:
             decision = decision.at("store", url)
@@ -97,8 +90,35 @@ class StorePipeline:
         source = noted
         if isinstance(response, Response) and (noted is None or noted["url"] != response.url):
             source = self.runtime.source_of(response)
+        fields = item_fields(item)
+        if source is None and not fields.get("url"):
+            source = self._response_less_source(item, response)
+            if source is None:
+                return
         # Checked against the notices again as it is queued (see add_item).
-        self.runtime.add_item(item_fields(item), source, _lease(response))
+        self.runtime.add_item(fields, source, _lease(response))
+
+    def _response_less_source(self, item: Any, response: Any) -> dict[str, Any] | None:
+        """Where an item with no response and no url is filed: an errback's under its request; else refused (None).
+
+        An errback's item comes with the Failure, which names the request
+        that failed. An item yielded from ``start()`` comes with nothing: no
+        notice, purge or erasure by site could ever reach it, so it is not
+        stored (``provenance.unknown``).
+        """
+        request = getattr(response, "request", None)
+        url = getattr(request, "url", None)
+        if isinstance(url, str) and url:
+            host, domain = filed_under(url)
+            error = getattr(getattr(response, "value", None), "__class__", type(None)).__name__
+            return {"url": url, "host": host, "domain": domain, "crawl_id": self.runtime.config.crawl_id,
+                    "provenance": {"status": None, "failure": error}}  # fmt: skip
+        refusal = Decision.refuse(
+            UNKNOWN_SOURCE, rule="an item is stored under the response (or failed request) that produced it, or its own url field",
+            source="StorePipeline", detail=f"{type(item).__name__} yielded with no response or request (from start()) and no url field",
+        ).at("store", "")  # fmt: skip
+        self.runtime.refuse(refusal)
+        return None
 
     def item_left(self, item: Any, response: Any = None) -> None:
         """Dropped by a pipeline, or a pipeline failed on it: it is settled, and will not be stored."""
