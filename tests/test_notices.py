@@ -241,8 +241,9 @@ def test_listing_trusts_only_filed_domains_and_skips_the_suffix_list_for_them(tm
     assert re.search(r"warning: .*n2\.yaml:\d+: scope: .*'co\.uk' is a public suffix", listed.stdout), listed.stdout
     assert "n2 " not in listed.stdout
     # Trust covers exactly the domains given: the same file passes only when its own domain is vouched for.
-    assert [n.notice.id for n in load_notice_files(policies, filed_domains={"news.test"})[0]] == ["n1"]
-    assert sorted(n.notice.id for n in load_notice_files(policies, filed_domains={"news.test", "co.uk"})[0]) == ["n1", "n2"]
+    assert [n.notice.id for n in load_notice_files(policies, filed_domains={"n1": {"news.test"}})[0]] == ["n1"]
+    assert [n.notice.id for n in load_notice_files(policies, filed_domains={"n1": {"news.test", "co.uk"}})[0]] == ["n1"]
+    assert sorted(n.notice.id for n in load_notice_files(policies, filed_domains={"n2": {"co.uk"}})[0]) == ["n1", "n2"]
     with pytest.raises(ValueError, match="public suffix"):
         Notice.model_validate({**notice().as_record(), "scope": {"domains": ["co.uk"]}}, context={FILED_DOMAINS: {"news.test"}})
 

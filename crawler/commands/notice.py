@@ -176,9 +176,10 @@ class Command(ComplianceCommand):
         assert self.settings is not None
         found: dict[str, tuple[Notice, str]] = {}
         rows = self.notice_rows()
-        # The domains of notices the ledger records as filed, unaltered, were checked
-        # against the suffix list when filed: listing them again need not load it.
-        filed = frozenset(d for row in rows if not row.disagreements for d in _scope_domains(row.data))
+        # The domains of each notice the ledger records as filed, unaltered, were checked against
+        # the suffix list when it was filed: listing it again need not load the list (its own
+        # file only: another file naming the same domain is checked in full).
+        filed = {row.id: frozenset(_scope_domains(row.data)) for row in rows if not row.disagreements}
         files, errors = load_notice_files(self.notices_dir().parent, filed_domains=filed)
         for loaded in files:
             found[loaded.notice.id] = (loaded.notice, "file only (not in the store)")
@@ -186,7 +187,7 @@ class Command(ComplianceCommand):
             if row.disagreements:
                 print(f"warning: notice {row.id}: the registry disagrees with the ledger ({'; '.join(row.disagreements)}); "
                       "shown and enforced as active; see `scrapy ledger verify`")  # fmt: skip
-            found[row.id] = (Notice.model_validate(row.data, context={FILED_DOMAINS: filed}), "store")
+            found[row.id] = (Notice.model_validate(row.data, context={FILED_DOMAINS: filed.get(row.id, frozenset())}), "store")
         for error in errors:
             print(f"warning: {error}")
         return found

@@ -90,10 +90,11 @@ class Work(Strict):
 
 
 #: Validation context key: registered domains a caller vouches for, which skip
-#: the suffix-list checks (the syntax checks still run). ``notice list`` passes
-#: the domains of the notices the ledger records as filed: they were checked in
-#: full when filed, and loading the suffix list costs a listing about 130 ms
-#: (issue #13). A crawl and every command that files or enforces pass none.
+#: the suffix-list checks (the syntax checks still run). ``notice list`` passes,
+#: for each notice the ledger records as filed, the domains of that notice:
+#: they were checked in full when it was filed, and loading the suffix list
+#: costs a listing about 130 ms (issue #13). A crawl and every command that
+#: files or enforces pass none.
 FILED_DOMAINS = "filed_domains"
 
 
@@ -356,15 +357,18 @@ def notice_files(directory: Path | None) -> list[Path]:
 
 
 def load_notice_files(
-    directory: str | Path | None, platform_ids: Iterable[str] | None = None, filed_domains: Iterable[str] = ()
+    directory: str | Path | None, platform_ids: Iterable[str] | None = None,
+    filed_domains: Mapping[str, Iterable[str]] | None = None,
 ) -> tuple[list[LoadedNotice], list[str]]:
     """Every valid notice file in ``DIR/notices``, and every error of every file.
 
     With ``platform_ids``, a scope naming an unknown platform is an error
     (it would block nothing, which must not pass silently). ``filed_domains``
-    are domains already checked against the suffix list (see :data:`FILED_DOMAINS`).
+    maps a notice id to the domains its filing already checked against the
+    suffix list (see :data:`FILED_DOMAINS`): they vouch for that notice's own
+    file only.
     """
-    context = {FILED_DOMAINS: frozenset(filed_domains)}
+    filed = filed_domains or {}
     errors: list[str] = []
     loaded_notices: list[LoadedNotice] = []
     seen: dict[str, LoadedNotice] = {}
@@ -374,7 +378,7 @@ def load_notice_files(
     except OSError as exc:
         return [], [f"{Path(directory) / 'notices'}:1: (folder): cannot be read ({exc.strerror or exc}); notices in it cannot be known"]
     for path in paths:
-        parsed = parse_model_file(path, Notice, errors, "missing", context)
+        parsed = parse_model_file(path, Notice, errors, "missing", {FILED_DOMAINS: frozenset(filed.get(path.stem, ()))})
         if parsed is None:
             continue
         notice, loaded = parsed
