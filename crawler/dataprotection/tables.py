@@ -204,13 +204,11 @@ def _add_missing_columns(store: Store) -> None:
 
 def _sqlite_index(store: Store) -> None:
     with store.engine.begin() as conn:
-        if conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'items_nfkc'").first() is None:
-            for statement in _SQLITE_NFKC:
-                conn.exec_driver_sql(statement)
+        new = conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'items_nfkc'").first() is None
+        for statement in _SQLITE_NFKC:
+            conn.exec_driver_sql(statement)
+        if new:  # a store that already held items: their NFKC forms, once
             conn.exec_driver_sql(_SQLITE_NFKC_BACKFILL)
-        else:
-            for statement in _SQLITE_NFKC:
-                conn.exec_driver_sql(statement)
         found = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'items_fts'").scalar()
         if found == _SQLITE_FTS:
             for trigger in _SQLITE_TRIGGERS:

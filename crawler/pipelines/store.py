@@ -17,8 +17,9 @@ from crawler.runtime import ComplianceRuntime
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
-#: The refusal of an item nothing could file under a site (see StorePipeline.process_item).
+#: The refusal of an item nothing could file under a site (see StorePipeline._response_less_source).
 UNKNOWN_SOURCE = "provenance.unknown"
+
 
 class StorePipeline:
     """The last pipeline: a last notice check; the item is stored once every pipeline has passed it.
@@ -110,7 +111,8 @@ class StorePipeline:
         url = getattr(request, "url", None)
         if isinstance(url, str) and url:
             host, domain = filed_under(url)
-            error = getattr(getattr(response, "value", None), "__class__", type(None)).__name__
+            failure = getattr(response, "value", None)
+            error = type(failure).__name__ if failure is not None else ""
             return {"url": url, "host": host, "domain": domain, "crawl_id": self.runtime.config.crawl_id,
                     "provenance": {"status": None, "failure": error}}  # fmt: skip
         refusal = Decision.refuse(
