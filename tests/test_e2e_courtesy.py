@@ -151,23 +151,34 @@ def test_retry_after_above_the_cap_skips_the_host_with_a_reason(web, crawl, tmp_
 
 
 class CountsInFlight(Site):
-    """A host that counts the requests it is answering at once (each answer takes 0.3 s); its front page links to 12 pages."""
+    """A host that counts the requests it is answering at once; its front page links to 12 pages.
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
+    Each page is answered after 0.3 s, or, with ``wait_for``, once that many
+    requests were in flight together (at most 10 s): then "they overlapped"
+    is a fact the host saw, however slow the machine.
+    """
+
+    def __init__(self, wait_for: int = 0) -> None:
+        self.changed = threading.Condition()
         self.now = 0
         self.most = 0
+        self.wait_for = wait_for
 
     def handle(self, req: WebRequest) -> WebResponse:
         if req.path == "/robots.txt":
             return ROBOTS
-        with self.lock:
+        with self.changed:
             self.now += 1
             self.most = max(self.most, self.now)
+            self.changed.notify_all()
         try:
-            time.sleep(0.3)
+            if self.wait_for and req.path != "/":
+                with self.changed:
+                    self.changed.wait_for(lambda: self.most >= self.wait_for, timeout=10)
+            else:
+                time.sleep(0.3)
         finally:
-            with self.lock:
+            with self.changed:
                 self.now -= 1
         links = "".join(f'<a href="/p/{i}">page {i}</a>' for i in range(12)) if req.path == "/" else ""
         return html(f"<p>{req.path}</p>{links}")
@@ -176,7 +187,8 @@ class CountsInFlight(Site):
 @pytest.mark.parametrize("limit", [2, 8])
 def test_a_policy_max_concurrency_is_held_with_no_delay(web, crawl, tmp_path: Path, limit: int) -> None:
     """max_concurrency N and min_delay 0: the host never answers more than N requests at once (counted by the host)."""
-    site = CountsInFlight()
+    # Under a limit of 8 the host holds each page until three are in flight together (see CountsInFlight).
+    site = CountsInFlight(wait_for=3 if limit == 8 else 0)
     web.add_site("wide.test", site)
     policies = policy_dir_with_pace(tmp_path / f"at-most-{limit}", 0, limit)
     crawl(["http://wide.test/"], {"COMPLIANCE_POLICY_DIR": str(policies), "CONCURRENT_REQUESTS": 32,
