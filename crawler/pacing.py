@@ -18,9 +18,6 @@ if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.crawler import Crawler
 
-#: Scrapy's own downloader, which the add-on replaces with :class:`SlotBoundDownloader`.
-STOCK_DOWNLOADER = "scrapy.core.downloader.Downloader"
-
 
 class SlotBoundDownloader(Downloader):
     """Scrapy's downloader, with a slot's concurrency held on the asyncio reactor.

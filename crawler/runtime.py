@@ -356,6 +356,14 @@ class ComplianceRuntime:
             },
         }  # fmt: skip
 
+    def source_of_url(self, url: str, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Where an item with no response behind it is filed: under ``url`` (its own, or a failed request's)."""
+        host, domain = filed_under(url) if url else ("", "")
+        source: dict[str, Any] = {"url": url, "host": host, "domain": domain, "crawl_id": self.config.crawl_id}
+        if provenance is not None:
+            source["provenance"] = provenance
+        return source
+
     def note_source(self, item: Any, response: Any) -> None:
         """Remember which response produced ``item`` (called by the spider middleware for every item).
 
@@ -391,9 +399,7 @@ class ComplianceRuntime:
         it is released with the batch that stores the item (or now, if refused).
         """
         if source is None:
-            url = str(fields.get("url") or "")
-            host, domain = filed_under(url) if url else ("", "")
-            source = {"url": url, "host": host, "domain": domain, "crawl_id": self.config.crawl_id}
+            source = self.source_of_url(str(fields.get("url") or ""))
         own_url = fields.get("url")
         for url in {source["url"], *([own_url] if isinstance(own_url, str) and own_url else [])}:
             decision = self.notices.decide(url)

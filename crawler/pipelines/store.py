@@ -10,7 +10,6 @@ from scrapy.http import Response
 
 from crawler.cluster import LEASE_META
 from crawler.compliance.decision import Decision
-from crawler.compliance.domains import filed_under
 from crawler.itemfields import item_fields
 from crawler.runtime import ComplianceRuntime
 
@@ -110,11 +109,8 @@ class StorePipeline:
         request = getattr(response, "request", None)
         url = getattr(request, "url", None)
         if isinstance(url, str) and url:
-            host, domain = filed_under(url)
             failure = getattr(response, "value", None)
-            error = type(failure).__name__ if failure is not None else ""
-            return {"url": url, "host": host, "domain": domain, "crawl_id": self.runtime.config.crawl_id,
-                    "provenance": {"status": None, "failure": error}}  # fmt: skip
+            return self.runtime.source_of_url(url, {"status": None, "failure": type(failure).__name__ if failure is not None else ""})
         refusal = Decision.refuse(
             UNKNOWN_SOURCE, rule="an item is stored under the response (or failed request) that produced it, or its own url field",
             source="StorePipeline", detail=f"{type(item).__name__} yielded with no response or request (from start()) and no url field",
